@@ -1,0 +1,146 @@
+"""Decode FCOS outputs into detections: NumPy only. Used by evaluation, parity and the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from export.boxes import batched_nms
+from export.preprocess import Letterbox
+
+
+@dataclass(frozen=True)
+class Detections:
+    boxes: np.ndarray  # (K, 4) float32 xyxy, original-image pixels
+    scores: np.ndarray  # (K,) float32
+    class_ids: np.ndarray  # (K,) int64
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections(
+            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
+        )
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_threshold: float = 0.05  # candidate threshold on the class probability
+    pre_nms_top_n: int = 1000  # per level
+    nms_iou: float = 0.6
+    max_detections: int = 100
+    min_size: float = 0.0  # boxes with width or height <= min_size are dropped
+
+
+def level_sizes(height: int, width: int, strides: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Feature map (h, w) per level for an input of (height, width): ceil(size / stride)."""
+    return [(-(-height // s), -(-width // s)) for s in strides]
+
+
+@lru_cache(maxsize=64)
+def _locations_cached(height: int, width: int, strides: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    out = []
+    for (h, w), s in zip(level_sizes(height, width, strides), strides, strict=True):
+        xs = np.arange(w, dtype=np.float32) * s + s // 2
+        ys = np.arange(h, dtype=np.float32) * s + s // 2
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        loc = np.stack([xx.ravel(), yy.ravel()], axis=1)
+        loc.setflags(write=False)
+        out.append(loc)
+    return tuple(out)
+
+
+def locations(height: int, width: int, strides: tuple[int, ...]) -> list[np.ndarray]:
+    """Per level (h*w, 2) (x, y) centres in input pixels, row-major; cached per input shape."""
+    return list(_locations_cached(int(height), int(width), tuple(int(s) for s in strides)))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free
+
+
+def decode_boxes(points: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """(N, 2) xy, (N, 4) ltrb -> (N, 4) xyxy."""
+    return np.concatenate([points - distances[:, :2], points + distances[:, 2:]], axis=1)
+
+
+def postprocess(
+    cls_logits: np.ndarray,
+    box_distances: np.ndarray,
+    centerness_logits: np.ndarray,
+    input_hw: tuple[int, int],
+    strides: tuple[int, ...],
+    letterbox: Letterbox | None = None,
+    cfg: PostprocessConfig = PostprocessConfig(),
+) -> Detections:
+    """One image's outputs (P, C), (P, 4), (P, 1) -> Detections in original pixels.
+
+    Per level: sigmoid class scores, keep (location, class) pairs above the candidate
+    threshold, top `pre_nms_top_n` of those by score; score = sqrt(cls * centre-ness);
+    class-wise NMS that stops at `max_detections`; clip; drop empty boxes; map back.
+    """
+    locs = locations(input_hw[0], input_hw[1], strides)
+    total = sum(loc.shape[0] for loc in locs)
+    if cls_logits.shape[0] != total:
+        raise ValueError(f"{cls_logits.shape[0]} locations, expected {total} for {input_hw}")
+    num_classes = cls_logits.shape[1]
+    all_boxes, all_scores, all_cls = [], [], []
+    start = 0
+    for loc in locs:
+        end = start + loc.shape[0]
+        logits = cls_logits[start:end]
+        # Threshold on logits first: sigmoid is monotone, so this avoids (P, C) sigmoids.
+        logit_thr = np.log(cfg.score_threshold / (1 - cfg.score_threshold))
+        flat = np.flatnonzero(logits.ravel() > logit_thr)
+        if flat.size:
+            cand_logits = logits.ravel()[flat]
+            if flat.size > cfg.pre_nms_top_n:
+                top = np.argpartition(-cand_logits, cfg.pre_nms_top_n - 1)[: cfg.pre_nms_top_n]
+                flat, cand_logits = flat[top], cand_logits[top]
+            idx, cls = np.divmod(flat, num_classes)
+            ctr = sigmoid(centerness_logits[start:end][idx, 0].astype(np.float32))
+            scores = np.sqrt(sigmoid(cand_logits.astype(np.float32)) * ctr)
+            all_boxes.append(decode_boxes(loc[idx], box_distances[start:end][idx]))
+            all_scores.append(scores)
+            all_cls.append(cls)
+        start = end
+    if not all_boxes:
+        return Detections.empty()
+    boxes = np.concatenate(all_boxes).astype(np.float32)
+    scores = np.concatenate(all_scores).astype(np.float32)
+    class_ids = np.concatenate(all_cls).astype(np.int64)
+    # Clip to the valid (unpadded) image area in input pixels before NMS.
+    if letterbox is not None:
+        valid_w = letterbox.orig_width * letterbox.scale_x
+        valid_h = letterbox.orig_height * letterbox.scale_y
+    else:
+        valid_h, valid_w = float(input_hw[0]), float(input_hw[1])
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, valid_w)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, valid_h)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    ok = (wh[:, 0] > cfg.min_size) & (wh[:, 1] > cfg.min_size)
+    boxes, scores, class_ids = boxes[ok], scores[ok], class_ids[ok]
+    keep = batched_nms(boxes, scores, class_ids, cfg.nms_iou, cfg.max_detections)
+    boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+    if letterbox is not None:
+        boxes = letterbox.to_original(boxes)
+    return Detections(boxes.astype(np.float32), scores, class_ids)
+
+
+def postprocess_batch(
+    outputs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    input_hw: tuple[int, int],
+    strides: tuple[int, ...],
+    letterboxes: list[Letterbox | None],
+    cfg: PostprocessConfig = PostprocessConfig(),
+) -> list[Detections]:
+    """Batched outputs (N, P, C), (N, P, 4), (N, P, 1) -> one Detections per image."""
+    cls, box, ctr = outputs
+    return [
+        postprocess(cls[i], box[i], ctr[i], input_hw, strides, letterboxes[i], cfg)
+        for i in range(cls.shape[0])
+    ]
