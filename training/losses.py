@@ -1,0 +1,203 @@
+"""FCOS losses (torch): sigmoid focal loss, GIoU loss on l,t,r,b distances, FCOSLoss module.
+
+FCOSLoss normalisation (as the official FCOS code):
+
+- classification: focal loss summed over all locations and classes (one-hot targets,
+  background = all zeros) / num_pos;
+- box: (1 - GIoU) on positives weighted by their centre-ness target, / the sum of the
+  centre-ness targets;
+- centre-ness: BCE-with-logits on positives (target = centre-ness of the assigned l,t,r,b),
+  summed / num_pos.
+
+Under DDP both normalisers (num_pos and the centre-ness sum) are all-reduced (sum) and divided
+by the world size, so every process divides by the global mean; num_pos is clamped to >= 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.targets import (
+    DEFAULT_RANGES,
+    DEFAULT_STRIDES,
+    RangesLike,
+    batch_targets,
+    centerness_target,
+    level_ranges,
+    make_points,
+)
+
+
+def sigmoid_focal_loss(
+    logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> Tensor:
+    """Summed focal loss (Lin et al.) for (N, C) logits and (N, C) float targets in [0, 1].
+
+    loss = alpha_t * (1 - p_t) ** gamma * BCE(logits, targets); alpha < 0 disables alpha_t.
+    Computed via BCE-with-logits, so it is stable for large |logits|.
+    """
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss.sum()
+
+
+def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - GIoU for boxes given as (N, 4) l, t, r, b distances from the same point -> (N,).
+
+    Each box is (-l, -t, r, b) xyxy around that point; distances may be negative (then boxes
+    can be disjoint: GIoU < 0 and the loss exceeds 1). Range [0, 2].
+    """
+    pred_xyxy = torch.cat([-pred[:, :2], pred[:, 2:]], dim=1)  # (N, 4) xyxy
+    tgt_xyxy = torch.cat([-target[:, :2], target[:, 2:]], dim=1)  # (N, 4) xyxy
+    pred_wh = (pred_xyxy[:, 2:] - pred_xyxy[:, :2]).clamp(min=0)  # (N, 2)
+    tgt_wh = (tgt_xyxy[:, 2:] - tgt_xyxy[:, :2]).clamp(min=0)  # (N, 2)
+    pred_area = pred_wh[:, 0] * pred_wh[:, 1]  # (N,)
+    tgt_area = tgt_wh[:, 0] * tgt_wh[:, 1]  # (N,)
+    inter_wh = (
+        torch.minimum(pred_xyxy[:, 2:], tgt_xyxy[:, 2:])
+        - torch.maximum(pred_xyxy[:, :2], tgt_xyxy[:, :2])
+    ).clamp(min=0)  # (N, 2)
+    inter = inter_wh[:, 0] * inter_wh[:, 1]  # (N,)
+    union = pred_area + tgt_area - inter  # (N,)
+    encl_wh = (
+        torch.maximum(pred_xyxy[:, 2:], tgt_xyxy[:, 2:])
+        - torch.minimum(pred_xyxy[:, :2], tgt_xyxy[:, :2])
+    ).clamp(min=0)  # (N, 2)
+    enclosing = encl_wh[:, 0] * encl_wh[:, 1]  # (N,)
+    iou = inter / (union + eps)
+    giou = iou - (enclosing - union) / (enclosing + eps)
+    return 1 - giou
+
+
+def _world_mean(value: Tensor) -> Tensor:
+    """Sum over DDP processes / world size (identity without an initialised process group)."""
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value = value / dist.get_world_size()
+    return value
+
+
+class FCOSLoss(nn.Module):
+    """FCOS training loss on `FCOS.forward_train` outputs (box distances in stride units).
+
+    forward(cls_logits (B, P, C), box_pred (B, P, 4), ctr_logits (B, P, 1), boxes, labels,
+    image_hw) -> {"cls", "box", "ctr", "total", "num_pos"}: boxes[i] (M_i, 4) xyxy input px,
+    labels[i] (M_i,) int class ids, image_hw the (padded) input (H, W) of the batch.
+    total = cls + box_weight * box + ctr_weight * ctr. num_pos is the local (this process)
+    number of positive locations, detached. Everything is computed in float32 (autocast off).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        strides: Sequence[int] = DEFAULT_STRIDES,
+        ranges: RangesLike = DEFAULT_RANGES,
+        center_radius: float | None = 1.5,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        box_weight: float = 1.0,
+        ctr_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.strides = tuple(int(s) for s in strides)
+        self.ranges = tuple(level_ranges(ranges, len(self.strides)))  # (lo, hi) per level
+        self.center_radius = center_radius
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.box_weight = box_weight
+        self.ctr_weight = ctr_weight
+        self._points: dict[tuple[int, int, str], tuple[Tensor, Tensor, Tensor]] = {}
+
+    def points(
+        self, height: int, width: int, device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """make_points for this loss's strides and bounds, cached per (H, W, device)."""
+        key = (int(height), int(width), str(device))
+        if key not in self._points:
+            if len(self._points) >= 32:  # multi-scale training: keep the cache bounded
+                self._points.clear()
+            self._points[key] = make_points(height, width, self.strides, device, self.ranges)
+        return self._points[key]
+
+    def forward(
+        self,
+        cls_logits: Tensor,
+        box_pred: Tensor,
+        ctr_logits: Tensor,
+        boxes: Sequence[Tensor],
+        labels: Sequence[Tensor],
+        image_hw: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        device = cls_logits.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            return self._forward(
+                cls_logits.float(), box_pred.float(), ctr_logits.float(), boxes, labels, image_hw
+            )
+
+    def _forward(
+        self,
+        cls_logits: Tensor,
+        box_pred: Tensor,
+        ctr_logits: Tensor,
+        boxes: Sequence[Tensor],
+        labels: Sequence[Tensor],
+        image_hw: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        batch, num_points, num_classes = cls_logits.shape
+        if num_classes != self.num_classes:
+            raise ValueError(f"{num_classes} class logits, loss built for {self.num_classes}")
+        if len(boxes) != batch or len(labels) != batch:
+            raise ValueError(f"batch of {batch} but {len(boxes)} boxes / {len(labels)} labels")
+        points, point_strides, ranges = self.points(image_hw[0], image_hw[1], cls_logits.device)
+        if points.shape[0] != num_points:
+            raise ValueError(f"{num_points} locations, expected {points.shape[0]} for {image_hw}")
+
+        with torch.no_grad():
+            cls_t, box_t, _ = batch_targets(
+                points, point_strides, ranges, boxes, labels, self.center_radius
+            )  # (B, P), (B, P, 4) stride units, (B, P)
+        pos = cls_t >= 0  # (B, P)
+        num_pos_local = pos.sum().float()
+        num_pos_avg = _world_mean(num_pos_local).clamp(min=1.0)
+
+        onehot = torch.zeros_like(cls_logits)  # (B, P, C)
+        pos_b, pos_p = pos.nonzero(as_tuple=True)
+        onehot[pos_b, pos_p, cls_t[pos_b, pos_p]] = 1.0
+        cls_loss = sigmoid_focal_loss(
+            cls_logits.reshape(-1, num_classes), onehot.reshape(-1, num_classes),
+            self.focal_alpha, self.focal_gamma,
+        ) / num_pos_avg  # fmt: skip
+
+        box_pos_pred = box_pred[pos_b, pos_p]  # (K, 4) stride units
+        box_pos_tgt = box_t[pos_b, pos_p]  # (K, 4) stride units
+        ctr_tgt = centerness_target(box_pos_tgt)  # (K,)
+        ctr_sum_avg = _world_mean(ctr_tgt.sum()).clamp(min=1e-6)
+        ctr_pos_logits = ctr_logits[pos_b, pos_p, 0]  # (K,)
+        if box_pos_pred.shape[0] > 0:
+            box_loss = (giou_loss(box_pos_pred, box_pos_tgt) * ctr_tgt).sum() / ctr_sum_avg
+            ctr_loss = (
+                F.binary_cross_entropy_with_logits(ctr_pos_logits, ctr_tgt, reduction="sum")
+                / num_pos_avg
+            )
+        else:  # keep every output in the graph (DDP expects gradients for all parameters)
+            box_loss = box_pred.sum() * 0.0
+            ctr_loss = ctr_logits.sum() * 0.0
+        total = cls_loss + self.box_weight * box_loss + self.ctr_weight * ctr_loss
+        return {
+            "cls": cls_loss,
+            "box": box_loss,
+            "ctr": ctr_loss,
+            "total": total,
+            "num_pos": num_pos_local.detach(),
+        }
