@@ -1,0 +1,301 @@
+"""Evaluate a detector on a VOC-layout split: VOC mAP@0.5 and COCO-style AP.
+
+    python -m training.evaluate --model model.onnx --data-root VOC2012 --split val
+    python -m training.evaluate --model run/best.pt --data-root DIR --split val --json m.json
+
+Images go through exactly the service's path: `export.preprocess.load_image` (bytes, JPEG draft
+at the input size) + `preprocess` + `export.postprocess.postprocess` (candidate threshold 0.05,
+at most 100 detections). Boxes are mapped back to the annotated image size. ONNX files run on
+ONNX Runtime; PyTorch checkpoints run through `TorchDetector`, which the trainer can also build
+from an in-memory (EMA) model. This module imports torch only for checkpoints (the VOC loader
+imports `model.config`, whose package may still pull torch in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from export.metadata import ModelMetadata
+from export.postprocess import Detections, PostprocessConfig, postprocess
+from export.preprocess import Letterbox, load_image, preprocess
+from training.eval_report import format_table, json_safe, save_annotated
+from training.metrics import GroundTruth, Predictions, coco_evaluate, voc_evaluate
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.config import ModelConfig
+    from training.data.sample import Sample
+
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class Detector(Protocol):
+    """What evaluation needs: `export.runtime.OnnxDetector` and `TorchDetector` both fit."""
+
+    @property
+    def metadata(self) -> ModelMetadata: ...
+
+    def infer(self, tensor: np.ndarray) -> Outputs: ...
+
+
+class TorchDetector:
+    """A PyTorch FCOS behind OnnxDetector's `.metadata` / `.infer(tensor)` interface.
+
+    `model` may live on any device and be in train mode (it is put in eval mode for the call
+    and restored afterwards); outputs come back as float32 NumPy arrays.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: ModelConfig | None = None) -> None:
+        self.model = model
+        cfg = cfg if cfg is not None else model.cfg  # type: ignore[assignment]
+        self.cfg = cfg
+        self._metadata = ModelMetadata(
+            name=cfg.name, version="torch", preset=cfg.name, class_names=tuple(cfg.class_names),
+            strides=tuple(cfg.strides), input_size=cfg.input_size, mean=tuple(cfg.mean),
+            std=tuple(cfg.std), precision="fp32",
+        )
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self._metadata
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, use_ema: bool = True) -> TorchDetector:
+        from model.checkpoint import load_model
+
+        model, _ = load_model(path, use_ema=use_ema)
+        return cls(model)
+
+    def infer(self, tensor: np.ndarray) -> Outputs:
+        import torch
+
+        param = next(self.model.parameters())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(tensor)).to(param.device, param.dtype)
+                outs = self.model(x)
+        finally:
+            self.model.train(was_training)
+        cls, box, ctr = (o.float().cpu().numpy() for o in outs)
+        return cls, box, ctr
+
+
+def load_detector(path: str | Path, threads: int | None = None) -> Detector:
+    """An `.onnx` file -> OnnxDetector; anything else is read as a PyTorch checkpoint.
+
+    `threads`: intra-op threads of ONNX Runtime, or torch.set_num_threads for a checkpoint.
+    """
+    if Path(path).suffix.lower() == ".onnx":
+        from export.runtime import OnnxDetector
+
+        return OnnxDetector(path, threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return TorchDetector.from_checkpoint(path)
+
+
+def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> np.ndarray:
+    """(len(dataset_names),) dataset class id -> model class id, -1 where the model lacks it.
+
+    Raises ValueError if the dataset lacks one of the model's classes.
+    """
+    missing = [n for n in model_names if n not in dataset_names]
+    if missing:
+        raise ValueError(f"the dataset classes {list(dataset_names)} lack the model's "
+                         f"classes {missing}; pass the dataset's class list with --classes")
+    index = {n: i for i, n in enumerate(model_names)}
+    return np.array([index.get(n, -1) for n in dataset_names], dtype=np.int64)
+
+
+def _prepare(sample: Sample, meta: ModelMetadata) -> tuple[np.ndarray, Letterbox, float, float]:
+    """Read + decode + letterbox one image, like the service; also the scale to the annotation."""
+    image = load_image(Path(sample.image_path).read_bytes(), None, draft_size=meta.input_size)
+    tensor, lb = preprocess(image, meta.input_size, meta.mean, meta.std)
+    return tensor, lb, sample.width / image.width, sample.height / image.height
+
+
+def run_detector(
+    detector: Detector,
+    samples: Sequence[Sample],
+    cfg: PostprocessConfig = PostprocessConfig(),
+    batch_size: int = 1,
+    workers: int = 2,
+) -> list[Detections]:
+    """Detections per sample, in annotated-image pixels and model class ids.
+
+    Images are decoded in `workers` threads. With batch_size > 1, images of a chunk that share
+    the same letterboxed shape are stacked (no extra padding, so the outputs are unchanged).
+    """
+    meta = detector.metadata
+    results: list[Detections] = []
+
+    def flush(chunk: list[tuple[np.ndarray, Letterbox, float, float]]) -> None:
+        out: list[Detections | None] = [None] * len(chunk)
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for i, item in enumerate(chunk):
+            shapes.setdefault(item[0].shape, []).append(i)
+        for shape, idx in shapes.items():
+            cls, box, ctr = detector.infer(np.concatenate([chunk[i][0] for i in idx]))
+            for j, i in enumerate(idx):
+                _, lb, sx, sy = chunk[i]
+                det = postprocess(cls[j], box[j], ctr[j], shape[2:], meta.strides, lb, cfg)
+                if (sx, sy) != (1.0, 1.0):
+                    det = Detections(det.boxes * np.float32([sx, sy, sx, sy]), det.scores,
+                                     det.class_ids)
+                out[i] = det
+        results.extend(d for d in out if d is not None)
+        chunk.clear()
+
+    chunk: list[tuple[np.ndarray, Letterbox, float, float]] = []
+    batch_size = max(1, batch_size)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        # Bounded read-ahead: at most one batch plus 2 * workers images in memory.
+        pending: deque[Future[tuple[np.ndarray, Letterbox, float, float]]] = deque()
+        it = iter(samples)
+        for sample in itertools.islice(it, batch_size + 2 * workers):
+            pending.append(pool.submit(_prepare, sample, meta))
+        while pending:
+            chunk.append(pending.popleft().result())
+            for sample in itertools.islice(it, 1):
+                pending.append(pool.submit(_prepare, sample, meta))
+            if len(chunk) >= batch_size:
+                flush(chunk)
+        if chunk:
+            flush(chunk)
+    return results
+
+
+def evaluate_detector(
+    detector: Detector,
+    samples: Sequence[Sample],
+    class_names: Sequence[str],
+    *,
+    score_threshold: float = 0.05,
+    max_detections: int = 100,
+    batch_size: int = 1,
+    workers: int = 2,
+    save_images: str | Path | None = None,
+    num_images: int = 8,
+) -> dict[str, Any]:
+    """Run `detector` on `samples` and compute the metrics.
+
+    class_names: the names of the samples' label ids (the class list the data was loaded with).
+    The detector's classes (`detector.metadata.class_names`) are matched to them by name
+    (ValueError if one is missing); objects of dataset classes the model lacks are not scored.
+    Returns {"map50" (VOC all-point mAP@0.5), "map50_95", "ap50", "ap75", "ap_small",
+    "ap_medium", "ap_large" (COCO-style), "per_class" {name: VOC AP@0.5},
+    "per_class_map50_95" {name: AP}, "num_images", "images_per_s", "seconds"}. A metric with
+    no ground truth to score is nan.
+    """
+    model_names = tuple(detector.metadata.class_names)
+    to_model = class_mapping(model_names, class_names)
+    cfg = PostprocessConfig(score_threshold=score_threshold, max_detections=max_detections)
+    t0 = time.perf_counter()
+    dets = run_detector(detector, samples, cfg, batch_size, workers)
+    seconds = time.perf_counter() - t0
+    gts, preds = [], []
+    for sample, det in zip(samples, dets, strict=True):
+        labels = to_model[np.asarray(sample.labels, dtype=np.int64)]
+        keep = labels >= 0
+        gts.append(GroundTruth(np.asarray(sample.boxes)[keep], labels[keep],
+                               np.asarray(sample.difficult)[keep]))
+        preds.append(Predictions(det.boxes, det.scores, det.class_ids))
+    voc = voc_evaluate(gts, preds, len(model_names))
+    coco = coco_evaluate(gts, preds, len(model_names), max_dets=max_detections)
+    if save_images is not None and num_images > 0:
+        out_dir = Path(save_images)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for sample, det in list(zip(samples, dets, strict=True))[:num_images]:
+            save_annotated(sample, det, model_names, class_names, out_dir)
+    n = len(samples)
+    return {
+        "map50": voc.map,
+        "map50_95": coco.ap,
+        "ap50": coco.ap50,
+        "ap75": coco.ap75,
+        "ap_small": coco.ap_small,
+        "ap_medium": coco.ap_medium,
+        "ap_large": coco.ap_large,
+        "per_class": {name: float(v) for name, v in zip(model_names, voc.per_class_ap,
+                                                          strict=True)},
+        "per_class_map50_95": {name: float(v) for name, v in zip(model_names,
+                                                                   coco.per_class_ap,
+                                                                   strict=True)},
+        "num_images": n,
+        "images_per_s": n / seconds if seconds > 0 else float("nan"),
+        "seconds": seconds,
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="an .onnx file (fp32/INT8) or a .pt checkpoint")
+    p.add_argument("--data-root", required=True, help="VOC-layout root (Annotations, ...)")
+    p.add_argument("--split", default="val", help="ImageSets/Main/<split>.txt")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated dataset class names (default: the 20 VOC classes)")
+    p.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    p.add_argument("--save-images", default=None, help="write annotated JPEGs to this folder")
+    p.add_argument("--num-images", type=int, default=8, help="how many images to annotate")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N images (0 = all)")
+    p.add_argument("--score-threshold", type=float, default=0.05, help="candidate threshold")
+    p.add_argument("--batch-size", type=int, default=1, help="images per inference call")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip malformed annotations instead of failing")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from training.data.voc import load_voc  # (imports model.config)
+
+    detector = load_detector(args.model, args.threads or None)
+    if args.classes:
+        dataset_classes: tuple[str, ...] = tuple(c.strip() for c in args.classes.split(","))
+    else:
+        from model.config import VOC_CLASSES
+
+        dataset_classes = VOC_CLASSES
+    try:
+        class_mapping(detector.metadata.class_names, dataset_classes)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    samples = load_voc(args.data_root, args.split, classes=dataset_classes,
+                       skip_invalid=args.skip_invalid)
+    if args.limit > 0:
+        samples = samples[: args.limit]
+    if not samples:
+        print(f"error: no images in split {args.split!r} of {args.data_root}", file=sys.stderr)
+        return 2
+    metrics = evaluate_detector(detector, samples, dataset_classes,
+                                score_threshold=args.score_threshold,
+                                batch_size=args.batch_size, save_images=args.save_images,
+                                num_images=args.num_images)
+    print(format_table(metrics, args.model, args.split))
+    if args.json:
+        payload = {**metrics, "model": str(args.model), "split": args.split}
+        Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Pascal VOC mAP@0.5 with all-point interpolation (the VOC2010+ devkit rule), NumPy only.
+
+Rules (as in the official devkit, with the differences noted):
+- Per class, all detections of all images are ranked by descending score (stable sort).
+- A detection is compared with the ground truth of its class in its image and assigned to the
+  object of highest IoU (first one on ties). If that IoU >= `iou_threshold` (the MATLAB
+  devkit's `>=`): a difficult object -> the detection is ignored (neither TP nor FP);
+  an object not yet matched -> TP, and the object is marked matched; an object already
+  matched by a higher-scoring detection -> FP (duplicate). Otherwise -> FP.
+- Recall is TP / (number of non-difficult objects); AP is the area under the precision
+  envelope over all recall points ("all-point" interpolation, not the 11-point VOC2007 rule).
+- Coordinates are continuous: IoU uses width = x2 - x1, NOT the devkit's pixel-inclusive
+  x2 - x1 + 1. Values differ from the devkit by a small amount on small boxes.
+- A class with no non-difficult ground truth has AP = nan and is left out of the mean.
+  A class with ground truth but no detections has AP = 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.metrics.common import (
+    GroundTruth,
+    Predictions,
+    check_inputs,
+    nanmean_or_nan,
+    pairwise_iou,
+)
+
+
+@dataclass(frozen=True)
+class VocResult:
+    per_class_ap: np.ndarray  # (C,) float64, nan for classes without ground truth
+    map: float  # mean over classes with ground truth (nan if none)
+    num_positives: np.ndarray  # (C,) non-difficult ground-truth objects per class
+
+
+def all_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Area under the monotone precision envelope (VOC2010+), recall/precision in rank order."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def match_image(
+    det_boxes: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_difficult: np.ndarray,
+    iou_threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image, one class; detections already in descending score order.
+
+    Returns (tp, ignored) boolean arrays over the detections; FP = ~tp & ~ignored.
+    """
+    n = det_boxes.shape[0]
+    if gt_boxes.shape[0] == 0 or n == 0:
+        return np.zeros(n, bool), np.zeros(n, bool)
+    iou = pairwise_iou(det_boxes, gt_boxes)
+    best = iou.argmax(axis=1)
+    hit = iou[np.arange(n), best] >= iou_threshold
+    ignored = hit & gt_difficult[best]
+    candidates = np.flatnonzero(hit & ~gt_difficult[best])
+    tp = np.zeros(n, bool)
+    # The first (highest-scoring) candidate for each object is the TP; later ones duplicates.
+    _, first = np.unique(best[candidates], return_index=True)
+    tp[candidates[first]] = True
+    return tp, ignored
+
+
+def voc_evaluate(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Predictions],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+) -> VocResult:
+    """Per-class AP and mAP over images (gts[i] and preds[i] describe the same image)."""
+    check_inputs(gts, preds, num_classes)
+    scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    tps: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    fps: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    npos = np.zeros(num_classes, np.int64)
+    for gt, pred in zip(gts, preds, strict=True):
+        np.add.at(npos, gt.labels[~gt.difficult], 1)
+        for c in np.unique(pred.labels):
+            sel = np.flatnonzero(pred.labels == c)
+            sel = sel[np.argsort(-pred.scores[sel], kind="stable")]
+            g = gt.labels == c
+            tp, ignored = match_image(pred.boxes[sel], gt.boxes[g], gt.difficult[g],
+                                      iou_threshold)
+            keep = ~ignored
+            scores[c].append(pred.scores[sel][keep])
+            tps[c].append(tp[keep])
+            fps[c].append(~tp[keep])
+    ap = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        if npos[c] == 0:
+            continue
+        if not scores[c]:
+            ap[c] = 0.0
+            continue
+        s = np.concatenate(scores[c])
+        order = np.argsort(-s, kind="stable")
+        tp_cum = np.cumsum(np.concatenate(tps[c])[order])
+        fp_cum = np.cumsum(np.concatenate(fps[c])[order])
+        if tp_cum.size == 0:
+            ap[c] = 0.0
+            continue
+        recall = tp_cum / npos[c]
+        precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
+        ap[c] = all_point_ap(recall, precision)
+    return VocResult(ap, nanmean_or_nan(ap), npos)
