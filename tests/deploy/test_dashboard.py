@@ -1,0 +1,229 @@
+"""The Grafana dashboard only queries metrics (and labels) that the service really exports:
+metric names are extracted from every PromQL expression in docker/grafana/dashboards/
+detector.json and checked against the live /metrics of the real app."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.deploy.helpers import (
+    DASHBOARD,
+    INSTALL_HINT,
+    REPO,
+    dashboard_queries,
+    parse_promql,
+    venv_bin_tool,
+)
+
+# Series that Prometheus itself adds for every scrape target, not the service.
+PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+TARGET_LABELS = {"job", "instance", "deployment"}  # added by docker/prometheus.yml / scraping
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+@pytest.fixture(scope="module")
+def queries(dashboard) -> list[tuple[str, str]]:
+    found = dashboard_queries(dashboard)
+    assert len(found) >= 10, found
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# the extractor itself
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "metrics", "grouping"),
+    [
+        ('sum(rate(a_total{x="1", y=~"$v"}[$__rate_interval]))', {"a_total": {"x", "y"}}, set()),
+        ("histogram_quantile(0.95, sum by (le, stage) (rate(h_bucket{stage=~\"a|b\"}[5m])))",
+         {"h_bucket": {"stage"}}, {"le", "stage"}),
+        ("sum without (instance) (g) / on (job) group_left(name) info_metric offset 5m",
+         {"g": set(), "info_metric": set()}, {"instance", "job", "name"}),
+        ('max by (instance) (m{n="by (x)", o!~"}"}) > bool 1e-9 and count(z)',
+         {"m": {"n", "o"}, "z": set()}, {"instance"}),
+        ("rate(c_total[1h:5m]) * 100", {"c_total": set()}, set()),
+    ],
+)  # fmt: skip
+def test_promql_extractor(expr, metrics, grouping):
+    selectors, groups = parse_promql(expr)
+    got: dict[str, set[str]] = {}
+    for s in selectors:
+        got.setdefault(s.metric, set()).update(s.labels)
+    assert got == metrics
+    assert groups == grouping
+
+
+# --------------------------------------------------------------------------------------------
+# static dashboard checks
+# --------------------------------------------------------------------------------------------
+
+
+def test_dashboard_covers_the_required_views(dashboard, queries):
+    exprs = "\n".join(q for _, q in queries)
+    titles = " | ".join(p.get("title", "") for p in dashboard["panels"])
+    assert "rate(detector_requests_total" in exprs
+    assert "sum by (outcome)" in exprs and 'outcome!="ok"' in exprs  # errors by outcome
+    per_stage = "sum by (le, stage) (rate(detector_stage_duration_seconds_bucket"
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, {per_stage}" in exprs, q
+    for name in ("detector_in_flight_requests", "detector_queue_depth", "detector_model_info"):
+        assert name in exprs, name
+    for word in ("Request", "Errors", "Latency", "In-flight", "Queue", "model"):
+        assert word.lower() in titles.lower(), word
+
+
+def test_dashboard_datasource_is_the_provisioned_one(dashboard):
+    yaml = pytest.importorskip("yaml")
+    prov = yaml.safe_load(
+        (REPO / "docker/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    uid = prov["datasources"][0]["uid"]
+
+    def walk(panels):
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels", []))
+
+    for p in walk(dashboard["panels"]):
+        if p["type"] == "row":
+            continue
+        assert p["datasource"]["uid"] == uid, p["title"]
+        for t in p.get("targets", []):
+            assert t["datasource"]["uid"] == uid, p["title"]
+    ids = [p["id"] for p in walk(dashboard["panels"])]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    assert dashboard["uid"] and dashboard["title"]
+
+
+def test_dashboard_variables_are_defined(dashboard, queries):
+    defined = {v["name"] for v in dashboard["templating"]["list"]}
+    used = set()
+    for _, q in queries:
+        used |= set(re.findall(r"\$(\w+)", q)) - {"__rate_interval", "__interval", "__range"}
+    for p in dashboard["panels"]:
+        if p.get("repeat"):
+            used.add(p["repeat"])
+    assert used <= defined, used - defined
+
+
+# --------------------------------------------------------------------------------------------
+# against the live /metrics of the real app
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_onnx_path) -> dict[str, set[str]]:
+    """{sample name: label names} from the app's /metrics after it served a few requests
+    (one ok, some errors), so that labelled series exist. Histogram/counter sample suffixes
+    are expanded from the families' TYPE lines too."""
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(model_path=tiny_onnx_path, threads=1)
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), (120, 80, 40)).save(buf, format="PNG")
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "app never became ready"
+            time.sleep(0.1)
+        ok = client.post("/detect", files={"image": ("x.png", buf.getvalue(), "image/png")})
+        assert ok.status_code == 200, ok.text
+        client.post("/detect", content=b"not an image", headers={"content-type": "text/plain"})
+        client.post("/detect", content=b"", headers={"content-type": "image/png"})
+        text = client.get("/metrics").text
+
+    names: dict[str, set[str]] = {}
+    for fam in text_string_to_metric_families(text):
+        family_names = {fam.name}
+        if fam.type == "counter":
+            family_names.add(fam.name + "_total")
+        if fam.type == "histogram":
+            family_names |= {fam.name + s for s in HISTOGRAM_SUFFIXES}
+        labels: set[str] = set()
+        for sample in fam.samples:
+            names.setdefault(sample.name, set()).update(sample.labels)
+            labels |= set(sample.labels) - {"le"}
+        for n in family_names:
+            names.setdefault(n, set()).update(labels)
+            if n.endswith("_bucket"):
+                names[n].add("le")
+    return names
+
+
+def test_every_dashboard_metric_is_exported_by_the_service(queries, exported):
+    missing = []
+    used: set[str] = set()
+    for where, expr in queries:
+        selectors, _ = parse_promql(expr)
+        assert selectors, f"{where}: no metric found in {expr!r}"
+        for sel in selectors:
+            used.add(sel.metric)
+            if sel.metric not in exported and sel.metric not in PROMETHEUS_SYNTHETIC:
+                missing.append(f"{where}: {sel.metric}")
+    assert not missing, "dashboard queries metrics the service does not export:\n" + "\n".join(
+        missing
+    )
+    service_metrics = {m for m in used if m not in PROMETHEUS_SYNTHETIC}
+    assert all(m.startswith("detector_") for m in service_metrics), service_metrics
+    # the core series are all on the dashboard
+    for name in ("detector_requests_total", "detector_stage_duration_seconds_bucket",
+                 "detector_in_flight_requests", "detector_queue_depth", "detector_model_info",
+                 "detector_model_ready"):  # fmt: skip
+        assert name in used, name
+
+
+def test_every_dashboard_label_exists_on_its_metric(queries, exported):
+    bad = []
+    for where, expr in queries:
+        selectors, grouping = parse_promql(expr)
+        labels_here: set[str] = set()
+        for sel in selectors:
+            if sel.metric in PROMETHEUS_SYNTHETIC:
+                continue
+            known = exported.get(sel.metric, set()) | TARGET_LABELS
+            labels_here |= known
+            bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - known]
+        if labels_here:
+            bad += [f"{where}: by/on ({lb})" for lb in grouping - labels_here]
+    assert not bad, "labels the service does not export:\n" + "\n".join(bad)
+
+
+def test_dashboard_promql_is_valid_for_prometheus(queries, tmp_path):
+    """Every expression parses in Prometheus' own PromQL parser (`promtool check rules` on a
+    rule file made of them), with Grafana's variables replaced by typical values."""
+    yaml = pytest.importorskip("yaml")
+    promtool = venv_bin_tool("promtool")
+    if promtool is None:
+        pytest.skip(f"promtool is not installed: {INSTALL_HINT}")
+    grafana_vars = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+    rules = []
+    for i, (where, expr) in enumerate(queries):
+        concrete = re.sub(r"\$\{?(\w+)\}?", lambda m: grafana_vars.get(m.group(1), ".*"), expr)
+        if where.startswith("variable"):  # label_values(selector, label) -> the selector
+            concrete = f"count({concrete})"
+        rules.append({"record": f"dashboard:query_{i}", "expr": concrete})
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,427 @@
+"""docker/Dockerfile and .dockerignore: the serving image installs no torch and no compilers,
+runs as non-root, and its install and start steps work as written (no Docker daemon needed:
+the slow test runs them in a fresh venv under a temporary directory)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.helpers import (
+    DOCKERFILE,
+    INSTALL_HINT,
+    REPO,
+    Stage,
+    copy_sources,
+    free_port,
+    parse_dockerfile,
+    parse_env_args,
+    substitute,
+    wait_for_status,
+)
+
+TORCH_LIKE = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|onnxscript)$", re.I)
+COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake|cargo|rustc)\b")
+USER_SETUP = re.compile(r"^\s*(groupadd|useradd|addgroup|adduser)\b")
+
+
+@pytest.fixture(scope="module")
+def dockerfile():
+    return parse_dockerfile()
+
+
+def _env(stage: Stage, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(base or {})
+    for instr in stage.of("ENV"):
+        for key, value in parse_env_args(instr.args):
+            env[key] = substitute(value, env)
+    return env
+
+
+def _project_dependencies() -> list[str]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def _req_name(req: str) -> str:
+    return re.split(r"[\s<>=!~;\[(]", req.strip(), maxsplit=1)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# static checks (fast)
+# --------------------------------------------------------------------------------------------
+
+
+def test_parser_agrees_with_buildkits(dockerfile):
+    """The tests' own parser reads the Dockerfile as BuildKit does (the `dockerfile` package
+    wraps BuildKit's Go parser)."""
+    official = pytest.importorskip("dockerfile", reason=f"`dockerfile` (PyPI): {INSTALL_HINT}")
+    theirs = [c for c in official.parse_file(str(DOCKERFILE)) if c.cmd.upper() != "ARG"]
+    mine: list[tuple[str, int, object]] = []
+    for stage in dockerfile.stages:
+        mine.append(("FROM", stage.line, None))
+        mine += [(i.keyword, i.line, i) for i in stage.instructions if i.keyword != "ARG"]
+    assert [(c.cmd.upper(), c.start_line) for c in theirs] == [(k, n) for k, n, _ in mine]
+    for c, (keyword, _, instr) in zip(theirs, mine, strict=True):
+        if keyword == "RUN":
+            assert " ".join(c.value).split() == instr.args.split()
+        elif keyword == "CMD":
+            assert list(c.value) == instr.exec_form()
+        elif keyword == "ENV":
+            pairs = parse_env_args(instr.args)
+            assert list(c.value) == [x for kv in pairs for x in kv]
+        elif keyword == "COPY":
+            sources, dest, flags = copy_sources(instr)
+            assert list(c.value) == [*sources, dest]
+            assert list(c.flags) == [f"--{k}={v}" for k, v in flags.items()]
+
+
+def test_stages_and_base_images(dockerfile):
+    assert len(dockerfile.stages) >= 2, "multi-stage: a builder and a runtime stage"
+    for stage in dockerfile.stages:
+        assert stage.base == "python:3.11-slim", f"stage {stage.name}: base {stage.base}"
+    assert dockerfile.stages[0].name == "builder"
+
+
+def test_no_torch_in_any_install_step(dockerfile):
+    installs = 0
+    for stage in dockerfile.stages:
+        for instr in stage.of("RUN"):
+            for m in re.finditer(r"pip\"? install ([^&;|]*)", instr.args):
+                installs += 1
+                args = shlex.split(m.group(1))
+                named = [_req_name(a) for a in args if not a.startswith("-")]
+                assert not [n for n in named if TORCH_LIKE.match(n)], f"line {instr.line}: {args}"
+                assert not [a for a in args if "[" in a], f"line {instr.line}: no extras: {args}"
+                assert not set(args) & {"-e", "--editable", "--extra-index-url", "-r"}, args
+            assert not re.search(r"\b(conda|apt-get install[^&;]*python3?-torch)", instr.args)
+    assert installs, "no pip install found in the Dockerfile"
+
+
+def test_pyproject_base_dependencies_have_no_torch():
+    deps = [_req_name(d) for d in _project_dependencies()]
+    assert deps, "pyproject has no base dependencies?"
+    assert not [d for d in deps if TORCH_LIKE.match(d)], deps
+    assert {"onnxruntime", "fastapi", "uvicorn", "prometheus-client"} <= {d.lower() for d in deps}
+
+
+def test_builder_installs_the_project_without_extras(dockerfile):
+    runs = " && ".join(i.args for i in dockerfile.stage("builder").of("RUN"))
+    assert re.search(r"python\"? -m venv", runs), "builder creates a venv"
+    assert re.search(r"pip install --no-cache-dir \.(\s|$)", runs), "pip install --no-cache-dir ."
+
+
+def test_final_stage_has_no_build_tools_and_runs_as_non_root(dockerfile):
+    final = dockerfile.final
+    for instr in final.of("RUN"):
+        assert USER_SETUP.match(instr.args), (
+            f"line {instr.line}: the final stage may only create the user; install steps belong "
+            "in the builder stage (the fresh-venv test runs only those)"
+        )
+        assert not COMPILERS.search(instr.args) and "apt-get" not in instr.args
+    users = final.of("USER")
+    assert users, "final stage must switch to a non-root user"
+    user = users[-1].args.split(":")[0].strip()
+    assert user not in ("root", "0"), user
+    # the runtime copies only the venv from the builder, and the run-time sources + model
+    copies = [copy_sources(i) for i in final.of("COPY")]
+    from_builder = [c for c in copies if c[2].get("from") == "builder"]
+    assert [(c[0], c[1]) for c in from_builder] == [(["/opt/venv"], "/opt/venv")]
+    context_sources = {s.rstrip("/") for c in copies if "from" not in c[2] for s in c[0]}
+    assert context_sources == {"service", "export", "models"}, context_sources
+    assert not final.of("ADD")
+
+
+def test_final_stage_port_healthcheck_cmd_and_env(dockerfile):
+    final = dockerfile.final
+    env = _env(final)
+    assert final.of("EXPOSE") and final.of("EXPOSE")[-1].args.split()[0] == "8000"
+    assert env["DETECTOR_PORT"] == "8000" and env["DETECTOR_HOST"] == "0.0.0.0"
+    assert env["DETECTOR_MODEL_PATH"] == "/app/models/default.onnx"
+    assert env["PATH"].startswith(env["VIRTUAL_ENV"] + "/bin:")
+    (cmd,) = final.of("CMD")
+    assert cmd.exec_form() == ["python", "-m", "service"]
+    (health,) = final.of("HEALTHCHECK")
+    assert "/health/ready" in health.args and "urllib" in health.args
+    assert "curl" not in health.args and "wget" not in health.args
+
+
+def _dockerignore_patterns() -> list[str]:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    ignored = False
+    for pat in patterns:
+        negate = pat.startswith("!")
+        p = pat[1:] if negate else pat
+        p = p.strip("/")
+        candidates = [rel] + [str(parent) for parent in Path(rel).parents if str(parent) != "."]
+        hit = any(fnmatch.fnmatch(c, p) or fnmatch.fnmatch(c, p.rstrip("/*")) for c in candidates)
+        if p.startswith("**/"):
+            hit = hit or any(fnmatch.fnmatch(Path(c).name, p[3:]) for c in candidates)
+        if hit:
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_heavy_and_private_things_out():
+    patterns = _dockerignore_patterns()
+    for rel in (".git", ".venv", "runs", "tests", "data", ".pytest_cache",
+                "service/__pycache__", "training"):  # fmt: skip
+        assert _ignored(rel, patterns), f".dockerignore should exclude {rel}"
+    for rel in ("pyproject.toml", "README.md", "service/app.py", "export/runtime.py",
+                "models/default.onnx"):  # fmt: skip
+        assert not _ignored(rel, patterns), f".dockerignore must not exclude {rel}"
+
+
+def test_every_copy_source_is_in_the_build_context(dockerfile):
+    patterns = _dockerignore_patterns()
+    missing = []
+    for stage in dockerfile.stages:
+        for instr in stage.of("COPY"):
+            sources, _, flags = copy_sources(instr)
+            if "from" in flags:
+                continue
+            for src in sources:
+                path = REPO / src
+                if _ignored(src.rstrip("/"), patterns):
+                    missing.append(f"{src} (excluded by .dockerignore)")
+                elif not path.exists():
+                    missing.append(src)
+    code = [m for m in missing if not m.startswith("models")]
+    assert not code, f"docker build would fail, missing from the context: {code}"
+    if missing:
+        pytest.skip(f"default model not in the repo yet: {missing} (docker build needs it)")
+
+
+# --------------------------------------------------------------------------------------------
+# pip resolution without torch (needs the package index)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pip_resolves_the_serving_install_without_torch(tmp_path):
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+         "--disable-pip-version-check", "--report", str(report), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
+    assert "onnxruntime" in {n.lower() for n in names}
+    assert not [n for n in names if TORCH_LIKE.match(n)], names
+
+
+# --------------------------------------------------------------------------------------------
+# the install and start steps, exactly as written, in a fresh venv
+# --------------------------------------------------------------------------------------------
+
+
+class Rootfs:
+    """Container paths re-rooted under a temp dir: /opt/venv -> <tmp>/rootfs/opt/venv etc.
+    Only absolute paths that the Dockerfile itself creates (WORKDIR, COPY destinations,
+    $VIRTUAL_ENV) are re-rooted; everything else is left exactly as written."""
+
+    def __init__(self, root: Path, container_paths: set[str]) -> None:
+        self.root = root
+        prefixes = sorted(container_paths, key=len, reverse=True)
+        self._re = re.compile(
+            r"(?<![\w./-])(" + "|".join(re.escape(p) for p in prefixes) + r")(?=[/:\"'\s]|$)"
+        )
+
+    def path(self, container_path: str) -> Path:
+        return self.root / container_path.lstrip("/")
+
+    def text(self, s: str) -> str:
+        return self._re.sub(lambda m: str(self.path(m.group(1))), s)
+
+
+def _container_paths(df) -> set[str]:
+    paths: set[str] = set()
+    for stage in df.stages:
+        for instr in stage.of("WORKDIR"):
+            paths.add(instr.args.strip())
+        for instr in stage.of("COPY"):
+            sources, dest, flags = copy_sources(instr)
+            if dest.startswith("/"):
+                paths.add(dest.rstrip("/"))
+            if "from" in flags:
+                paths |= {s.rstrip("/") for s in sources}
+        for key, value in (kv for i in stage.of("ENV") for kv in parse_env_args(i.args)):
+            if key == "VIRTUAL_ENV":
+                paths.add(value)
+    return {p for p in paths if p.startswith("/") and p != "/"}
+
+
+def _copy_into(src: Path, dest: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(
+            src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+
+
+def _base_env() -> dict[str, str]:
+    """The environment a RUN/CMD sees before the stage's ENV: the host's, minus anything that
+    would leak the test's own venv; `python` is this interpreter's (its venv's base Python)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
+           and not k.startswith("DETECTOR_")}  # fmt: skip
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _run_stage(
+    stage: Stage, rootfs: Rootfs, base_env: dict[str, str], run_runs: bool, log: list[str]
+) -> tuple[dict[str, str], Path]:
+    """Apply a stage's ENV/WORKDIR/COPY and (builder) RUN in order; return its env and cwd."""
+    env = dict(base_env)
+    cwd = rootfs.root
+    for instr in stage.instructions:
+        if instr.keyword == "ENV":
+            for key, value in parse_env_args(instr.args):
+                env[key] = substitute(rootfs.text(value), env)
+        elif instr.keyword == "WORKDIR":
+            cwd = rootfs.path(instr.args.strip())
+            cwd.mkdir(parents=True, exist_ok=True)
+        elif instr.keyword == "COPY":
+            sources, dest, flags = copy_sources(instr)
+            target = rootfs.path(dest) if dest.startswith("/") else cwd / dest
+            for src in sources:
+                if "from" in flags:  # from another stage: same rootfs
+                    origin = rootfs.path(src)
+                    if origin.resolve() != target.resolve():
+                        _copy_into(origin, target)
+                    continue
+                origin = REPO / src
+                if not origin.exists():
+                    log.append(f"COPY {src}: not in the repo, skipped")
+                    continue
+                if src.endswith("/") or origin.is_dir():
+                    _copy_into(origin, target)
+                elif dest.endswith("/") or len(sources) > 1:
+                    _copy_into(origin, target / origin.name)
+                else:
+                    _copy_into(origin, target)
+        elif instr.keyword == "RUN":
+            if not run_runs:
+                assert USER_SETUP.match(instr.args), instr.args
+                continue
+            cmd = rootfs.text(instr.args)
+            form = instr.exec_form()
+            argv = [rootfs.text(a) for a in form] if form else ["/bin/sh", "-c", cmd]
+            log.append(f"RUN {argv}")
+            proc = subprocess.run(
+                argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+            )
+            assert proc.returncode == 0, (
+                f"Dockerfile line {instr.line} failed ({proc.returncode}): {argv}\n"
+                f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+            )
+    return env, cwd
+
+
+def _healthcheck_argv(stage: Stage, rootfs: Rootfs) -> list[str]:
+    (instr,) = stage.of("HEALTHCHECK")
+    text = instr.args
+    m = re.search(r"(?:^|\s)CMD\s+(.*)$", text, re.DOTALL)
+    assert m, text
+    cmd = m.group(1).strip()
+    if cmd.startswith("["):
+        return [rootfs.text(a) for a in json.loads(cmd)]
+    return ["/bin/sh", "-c", rootfs.text(cmd)]
+
+
+@pytest.mark.slow
+def test_install_and_start_steps_run_as_written_in_a_fresh_venv(tmp_path, tiny_onnx_path):
+    df = parse_dockerfile(DOCKERFILE)
+    rootfs = Rootfs(tmp_path / "rootfs", _container_paths(df))
+    log: list[str] = []
+    base_env = _base_env()
+
+    # builder: COPY + RUN, as written (re-rooted paths only)
+    builder_env, _ = _run_stage(df.stage("builder"), rootfs, base_env, True, log)
+    venv = Path(builder_env["VIRTUAL_ENV"])
+    assert venv.is_relative_to(rootfs.root), venv
+    listed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    names = [p["name"] for p in json.loads(listed.stdout)]
+    assert not [n for n in names if TORCH_LIKE.match(n)], names
+    assert {"onnxruntime", "fastapi", "uvicorn"} <= {n.lower() for n in names}
+
+    # runtime: ENV/WORKDIR/COPY (its RUN lines only create the user and are not run)
+    env, cwd = _run_stage(df.final, rootfs, base_env, False, log)
+    port = free_port()
+    env.update(
+        DETECTOR_MODEL_PATH=str(tiny_onnx_path),
+        DETECTOR_PORT=str(port),
+        DETECTOR_HOST="127.0.0.1",  # tests bind loopback only; the image binds 0.0.0.0
+        DETECTOR_THREADS="1",
+    )
+    (cmd,) = df.final.of("CMD")
+    argv = [rootfs.text(a) for a in (cmd.exec_form() or shlex.split(cmd.args))]
+    exe = shutil.which(argv[0], path=env["PATH"])
+    assert exe and Path(exe).parent == venv / "bin", f"{argv[0]} resolves to {exe}, not the venv"
+
+    health = _healthcheck_argv(df.final, rootfs)
+    closed_env = dict(env, DETECTOR_PORT=str(free_port()))
+    assert (
+        subprocess.run(health, cwd=cwd, env=closed_env, capture_output=True, timeout=30).returncode
+        != 0
+    ), "healthcheck must fail with no server"
+
+    out = (tmp_path / "service.log").open("w")
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        got = wait_for_status(f"{base}/health/ready", 200, 120, proc)
+        assert got == 200, f"/health/ready: {got}; exit {proc.poll()}\n" + _tail(tmp_path)
+        assert wait_for_status(f"{base}/health/live", 200, 5) == 200
+
+        # the code that answers is the image's copy in WORKDIR, running on the fresh venv
+        imported = subprocess.run(
+            [exe, "-c", "import service, export, onnxruntime, sys; "
+             "print(service.__file__); print(export.__file__); "
+             "print('torch' in sys.modules)"],
+            cwd=cwd, env=env, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert Path(imported[0]).is_relative_to(cwd) and Path(imported[1]).is_relative_to(cwd)
+        assert imported[2] == "False"
+
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            assert "detector_model_ready 1.0" in r.read().decode()
+
+        hc = subprocess.run(health, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+        assert hc.returncode == 0, f"HEALTHCHECK failed on a ready service: {hc.stderr}"
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=45) == 0, "graceful stop on SIGTERM\n" + _tail(tmp_path)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        out.close()
+
+
+def _tail(tmp_path: Path) -> str:
+    return (tmp_path / "service.log").read_text()[-4000:]
