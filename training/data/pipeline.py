@@ -1,0 +1,118 @@
+"""The training augmentation pipeline: which transforms run, in which order, with which odds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.data.color import hsv_jitter
+from training.data.mosaic import mixup, mosaic
+from training.data.transforms import (
+    Item,
+    PadValue,
+    filter_boxes,
+    random_hflip,
+    random_scale_letterbox,
+)
+
+ItemGetter = Callable[[int], Item]  # index -> (image HxWx3 uint8, boxes (N,4), labels (N,))
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation settings (defaults follow YOLOX-style FCOS training)."""
+
+    scale_min: float = 0.5  # longer side = size * U(scale_min, scale_max); mosaic zoom too
+    scale_max: float = 1.5
+    flip_prob: float = 0.5
+    hsv_h: float = 0.015  # hue shift, fraction of the hue circle
+    hsv_s: float = 0.7  # saturation gain in [1 - hsv_s, 1 + hsv_s]
+    hsv_v: float = 0.4  # value gain in [1 - hsv_v, 1 + hsv_v]
+    mosaic_prob: float = 0.5
+    mixup_prob: float = 0.1
+    mixup_beta: float = 1.5  # lambda ~ Beta(mixup_beta, mixup_beta)
+    min_box_size: float = 2.0  # px: smaller boxes are dropped after augmentation
+    min_visible: float = 0.25  # boxes keeping less of their area after cropping are dropped
+    mosaic_center: tuple[float, float] = (0.5, 1.5)  # mosaic centre range, x size (2x canvas)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"need 0 < scale_min <= scale_max, got {self}")
+        for name in ("flip_prob", "mosaic_prob", "mixup_prob", "min_visible"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if min(self.hsv_h, self.hsv_s, self.hsv_v, self.min_box_size) < 0 or self.mixup_beta <= 0:
+            raise ValueError(f"invalid augmentation settings: {self}")
+
+    @property
+    def scale_range(self) -> tuple[float, float]:
+        return self.scale_min, self.scale_max
+
+
+def single_view(
+    get: ItemGetter,
+    index: int,
+    size: int,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+    pad_value: PadValue,
+    flip: bool = True,
+) -> Item:
+    """One image: scale jitter + random letterbox/crop (+ horizontal flip if `flip`)."""
+    image, boxes, labels = get(index)
+    image, boxes, labels = random_scale_letterbox(
+        image,
+        boxes,
+        labels,
+        size,
+        rng,
+        cfg.scale_range,
+        pad_value,
+        cfg.min_box_size,
+        cfg.min_visible,
+    )
+    if flip:
+        image, boxes = random_hflip(image, boxes, rng, cfg.flip_prob)
+        image = np.ascontiguousarray(image)
+    return image, boxes, labels
+
+
+def train_view(
+    get: ItemGetter,
+    index: int,
+    num_items: int,
+    size: int,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+    pad_value: PadValue,
+    use_mosaic: bool = True,
+    use_mixup: bool = True,
+) -> Item:
+    """The full training pipeline for item `index` (partners drawn from 0..num_items-1):
+    Mosaic (odds mosaic_prob) or a single view; MixUp with a (flipped at random) single view
+    of a random item (odds mixup_prob); HSV jitter; horizontal flip; a final clip + size
+    filter. The image may be a non-contiguous view (the flip is not copied)."""
+    if use_mosaic and cfg.mosaic_prob > 0 and rng.random() < cfg.mosaic_prob:
+        partners = [int(j) for j in rng.integers(0, num_items, size=3)]
+        tiles = [get(index)] + [get(j) for j in partners]
+        image, boxes, labels = mosaic(
+            tiles,
+            size,
+            rng,
+            cfg.scale_range,
+            cfg.mosaic_center,
+            pad_value,
+            cfg.min_box_size,
+            cfg.min_visible,
+        )
+    else:
+        image, boxes, labels = single_view(get, index, size, cfg, rng, pad_value, flip=False)
+    if use_mixup and cfg.mixup_prob > 0 and rng.random() < cfg.mixup_prob:
+        other = single_view(get, int(rng.integers(0, num_items)), size, cfg, rng, pad_value)
+        image, boxes, labels = mixup((image, boxes, labels), other, rng, cfg.mixup_beta)
+    image = hsv_jitter(image, rng, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v)
+    image, boxes = random_hflip(image, boxes, rng, cfg.flip_prob)
+    boxes, labels = filter_boxes(boxes, labels, size, size, cfg.min_box_size, 0.0)
+    return image, boxes, labels
