@@ -1,0 +1,128 @@
+"""Static INT8 quantization (QDQ) of an exported fp32 FCOS model with ONNX Runtime.
+
+Activations QUInt8 (per tensor), weights QInt8 per output channel, Conv ops only. Calibration
+feeds real images through the same letterbox pre-processing as the service, one image at a
+time (padded shapes may differ between images). Deterministic: sorted files, first N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from export.metadata import INPUT_NAME, ModelMetadata
+from export.preprocess import load_image, preprocess
+from export.proto_metadata import read_metadata, write_metadata
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+
+
+def calibration_files(directory: str | Path, num_images: int) -> list[Path]:
+    """The first `num_images` image files of `directory` (recursive), sorted by path."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"calibration directory not found: {root}")
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
+    return files[:num_images]
+
+
+class ImageCalibrationReader(CalibrationDataReader):
+    """Feeds `{images: (1, 3, H, W)}` batches, pre-processed with the model's own metadata."""
+
+    def __init__(self, files: list[Path], meta: ModelMetadata, square: bool = False) -> None:
+        """`square`: place every tensor top-left on one zero (= mean) canvas of
+        input_size x input_size (rounded up to 32). ORT's histogram calibrators (entropy,
+        percentile) stack the tensors of all batches and so need a single shape."""
+        self.files = list(files)
+        self.meta = meta
+        self.square = square
+        self._iter: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _tensors(self) -> Iterator[dict[str, np.ndarray]]:
+        side = -(-self.meta.input_size // 32) * 32
+        for path in self.files:
+            image = load_image(path.read_bytes(), max_pixels=None, draft_size=self.meta.input_size)
+            tensor, _ = preprocess(image, self.meta.input_size, self.meta.mean, self.meta.std)
+            if self.square:
+                canvas = np.zeros((1, 3, side, side), dtype=np.float32)
+                canvas[:, :, : tensor.shape[2], : tensor.shape[3]] = tensor
+                tensor = canvas
+            yield {INPUT_NAME: tensor}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._iter is None:
+            self._iter = self._tensors()
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = None
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration_dir: str | Path,
+    num_images: int = 64,
+    method: str = "minmax",
+    preprocess_model: bool = True,
+) -> Path:
+    """Write an INT8 QDQ copy of `fp32_path` to `out_path`; metadata copied, precision=int8.
+
+    `method`: "minmax" | "entropy" | "percentile" (ORT calibration methods).
+    `preprocess_model`: run ORT's quant_pre_process (graph optimisation + ONNX shape
+    inference) first, as ORT recommends; it gives a slightly smaller file, same accuracy.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"unknown calibration method {method!r}; use {sorted(CALIBRATION_METHODS)}"
+        )
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if not fp32_path.is_file():
+        raise FileNotFoundError(f"fp32 model not found: {fp32_path}")
+    meta = read_metadata(onnx.load(str(fp32_path), load_external_data=False))
+    files = calibration_files(calibration_dir, num_images)
+    reader = ImageCalibrationReader(files, meta, square=method != "minmax")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fcos-quant.") as tmp:
+        source, quantized = fp32_path, Path(tmp) / "int8.onnx"
+        if preprocess_model:
+            # ONNX shape inference is enough here (symbolic inference targets transformers).
+            source = Path(tmp) / "preprocessed.onnx"
+            quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=True)
+        quantize_static(
+            str(source),
+            str(quantized),
+            calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CALIBRATION_METHODS[method],
+        )
+        proto = onnx.load(str(quantized))
+    write_metadata(proto, dataclasses.replace(meta, precision="int8"))
+    onnx.save(proto, str(out_path))  # `out_path` is only written once the file is complete
+    return out_path

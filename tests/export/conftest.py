@@ -1,0 +1,59 @@
+"""Fixtures for the torch-side export tests: a tiny FCOS whose weights are perturbed enough
+that its outputs vary strongly across locations and it produces detections, so parity tests
+can actually fail. torch is imported inside the fixtures only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from PIL import Image
+
+if TYPE_CHECKING:
+    from model.fcos import FCOS
+
+CLASSES: tuple[str, ...] = ("cat", "dog", "person")
+PERTURB_STD = 0.1  # gives ~65 detections on the 160x120 test card
+
+
+@pytest.fixture(scope="session")
+def perturbed_tiny() -> FCOS:
+    import torch
+
+    from model import FCOS, get_preset
+
+    torch.manual_seed(0)
+    model = FCOS(get_preset("tiny", class_names=CLASSES)).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * PERTURB_STD)
+    return model
+
+
+@pytest.fixture(scope="session")
+def perturbed_onnx(perturbed_tiny: FCOS, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("perturbed") / "tiny.onnx"
+    return export_onnx(perturbed_tiny, path, version="1.2.3", name="tiny-test")
+
+
+@pytest.fixture(scope="session")
+def test_card() -> Image.Image:
+    from export.parity import synthetic_image
+
+    return synthetic_image(160, 120, seed=0)
+
+
+@pytest.fixture(scope="session")
+def calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five PNGs of different sizes/aspects (letterboxed shapes differ) and one non-image."""
+    root = tmp_path_factory.mktemp("calib")
+    from export.parity import synthetic_image
+
+    for i, (w, h) in enumerate([(160, 120), (120, 160), (128, 128), (200, 100), (96, 150)]):
+        synthetic_image(w, h, seed=10 + i).save(root / f"img_{i:02d}.png")
+    (root / "notes.txt").write_text("not an image")
+    return root
