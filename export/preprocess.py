@@ -17,6 +17,8 @@ from export.errors import (
 )
 
 DEFAULT_MAX_PIXELS = 40_000_000
+_ORIENTATION = 0x0112  # EXIF tag
+_ORIENTATIONS_SWAPPING_AXES = (5, 6, 7, 8)  # transpose / rotate 90 / transverse / rotate 270
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,14 @@ class Letterbox:
         out[:, 0::2] = np.clip(out[:, 0::2], 0, self.orig_width)
         out[:, 1::2] = np.clip(out[:, 1::2], 0, self.orig_height)
         return out
+
+    def for_original_size(self, width: int, height: int) -> Letterbox:
+        """The same input tensor, mapped to a (width, height) original of which the
+        letterboxed image was a reduced decode (JPEG draft)."""
+        return Letterbox(
+            self.scale_x * self.orig_width / width, self.scale_y * self.orig_height / height,
+            width, height, self.input_width, self.input_height,
+        )  # fmt: skip
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -65,7 +75,15 @@ def load_image(
 
     `draft_size`: for JPEGs, let the decoder downscale by 1/2..1/8 while keeping the longer
     side >= draft_size (much cheaper for large photos; orientation is applied afterwards).
+    The image may then be smaller than the file's; `decode_image` also returns the full size.
     """
+    return decode_image(data, max_pixels, draft_size)[0]
+
+
+def decode_image(
+    data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """`load_image`, plus the (width, height) of the full-resolution, EXIF-oriented image."""
     if not data:
         raise EmptyInputError("empty body: no image bytes were sent")
     limit = max_pixels if max_pixels is not None else None
@@ -82,7 +100,7 @@ def load_image(
         raise UnsupportedImageTypeError("the body is not an image in a supported format") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image has more than {max_pixels} pixels") from exc
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a decode failure
+    except Exception as exc:
         raise ImageDecodeError(f"cannot read image header: {exc}") from exc
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
@@ -94,9 +112,11 @@ def load_image(
             img.draft(img.mode, (draft_size, draft_size))
         img.seek(0)
         img.load()
+        if img.getexif().get(_ORIENTATION, 1) in _ORIENTATIONS_SWAPPING_AXES:
+            w, h = h, w
         img = ImageOps.exif_transpose(img) or img
-        return _to_rgb(img)
-    except Exception as exc:  # noqa: BLE001 - truncated / corrupt data
+        return _to_rgb(img), (w, h)
+    except Exception as exc:
         raise ImageDecodeError(f"cannot decode image data: {exc}") from exc
 
 
@@ -108,8 +128,8 @@ def letterbox_size(width: int, height: int, input_size: int, pad_multiple: int =
     Returns (scale, resized_w, resized_h, padded_w, padded_h).
     """
     scale = input_size / max(width, height)
-    rw = max(1, int(round(width * scale)))
-    rh = max(1, int(round(height * scale)))
+    rw = max(1, round(width * scale))
+    rh = max(1, round(height * scale))
     pw = -(-rw // pad_multiple) * pad_multiple
     ph = -(-rh // pad_multiple) * pad_multiple
     return scale, rw, rh, pw, ph

@@ -13,7 +13,7 @@ from PIL import Image
 
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
-from export.preprocess import DEFAULT_MAX_PIXELS, load_image, preprocess
+from export.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess
 
 
 def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
@@ -49,18 +49,25 @@ class OnnxDetector:
         return cls, box, ctr
 
     def detect_image(
-        self, image: Image.Image, cfg: PostprocessConfig = PostprocessConfig()
+        self,
+        image: Image.Image,
+        cfg: PostprocessConfig = PostprocessConfig(),
+        original_size: tuple[int, int] | None = None,
     ) -> DetectionResult:
+        """`original_size`: when `image` is a reduced decode (JPEG draft) of a larger original,
+        its (width, height): boxes and the reported size are then in original pixels."""
         m = self.metadata
         t0 = time.perf_counter()
         tensor, lb = preprocess(image, m.input_size, m.mean, m.std)
+        if original_size is not None and original_size != image.size:
+            lb = lb.for_original_size(*original_size)
         t1 = time.perf_counter()
         cls, box, ctr = self.infer(tensor)
         t2 = time.perf_counter()
         dets = postprocess(cls[0], box[0], ctr[0], tensor.shape[2:], m.strides, lb, cfg)
         t3 = time.perf_counter()
         timings = {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2}
-        return DetectionResult(dets, image.width, image.height, timings)
+        return DetectionResult(dets, lb.orig_width, lb.orig_height, timings)
 
     def detect_bytes(
         self,
@@ -69,8 +76,8 @@ class OnnxDetector:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> DetectionResult:
         t0 = time.perf_counter()
-        image = load_image(data, max_pixels, draft_size=self.metadata.input_size)
+        image, original_size = decode_image(data, max_pixels, draft_size=self.metadata.input_size)
         t1 = time.perf_counter()
-        result = self.detect_image(image, cfg)
+        result = self.detect_image(image, cfg, original_size)
         result.timings_s = {"decode": t1 - t0, **result.timings_s}
         return result

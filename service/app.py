@@ -1,0 +1,55 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.engine import Engine, Loader, load_onnx
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import RequestContextMiddleware
+from service.routes import router
+from service.settings import Settings
+
+log = logging.getLogger("service.app")
+
+
+def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
+    """Build the app. `settings` default to the environment (read at startup, in the lifespan);
+    `loader` (path, threads) -> detector is injectable for tests."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings if settings is not None else Settings()
+        logging.getLogger("service.access").disabled = not s.access_log
+        engine = Engine(s, metrics, loader or load_onnx)
+        app.state.settings, app.state.engine = s, engine
+        loading = asyncio.create_task(engine.load())  # background: live now, ready later
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and drained in-flight requests by now.
+            await asyncio.to_thread(engine.close)
+            try:
+                await loading
+            except Exception:  # Engine.load reports its own failures; this is a bug
+                log.exception("model loading task failed")
+            log.info("shutdown complete")
+
+    app = FastAPI(
+        title="FCOS detector",
+        version="1.0",
+        summary="Object detection (FCOS) on ONNX Runtime, CPU",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,161 @@
+"""The model's lifecycle (load -> warm up -> ready, or failed) and the detect call.
+
+Loading runs on the inference worker thread in the background, so the process answers
+liveness at once; readiness turns 200 only after the model is loaded and one dummy inference
+has run. A missing or unreadable model leaves the service alive and not ready, with one clear
+log line saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from export.metadata import ModelMetadata
+from export.postprocess import PostprocessConfig
+from export.runtime import DetectionResult, OnnxDetector
+from service.errors import NotReadyError
+from service.metrics import Metrics
+from service.settings import Settings, model_display_path
+from service.worker import InferenceWorker, Reservation
+
+log = logging.getLogger("service.engine")
+
+# Candidate threshold of export.postprocess used for evaluation (on the class probability).
+EVAL_CANDIDATE_THRESHOLD = PostprocessConfig().score_threshold
+MIN_CANDIDATE_THRESHOLD = 1e-4  # so score_threshold < 0.01 behaves as 0.01
+
+
+class Detector(Protocol):
+    metadata: ModelMetadata
+
+    def detect_image(self, image: Image.Image, cfg: PostprocessConfig) -> DetectionResult: ...
+
+    def detect_bytes(
+        self, data: bytes, cfg: PostprocessConfig, max_pixels: int | None
+    ) -> DetectionResult: ...
+
+
+Loader = Callable[[Path, int], Detector]
+
+
+def load_onnx(path: Path, threads: int) -> Detector:
+    return OnnxDetector(path, threads=threads)
+
+
+def candidate_config(
+    score_threshold: float, max_detections: int, nms_iou: float
+) -> PostprocessConfig:
+    """Postprocess settings for an API threshold on the final score (see service.settings)."""
+    candidate = min(EVAL_CANDIDATE_THRESHOLD, max(score_threshold**2, MIN_CANDIDATE_THRESHOLD))
+    return PostprocessConfig(
+        score_threshold=candidate, nms_iou=nms_iou, max_detections=max_detections
+    )
+
+
+@dataclass
+class ModelStatus:
+    state: str = "loading"  # "loading" | "ready" | "failed"
+    reason: str = "model is loading"
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: Metrics, loader: Loader = load_onnx) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.loader = loader
+        self.detector: Detector | None = None
+        self.status = ModelStatus()
+        self.worker = InferenceWorker(
+            settings.max_queue, settings.retry_after_s, on_depth=metrics.queue_depth.set
+        )
+        metrics.model_ready.set(0)
+
+    @property
+    def ready(self) -> bool:
+        return self.status.state == "ready"
+
+    def require_ready(self) -> Detector:
+        if not self.ready or self.detector is None:
+            raise NotReadyError(f"model not ready: {self.status.reason}")
+        return self.detector
+
+    async def load(self) -> None:
+        """Load and warm up on the worker thread; never raises (failure -> not ready)."""
+        await self.worker.call(self._load_blocking)
+
+    def _load_blocking(self) -> None:
+        path = Path(self.settings.model_path)
+        shown = model_display_path(path)
+        t0 = time.perf_counter()
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(f"model file not found: {shown} (set DETECTOR_MODEL_PATH)")
+            detector = self.loader(path, self.settings.threads)
+            if self.settings.warmup:
+                size = detector.metadata.input_size
+                detector.detect_image(Image.new("RGB", (size, size)), PostprocessConfig())
+        except Exception as exc:  # any failure leaves the service alive and not ready
+            reason = (
+                str(exc)
+                if isinstance(exc, FileNotFoundError)
+                else (f"cannot load model {shown}: {type(exc).__name__}: {exc}")
+            )
+            self.status = ModelStatus("failed", reason)
+            log.error("model not loaded, service stays not ready: %s", reason)
+            return
+        self.detector = detector
+        self.metrics.set_model(detector.metadata)
+        self.metrics.model_ready.set(1)
+        self.status = ModelStatus("ready", "ok")
+        m = detector.metadata
+        load_ms = round(1000 * (time.perf_counter() - t0), 1)
+        log.info(
+            "model ready",
+            extra={"model_path": shown, "model_name": m.name, "model_version": m.version,
+                   "preset": m.preset, "precision": m.precision, "load_ms": load_ms},
+        )  # fmt: skip
+
+    def admit(self) -> Reservation:
+        """A queue slot for a request about to be read (OverloadedError when full)."""
+        self.require_ready()
+        return self.worker.admit()
+
+    async def detect(
+        self,
+        data: bytes,
+        score_threshold: float,
+        max_detections: int,
+        deadline: float | None,
+        slot: Reservation | None = None,
+    ) -> tuple[DetectionResult, float]:
+        """Run the whole pipeline (decode included) on the worker: (result, queue wait in s).
+
+        Decoding happens on the worker too, so at most `max_queue` compressed bodies (never
+        decoded images) wait in memory. Only detections scoring >= score_threshold are kept.
+        """
+        detector = self.require_ready()
+        cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou)
+        max_pixels = self.settings.max_pixels
+
+        def job() -> DetectionResult:
+            result = detector.detect_bytes(data, cfg, max_pixels)
+            dets = result.detections
+            keep = dets.scores >= score_threshold
+            if not keep.all():
+                result.detections = type(dets)(
+                    dets.boxes[keep], dets.scores[keep], dets.class_ids[keep]
+                )
+            return result
+
+        return await self.worker.run(job, deadline, slot)
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=True)
+        self.metrics.model_ready.set(0)

@@ -1,0 +1,151 @@
+"""HTTP endpoints: /detect, /health/live, /health/ready, /model, /metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from service.engine import Engine
+from service.errors import NotReadyError, record_outcome
+from service.metrics import Metrics
+from service.schemas import (
+    DetectResponse,
+    ErrorResponse,
+    HealthStatus,
+    ModelInfo,
+    detect_response,
+)
+from service.settings import Settings
+from service.upload import IMAGE_FIELD, read_image_upload
+
+router = APIRouter()
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "empty, truncated or undecodable image; malformed multipart body"),
+        (413, "body over DETECTOR_MAX_UPLOAD_BYTES or image over DETECTOR_MAX_PIXELS"),
+        (415, "not an image (content type or content)"),
+        (422, "invalid query parameter or missing multipart field"),
+        (503, "model not ready, or overloaded (with Retry-After)"),
+        (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S or timeout_ms) exceeded"),
+    )
+}
+_BINARY = {"type": "string", "format": "binary"}
+_DETECT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {IMAGE_FIELD: _BINARY},
+                    "required": [IMAGE_FIELD],
+                }
+            },
+            "image/*": {"schema": _BINARY},
+            "application/octet-stream": {"schema": _BINARY},
+        },
+    }
+}
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine | None = getattr(request.app.state, "engine", None)
+    if engine is None:
+        raise NotReadyError("model not ready: the service is starting")
+    return engine
+
+
+def _deadline(request: Request, settings: Settings, timeout_ms: int | None) -> float | None:
+    budgets = [settings.request_timeout_s] if settings.request_timeout_s > 0 else []
+    if timeout_ms is not None:
+        budgets.append(timeout_ms / 1000.0)
+    if not budgets:
+        return None
+    started: float = request.state.started_monotonic
+    return started + min(budgets)
+
+
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    responses={**_ERROR_RESPONSES},
+    openapi_extra=_DETECT_BODY,
+    summary="Detect objects in one image",
+)
+async def detect(
+    request: Request,
+    score_threshold: float | None = Query(
+        None, ge=0.0, le=1.0, description="minimum score (default DETECTOR_SCORE_THRESHOLD)"
+    ),
+    max_detections: int | None = Query(
+        None, ge=1, le=1000, description="at most this many (default DETECTOR_MAX_DETECTIONS)"
+    ),
+    timeout_ms: int | None = Query(
+        None, ge=1, le=600_000, description="deadline for this request -> 504 when exceeded"
+    ),
+) -> DetectResponse:
+    engine = _engine(request)
+    settings = engine.settings
+    detector = engine.require_ready()
+    metrics: Metrics = request.app.state.metrics
+    timings: dict[str, float] = request.state.timings_s
+
+    with engine.admit() as slot:  # refuse at once when the queue is full, before reading
+        t0 = time.perf_counter()
+        data, n_bytes = await read_image_upload(request, settings.max_upload_bytes)
+        timings["read"] = time.perf_counter() - t0
+        request.state.request_bytes = n_bytes
+        metrics.request_size.observe(n_bytes)
+        result, waited = await engine.detect(
+            data,
+            settings.score_threshold if score_threshold is None else score_threshold,
+            settings.max_detections if max_detections is None else max_detections,
+            _deadline(request, settings, timeout_ms),
+            slot,
+        )
+    timings.update(queue=waited, **result.timings_s)
+    timings["total"] = time.monotonic() - request.state.started_monotonic
+    n_det = len(result.detections)
+    request.state.image_width, request.state.image_height = result.width, result.height
+    request.state.detections = n_det
+    metrics.observe_stages(timings)
+    metrics.detections.observe(n_det)
+    metrics.image_pixels.observe(result.width * result.height)
+    record_outcome(request, "ok")
+    return detect_response(result, detector.metadata, timings)
+
+
+@router.get("/health/live", response_model=HealthStatus, summary="Liveness: always 200")
+async def live() -> HealthStatus:
+    return HealthStatus(status="alive")
+
+
+@router.get(
+    "/health/ready",
+    response_model=HealthStatus,
+    responses={503: _ERROR_RESPONSES[503]},
+    summary="Readiness: 200 once the model is loaded and warmed up",
+)
+async def ready(request: Request) -> HealthStatus:
+    _engine(request).require_ready()
+    return HealthStatus(status="ready")
+
+
+@router.get("/model", response_model=ModelInfo, responses={503: _ERROR_RESPONSES[503]})
+async def model_info(request: Request) -> ModelInfo:
+    return ModelInfo.from_metadata(_engine(request).require_ready().metadata)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics",
+)
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)

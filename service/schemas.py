@@ -1,0 +1,99 @@
+"""Response bodies (pydantic models): they also make the OpenAPI spec precise."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from export.metadata import ModelMetadata
+from export.runtime import DetectionResult
+
+TIMING_STAGES: tuple[str, ...] = ("decode", "preprocess", "inference", "postprocess", "total")
+
+
+class Detection(BaseModel):
+    label: str
+    class_id: int = Field(ge=0)
+    score: float = Field(ge=0.0, le=1.0)
+    box: list[float] = Field(
+        min_length=4, max_length=4, description="[x1, y1, x2, y2] in original-image pixels"
+    )
+
+
+class ImageInfo(BaseModel):
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    decode: float
+    preprocess: float
+    inference: float
+    postprocess: float
+    total: float
+
+
+class DetectResponse(BaseModel):
+    detections: list[Detection]
+    image: ImageInfo
+    model: ModelRef
+    timings_ms: Timings
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    preset: str
+    precision: str
+    classes: list[str]
+    input_size: int
+    strides: list[int]
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def from_metadata(cls, m: ModelMetadata) -> ModelInfo:
+        return cls(
+            name=m.name, version=m.version, preset=m.preset, precision=m.precision,
+            classes=list(m.class_names), input_size=m.input_size, strides=list(m.strides),
+            mean=list(m.mean), std=list(m.std),
+        )  # fmt: skip
+
+
+class HealthStatus(BaseModel):
+    status: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def detect_response(
+    result: DetectionResult, meta: ModelMetadata, timings_s: dict[str, float]
+) -> DetectResponse:
+    """Build the response; boxes rounded to 0.1 px, scores to 4 decimals, times to 0.01 ms."""
+    d = result.detections
+    boxes = np.round(d.boxes.astype(np.float64), 1).tolist()
+    scores = np.round(d.scores.astype(np.float64), 4).tolist()
+    names = meta.class_names
+    detections = [
+        Detection(label=names[c] if 0 <= c < len(names) else str(c), class_id=c, score=s, box=b)
+        for b, s, c in zip(boxes, scores, (int(c) for c in d.class_ids), strict=True)
+    ]
+    timings = {k: round(1000.0 * timings_s.get(k, 0.0), 2) for k in TIMING_STAGES}
+    return DetectResponse(
+        detections=detections,
+        image=ImageInfo(width=result.width, height=result.height),
+        model=ModelRef(name=meta.name, version=meta.version),
+        timings_ms=Timings(**timings),
+    )

@@ -1,0 +1,80 @@
+"""Service settings, read from `DETECTOR_*` environment variables (pydantic-settings).
+
+Thresholds: `score_threshold` is the API's threshold on the *final* detection score
+(sqrt(class probability x centre-ness)); it filters the detections returned to the client.
+The candidate threshold inside `export.postprocess` (on the class probability alone) stays at
+its evaluation default of 0.05, lowered to `score_threshold**2` only when a client asks for a
+threshold below sqrt(0.05) ~ 0.22, so that every detection scoring >= `score_threshold` is
+always a candidate (score >= t implies class probability >= t**2, since centre-ness <= 1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "default.onnx"
+MiB = 1024 * 1024
+
+
+def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """The container's CPU quota in whole cores (cgroup v2 `cpu.max`), None when unlimited."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
+
+
+def default_threads() -> int:
+    """Cores this process may use: CPU affinity (cpusets), capped by a cgroup CPU quota
+    (`docker run --cpus N`), so ONNX Runtime does not oversubscribe a limited container."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, limit) if limit else cores)
+
+
+class Settings(BaseSettings):
+    """All knobs of the service; each field maps to `DETECTOR_<FIELD NAME IN CAPITALS>`."""
+
+    model_config = SettingsConfigDict(env_prefix="DETECTOR_", extra="ignore")
+
+    model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX file exported by `export`")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(True, description="one JSON line per request")
+
+    score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="default API threshold")
+    max_detections: int = Field(100, ge=1, le=1000, description="default cap per image")
+    nms_iou: float = Field(0.6, gt=0.0, le=1.0)
+    threads: int = Field(default_factory=default_threads, ge=1, description="ORT intra-op")
+    warmup: bool = Field(True, description="one dummy inference before reporting ready")
+
+    max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")
+    max_pixels: int = Field(40_000_000, ge=1, description="decoded width x height limit")
+    max_queue: int = Field(16, ge=0, description="requests waiting for the worker; then 503")
+    request_timeout_s: float = Field(
+        30.0, ge=0.0, description="deadline from arrival to result (0 = none); then 504"
+    )
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 overloaded")
+    graceful_timeout_s: float = Field(
+        30.0, ge=0.0, description="on SIGTERM, how long in-flight requests may take to finish"
+    )
+
+
+def model_display_path(path: Path) -> str:
+    """The model path for logs: relative to the repo when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,90 @@
+"""Test images built in memory: ordinary, odd (modes, shapes, EXIF, animation) and hostile."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def noise(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    return Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
+
+
+def jpeg(width: int = 320, height: int = 240, **kw: object) -> bytes:
+    return encode(noise(width, height), "JPEG", quality=85, **kw)
+
+
+def png(width: int = 64, height: int = 48, mode: str = "RGB") -> bytes:
+    return encode(noise(width, height, mode if mode in ("RGB", "RGBA", "L") else "RGB")
+                  .convert(mode), "PNG")  # fmt: skip
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))  # fmt: skip
+
+
+def raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes) -> bytes:
+    """A PNG written by hand (for formats Pillow cannot write, e.g. 16-bit RGB)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows))
+            + _chunk(b"IEND", b""))  # fmt: skip
+
+
+def png_rgb16(width: int = 40, height: int = 30) -> bytes:
+    row = b"\x00" + b"\x80\x00\x40\x00\xff\xff" * width  # filter byte + 16-bit R, G, B
+    return raw_png(width, height, 16, 2, row * height)
+
+
+def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+    return raw_png(width, height, 8, 0, b"\x00" * 64)
+
+
+def gif_bomb() -> bytes:
+    """A GIF whose logical screen and frame claim 65535 x 65535 pixels."""
+    data = bytearray(encode(Image.new("P", (8, 8)), "GIF"))
+    data[6:10] = struct.pack("<HH", 65535, 65535)
+    i = data.index(b",")  # image descriptor
+    data[i + 5 : i + 9] = struct.pack("<HH", 65535, 65535)
+    return bytes(data)
+
+
+def exif_rotated_jpeg(width: int, height: int, orientation: int = 6) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(noise(width, height), "JPEG", exif=exif.tobytes())
+
+
+def animated(fmt: str = "GIF", frames: int = 3, size: tuple[int, int] = (48, 32)) -> bytes:
+    images = [Image.new("RGB", size, (80 * i, 40, 200 - 60 * i)) for i in range(frames)]
+    return encode(images[0], fmt, save_all=True, append_images=images[1:], duration=50, loop=0)
+
+
+def palette_with_transparency() -> bytes:
+    img = noise(40, 30).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    return encode(img, "PNG", transparency=0)
+
+
+def multipart(fields: list[tuple[str, bytes, str]], boundary: str = "b0undary") -> bytes:
+    """(name, data, content type) parts -> a multipart/form-data body with `boundary`."""
+    out = bytearray()
+    for name, data, ctype in fields:
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                f"filename=\"{name}.bin\"\r\nContent-Type: {ctype}\r\n\r\n").encode()  # fmt: skip
+        out += data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)

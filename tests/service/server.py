@@ -1,0 +1,80 @@
+"""Run `python -m service` as a real subprocess on a free localhost port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log_path: Path
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def wait_ready(self, timeout_s: float = 60.0, path: str = "/health/ready") -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready: {self.log_path.read_text()}")
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+
+@contextmanager
+def run_server(tmp_path: Path, **env: str) -> Iterator[Server]:
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+    full_env.update(DETECTOR_HOST="127.0.0.1", DETECTOR_PORT=str(port), PYTHONUNBUFFERED="1")
+    full_env.update(env)
+    log_path = tmp_path / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    server = Server(proc, f"http://127.0.0.1:{port}", port, log_path)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
