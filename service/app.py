@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.demo import install_demo
 from service.engine import Engine, Loader, load_onnx
 from service.errors import install_error_handlers
 from service.metrics import Metrics
@@ -51,5 +52,6 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
+    install_demo(app)  # GET / and /static/
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -134,11 +134,13 @@ class Engine:
         max_detections: int,
         deadline: float | None,
         slot: Reservation | None = None,
+        then: Callable[[DetectionResult], None] | None = None,
     ) -> tuple[DetectionResult, float]:
         """Run the whole pipeline (decode included) on the worker: (result, queue wait in s).
 
         Decoding happens on the worker too, so at most `max_queue` compressed bodies (never
         decoded images) wait in memory. Only detections scoring >= score_threshold are kept.
+        `then(result)`, if given, runs on the worker right after (e.g. drawing the boxes).
         """
         detector = self.require_ready()
         cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou)
@@ -152,6 +154,8 @@ class Engine:
                 result.detections = type(dets)(
                     dets.boxes[keep], dets.scores[keep], dets.class_ids[keep]
                 )
+            if then is not None:
+                then(result)
             return result
 
         return await self.worker.run(job, deadline, slot)

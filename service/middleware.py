@@ -20,7 +20,9 @@ log = logging.getLogger("service.access")
 DETECT_PATH = "/detect"
 QUIET_PREFIXES = ("/health/", "/metrics")  # logged at DEBUG only
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-SERVER_TIMING_ORDER = ("read", "queue", "decode", "preprocess", "inference", "postprocess")
+SERVER_TIMING_ORDER = (
+    "read", "queue", "decode", "preprocess", "inference", "postprocess", "annotate",
+)  # fmt: skip
 
 
 def request_id_from(headers: Headers) -> str:

@@ -1,12 +1,16 @@
-"""HTTP endpoints: /detect, /health/live, /health/ready, /model, /metrics."""
+"""HTTP endpoints: /detect (JSON, or the annotated image), /health/live, /health/ready, /model,
+/metrics."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from export.runtime import DetectionResult
+from service.annotate import FORMATS, ImageFormat, render
 from service.engine import Engine
 from service.errors import NotReadyError, record_outcome
 from service.metrics import Metrics
@@ -34,6 +38,19 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 _BINARY = {"type": "string", "format": "binary"}
+_ANNOTATED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON detections; with `annotate=true`, the image with the boxes drawn "
+        "(original size; JPEG, or PNG with `format=png`)",
+        "content": {"image/jpeg": {"schema": _BINARY}, "image/png": {"schema": _BINARY}},
+        "headers": {
+            "X-Detections": {
+                "description": "number of boxes drawn (annotate=true only)",
+                "schema": {"type": "integer"},
+            }
+        },
+    }
+}
 _DETECT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -72,9 +89,9 @@ def _deadline(request: Request, settings: Settings, timeout_ms: int | None) -> f
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    responses={**_ERROR_RESPONSES},
+    responses={**_ANNOTATED_RESPONSE, **_ERROR_RESPONSES},
     openapi_extra=_DETECT_BODY,
-    summary="Detect objects in one image",
+    summary="Detect objects in one image (JSON, or the image with the boxes drawn)",
 )
 async def detect(
     request: Request,
@@ -87,7 +104,13 @@ async def detect(
     timeout_ms: int | None = Query(
         None, ge=1, le=600_000, description="deadline for this request -> 504 when exceeded"
     ),
-) -> DetectResponse:
+    annotate: bool = Query(
+        False, description="answer with the image (boxes, labels and scores drawn), not JSON"
+    ),
+    image_format: Literal["jpeg", "png"] = Query(
+        "jpeg", alias="format", description="format of the annotated image (annotate=true)"
+    ),
+) -> DetectResponse | Response:
     engine = _engine(request)
     settings = engine.settings
     detector = engine.require_ready()
@@ -100,13 +123,16 @@ async def detect(
         timings["read"] = time.perf_counter() - t0
         request.state.request_bytes = n_bytes
         metrics.request_size.observe(n_bytes)
+        drawn: list[bytes] = []
         result, waited = await engine.detect(
             data,
             settings.score_threshold if score_threshold is None else score_threshold,
             settings.max_detections if max_detections is None else max_detections,
             _deadline(request, settings, timeout_ms),
             slot,
-        )
+            then=_annotator(data, detector.metadata.class_names, image_format,
+                            settings.max_pixels, drawn) if annotate else None,
+        )  # fmt: skip
     timings.update(queue=waited, **result.timings_s)
     timings["total"] = time.monotonic() - request.state.started_monotonic
     n_det = len(result.detections)
@@ -116,7 +142,28 @@ async def detect(
     metrics.detections.observe(n_det)
     metrics.image_pixels.observe(result.width * result.height)
     record_outcome(request, "ok")
+    if annotate:
+        fmt = FORMATS[image_format]
+        return Response(drawn[0], media_type=fmt.media_type, headers={
+            "Content-Disposition": f'inline; filename="detections.{fmt.extension}"',
+            "X-Detections": str(n_det),
+        })  # fmt: skip
     return detect_response(result, detector.metadata, timings)
+
+
+def _annotator(
+    data: bytes,
+    class_names: tuple[str, ...],
+    image_format: ImageFormat,
+    max_pixels: int,
+    out: list[bytes],
+) -> Callable[[DetectionResult], None]:
+    """Runs on the inference worker after the detection: draws its boxes onto `data`."""
+
+    def draw(result: DetectionResult) -> None:
+        out.append(render(data, result, class_names, image_format, max_pixels))
+
+    return draw
 
 
 @router.get("/health/live", response_model=HealthStatus, summary="Liveness: always 200")

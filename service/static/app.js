@@ -1,0 +1,331 @@
+// FCOS detector demo page: vanilla JS, no dependencies, talks to this service's API only.
+//
+// One upload per image: POST /detect with a low score threshold, then the slider filters the
+// returned detections client-side and redraws the canvas (no new request). The canvas exposes
+// what it shows for tests: data-drawn (number of boxes drawn) and data-threshold.
+"use strict";
+
+(() => {
+  const REQUEST_THRESHOLD = 0.05; // the slider's minimum: everything above it comes back once
+  const MAX_DETECTIONS = 300;
+  const MAX_CANVAS_SIDE = 1600; // larger images are drawn scaled down
+  const LIST_LIMIT = 100; // rows in the detections table
+  // One colour per class id (cycled): the same list as service/annotate.py.
+  const PALETTE = [
+    [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128],
+    [220, 190, 255], [170, 110, 40], [255, 225, 25], [128, 0, 0], [170, 255, 195],
+    [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128], [255, 255, 255],
+  ];
+  const STAGES = ["decode", "preprocess", "inference", "postprocess"];
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    model: $("model"), drop: $("drop"), file: $("file"), slider: $("threshold"),
+    sliderValue: $("threshold-value"), count: $("count"), status: $("status"),
+    error: $("error"), errorTitle: $("error-title"), errorDetail: $("error-detail"),
+    download: $("download"), timings: $("timings").tBodies[0], canvas: $("canvas"),
+    list: $("detections").tBodies[0],
+  };
+  const state = { file: null, image: null, imageUrl: null, result: null, request: 0 };
+
+  const rgb = (c) => `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
+  const colorOf = (classId) => PALETTE[classId % PALETTE.length];
+  const textColorOn = (c) => (0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 150 ? "#000" : "#fff");
+  const threshold = () => Number(el.slider.value);
+
+  function setState(name) {
+    document.body.dataset.state = name;
+  }
+
+  function setStatus(text) {
+    el.status.textContent = text;
+  }
+
+  function showError(title, detail) {
+    el.errorTitle.textContent = title;
+    el.errorDetail.textContent = detail || "";
+    el.error.hidden = false;
+    setStatus("");
+    setState("error");
+  }
+
+  function clearError() {
+    el.error.hidden = true;
+    el.errorTitle.textContent = "";
+    el.errorDetail.textContent = "";
+  }
+
+  // The service answers errors as {"error": {"code", "message"}}; anything else is shown raw.
+  async function readBody(response) {
+    const text = await response.text();
+    try {
+      return { json: JSON.parse(text), text };
+    } catch {
+      return { json: null, text };
+    }
+  }
+
+  function errorText(response, body) {
+    const err = body.json && body.json.error;
+    if (err && err.message) return { title: `HTTP ${response.status}: ${err.code}`, detail: err.message };
+    return { title: `HTTP ${response.status} ${response.statusText}`, detail: body.text.slice(0, 500) };
+  }
+
+  // ---- model info -------------------------------------------------------------------------
+
+  async function loadModelInfo() {
+    let retry = true;
+    try {
+      const response = await fetch("/model", { cache: "no-store" });
+      const body = await readBody(response);
+      if (response.ok && body.json) {
+        const m = body.json;
+        el.model.textContent = `model: ${m.name} ${m.version} · ${m.preset}, ${m.precision}, ` +
+          `input ${m.input_size} px, ${m.classes.length} classes`;
+        el.model.title = `classes: ${m.classes.join(", ")}`;
+        el.model.dataset.ready = "true";
+        retry = false;
+      } else {
+        const e = errorText(response, body);
+        el.model.textContent = `model not ready (${e.detail})`;
+      }
+    } catch (exc) {
+      el.model.textContent = `model: service unreachable (${exc})`;
+    }
+    if (retry) setTimeout(loadModelInfo, 2000);
+  }
+
+  // ---- detection --------------------------------------------------------------------------
+
+  function decodeInBrowser(file) {
+    return new Promise((resolve) => {
+      const url = URL.createObjectURL(file);
+      const img = new Image();
+      img.onload = () => resolve({ img, url });
+      img.onerror = () => {
+        URL.revokeObjectURL(url);
+        resolve({ img: null, url: null });
+      };
+      img.src = url;
+    });
+  }
+
+  async function detect(file) {
+    const request = ++state.request;
+    state.file = file;
+    clearError();
+    setState("loading");
+    setStatus(`Detecting objects in ${file.name || "the image"} …`);
+    el.download.disabled = true;
+
+    const form = new FormData();
+    form.append("image", file, file.name || "image");
+    const url = `/detect?score_threshold=${REQUEST_THRESHOLD}&max_detections=${MAX_DETECTIONS}`;
+    const started = performance.now();
+    let response;
+    let body;
+    try {
+      response = await fetch(url, { method: "POST", body: form });
+      body = await readBody(response);
+    } catch (exc) {
+      if (request === state.request) showError("Network error: the service did not answer", String(exc));
+      return;
+    }
+    const roundTrip = performance.now() - started;
+    if (request !== state.request) return; // a newer upload replaced this one
+    if (!response.ok || !body.json || !Array.isArray(body.json.detections)) {
+      const e = errorText(response, body);
+      state.result = null;
+      clearCanvas();
+      renderTimings(null);
+      showError(e.title, e.detail);
+      return;
+    }
+
+    const decoded = await decodeInBrowser(file);
+    if (request !== state.request) return;
+    if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+    state.image = decoded.img;
+    state.imageUrl = decoded.url;
+    state.result = body.json;
+    renderTimings(body.json.timings_ms, roundTrip, response.headers.get("server-timing"));
+    draw();
+    const n = body.json.detections.length;
+    const size = `${body.json.image.width}×${body.json.image.height}`;
+    setStatus(`${file.name || "image"}: ${size} px, ${n} detections with score ≥ ${REQUEST_THRESHOLD}` +
+      (state.image ? "" : " (this browser cannot display the format: boxes on a blank canvas)"));
+    el.download.disabled = false;
+    setState("done");
+  }
+
+  // ---- drawing ----------------------------------------------------------------------------
+
+  function clearCanvas() {
+    const ctx = el.canvas.getContext("2d");
+    ctx.clearRect(0, 0, el.canvas.width, el.canvas.height);
+    el.canvas.dataset.drawn = "0";
+    el.count.textContent = "No detections to show.";
+    el.list.replaceChildren();
+  }
+
+  function draw() {
+    const result = state.result;
+    if (!result) return;
+    const t = threshold();
+    const { width, height } = result.image;
+    const scale = Math.min(1, MAX_CANVAS_SIDE / Math.max(width, height));
+    const canvas = el.canvas;
+    canvas.width = Math.max(1, Math.round(width * scale));
+    canvas.height = Math.max(1, Math.round(height * scale));
+    const ctx = canvas.getContext("2d");
+    if (state.image) {
+      ctx.drawImage(state.image, 0, 0, canvas.width, canvas.height);
+    } else {
+      ctx.fillStyle = "#3a3f4b";
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+    }
+
+    const shown = result.detections.filter((d) => d.score >= t);
+    const longest = Math.max(canvas.width, canvas.height);
+    const line = Math.max(2, Math.round(longest / 320));
+    const fontSize = Math.min(40, Math.max(11, Math.round(longest / 45)));
+    const pad = Math.max(2, Math.ceil(line / 2) + 1);
+    ctx.font = `${fontSize}px system-ui, sans-serif`;
+    ctx.textBaseline = "top";
+    // Lowest scores first, so the best boxes end up on top.
+    for (const d of [...shown].sort((a, b) => a.score - b.score)) {
+      const [x1, y1, x2, y2] = d.box.map((v) => v * scale);
+      const color = colorOf(d.class_id);
+      ctx.strokeStyle = rgb(color);
+      ctx.lineWidth = line;
+      ctx.strokeRect(x1, y1, Math.max(0, x2 - x1), Math.max(0, y2 - y1));
+
+      const text = `${d.label} ${d.score.toFixed(2)}`;
+      const tw = Math.ceil(ctx.measureText(text).width) + 2 * pad;
+      const th = fontSize + 2 * pad;
+      const tx = Math.max(0, Math.min(Math.round(x1), canvas.width - tw));
+      const ty = y1 - th >= 0 ? Math.round(y1) - th : Math.round(y1);
+      ctx.fillStyle = rgb(color);
+      ctx.fillRect(tx, ty, tw, th);
+      ctx.fillStyle = textColorOn(color);
+      ctx.fillText(text, tx + pad, ty + pad);
+    }
+
+    canvas.dataset.drawn = String(shown.length);
+    canvas.dataset.threshold = t.toFixed(2);
+    canvas.dataset.scale = String(scale);
+    el.count.textContent = `${shown.length} of ${result.detections.length} detections shown ` +
+      `(score ≥ ${t.toFixed(2)})`;
+    renderList(shown);
+  }
+
+  function cell(content, className) {
+    const td = document.createElement("td");
+    if (className) td.className = className;
+    td.append(...[].concat(content));
+    return td;
+  }
+
+  function row(cells, className) {
+    const tr = document.createElement("tr");
+    if (className) tr.className = className;
+    tr.append(...cells);
+    return tr;
+  }
+
+  function renderList(shown) {
+    const rows = shown.slice(0, LIST_LIMIT).map((d) => {
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = rgb(colorOf(d.class_id));
+      return row([cell([swatch, d.label]), cell(d.score.toFixed(3), "num"),
+        cell(`[${d.box.map((v) => v.toFixed(0)).join(", ")}]`)]);
+    });
+    if (shown.length > LIST_LIMIT) {
+      const more = cell(`… and ${shown.length - LIST_LIMIT} more`, "muted");
+      more.colSpan = 3;
+      rows.push(row([more]));
+    }
+    el.list.replaceChildren(...rows);
+  }
+
+  // timings_ms from the body; read/queue only come in the Server-Timing header.
+  function renderTimings(timingsMs, roundTripMs, serverTiming) {
+    const rows = [];
+    const add = (name, ms, className) => rows.push(row([cell(name), cell(Number(ms).toFixed(1))], className));
+    if (timingsMs) {
+      const header = {};
+      for (const part of (serverTiming || "").split(",")) {
+        const m = part.trim().match(/^([\w-]+);dur=([\d.]+)/);
+        if (m) header[m[1]] = Number(m[2]);
+      }
+      for (const name of ["read", "queue"]) if (name in header) add(name, header[name]);
+      for (const name of STAGES) if (name in timingsMs) add(name, timingsMs[name]);
+      add("server total", timingsMs.total, "total");
+      add("round trip (browser)", roundTripMs);
+    }
+    el.timings.replaceChildren(...rows);
+  }
+
+  // ---- annotated download -----------------------------------------------------------------
+
+  async function downloadAnnotated() {
+    if (!state.file) return;
+    const form = new FormData();
+    form.append("image", state.file, state.file.name || "image");
+    const url = `/detect?annotate=true&format=jpeg&score_threshold=${threshold()}` +
+      `&max_detections=${MAX_DETECTIONS}`;
+    el.download.disabled = true;
+    try {
+      const response = await fetch(url, { method: "POST", body: form });
+      if (!response.ok) {
+        const e = errorText(response, await readBody(response));
+        showError(e.title, e.detail);
+        return;
+      }
+      const blob = await response.blob();
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = `${(state.file.name || "image").replace(/\.[^.]*$/, "")}-detections.jpg`;
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    } catch (exc) {
+      showError("Network error: the service did not answer", String(exc));
+    } finally {
+      el.download.disabled = !state.result;
+    }
+  }
+
+  // ---- wiring -----------------------------------------------------------------------------
+
+  function takeFile(files) {
+    if (files && files.length > 0) detect(files[0]);
+  }
+
+  el.file.addEventListener("change", () => {
+    takeFile(el.file.files);
+    el.file.value = ""; // picking the same file again still fires "change"
+  });
+  // Drops anywhere on the page count (and never make the browser navigate to the file).
+  document.addEventListener("dragover", (ev) => {
+    ev.preventDefault();
+    el.drop.classList.add("over");
+  });
+  document.addEventListener("dragleave", (ev) => {
+    if (ev.relatedTarget === null) el.drop.classList.remove("over");
+  });
+  document.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    el.drop.classList.remove("over");
+    takeFile(ev.dataTransfer && ev.dataTransfer.files);
+  });
+  el.slider.addEventListener("input", () => {
+    el.sliderValue.textContent = threshold().toFixed(2);
+    draw();
+  });
+  el.download.addEventListener("click", downloadAnnotated);
+
+  el.sliderValue.textContent = threshold().toFixed(2);
+  loadModelInfo();
+})();
