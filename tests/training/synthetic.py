@@ -1,0 +1,84 @@
+"""Tiny synthetic VOC-layout datasets for trainer tests: coloured rectangles on noise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
+
+
+def make_voc(
+    root: Path, num_images: int = 6, size: int = 128, classes: tuple[str, ...] = ("red", "green"),
+    max_objects: int = 3, seed: int = 0, split: str = "train",
+) -> Path:  # fmt: skip
+    """Write `num_images` images with 1..max_objects rectangles into root (one VOC year dir)."""
+    rng = np.random.default_rng(seed)
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i in range(num_images):
+        image_id = f"img{i:03d}"
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8) // 3 + 60
+        objects: list[tuple[str, int, int, int, int]] = []
+        for _ in range(int(rng.integers(1, max_objects + 1))):
+            placed = _place(rng, size, objects)
+            if placed is None:
+                continue
+            x1, y1, w, h = placed
+            name = classes[int(rng.integers(len(classes)))]
+            pixels[y1 : y1 + h, x1 : x1 + w] = COLOURS[name]
+            objects.append((name, x1, y1, x1 + w, y1 + h))
+        Image.fromarray(pixels).save(root / "JPEGImages" / f"{image_id}.png")
+        objs = "".join(
+            f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{a + 1}</xmin>"
+            f"<ymin>{b + 1}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+            for n, a, b, c, d in objects
+        )
+        xml = (
+            f"<annotation><filename>{image_id}.png</filename><size><width>{size}</width>"
+            f"<height>{size}</height><depth>3</depth></size>{objs}</annotation>"
+        )
+        (root / "Annotations" / f"{image_id}.xml").write_text(xml)
+        ids.append(image_id)
+    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+def _place(
+    rng: np.random.Generator, size: int, objects: list[tuple[str, int, int, int, int]]
+) -> tuple[int, int, int, int] | None:
+    """A rectangle (x1, y1, w, h) that does not overlap `objects` (None after 50 tries)."""
+    for _ in range(50):
+        w, h = (int(v) for v in rng.integers(size // 6, size // 2, 2))
+        x1, y1 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+        if all(
+            x1 >= c + 2 or x1 + w + 2 <= a or y1 >= d + 2 or y1 + h + 2 <= b
+            for _, a, b, c, d in objects
+        ):
+            return x1, y1, w, h
+    return None
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One intra-op thread: on a small shared CI box, more threads mostly spin and wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """CLI flags of a tiny, fast CPU run on a make_voc tree at data_root/VOC."""
+    return [
+        "--preset", "tiny", "--data-root", str(data_root), "--train-split", "VOC/train",
+        "--val-split", "", "--classes", "red,green", "--batch-size", "2", "--workers", "0",
+        "--output-dir", str(out), "--no-progress", "--log-interval", "1", "--device", "cpu",
+        "--lr-base-batch", "0", "--lr", "2e-3", "--warmup-iters", "2", *extra,
+    ]  # fmt: skip

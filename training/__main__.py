@@ -1,0 +1,5 @@
+"""`python -m training` -> training.cli.main."""
+
+from training.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""`python -m training`: train FCOS. Flags mirror TrainConfig fields (--batch-size for batch_size).
+
+Examples:
+  python -m training --data-root data/VOCdevkit --output-dir runs/r18 --epochs 24
+  python -m training --config my_run.json --batch-size 32
+  python -m training --resume runs/r18/last.pt
+  torchrun --nproc_per_node 8 -m training --config my_run.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from model.config import PRESETS
+from training.config import TrainConfig, load_json
+
+CHOICES: dict[str, list[str]] = {"preset": sorted(PRESETS), "dataset_format": ["voc", "coco"]}
+
+# Fields that describe one invocation, not the run: never taken from a checkpoint.
+RUN_ONLY = frozenset({"resume", "stop_epoch"})
+
+HELP: dict[str, str] = {
+    "preset": "model preset: r18-gn, r18-gn-lite or tiny",
+    "input_size": "square input size (0 = the preset's)",
+    "backbone_weights": "torchvision ResNet-18 state dict to start the backbone from",
+    "dataset_format": "voc or coco",
+    "data_root": "VOC: the VOCdevkit directory (splits are relative to it)",
+    "train_split": "VOC: '+'-joined DIR/SPLIT entries under --data-root, e.g. "
+    "VOC2007/trainval+VOC2012/trainval (no DIR: --data-root itself)",
+    "val_split": "VOC: like --train-split; '' disables validation",
+    "classes": "comma-separated class names (default: VOC's 20, or every COCO category)",
+    "max_val_images": "evaluate on the first N validation images only (0 = all)",
+    "batch_size": "images per process and step",
+    "lr": "peak AdamW learning rate for a total batch of --lr-base-batch",
+    "lr_base_batch": "lr is scaled by total batch / this (0: no scaling)",
+    "warmup_iters": "linear warmup iterations (> 0 overrides --warmup-epochs)",
+    "min_lr_ratio": "cosine ends at lr * this",
+    "grad_clip": "max global gradient norm (0 = off)",
+    "ema_decay": "EMA decay (0 = no EMA); ramped as d * (1 - exp(-updates / tau))",
+    "augment": "data augmentation (off: resize/letterbox only)",
+    "no_aug_epochs": "final epochs without mosaic and mixup",
+    "device": "cuda, cuda:N or cpu (default: cuda if available)",
+    "amp": "bf16 autocast (CUDA only)",
+    "channels_last": "channels_last memory format (CUDA only)",
+    "compile": "torch.compile the training forward",
+    "workers": "DataLoader worker processes per rank",
+    "cache_images": "keep decoded, resized images in RAM",
+    "eval_interval": "evaluate every N epochs (the last epoch always)",
+    "log_interval": "iterations per log.jsonl record and progress-bar update",
+    "progress": "tqdm progress bars (only on a TTY)",
+    "output_dir": "run directory: config, log.jsonl, plots/, *.pt",
+    "resume": "continue exactly from this last.pt (its config unless --config is given)",
+    "stop_epoch": "stop after this epoch (resume later with --resume)",
+}
+
+
+def _kind(tp: Any) -> tuple[str, Any]:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "bool", bool
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if args and args[-1] is Ellipsis:
+            return "list", args[0]
+        return "tuple", args[0]
+    return "scalar", tp
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS,
+    )  # fmt: skip
+    parser.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind, tp = _kind(hints[f.name])
+        default = getattr(defaults, f.name)
+        help_text = f"{HELP.get(f.name, f.name.replace('_', ' '))} (default: {default!r})"
+        if kind == "bool":
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text
+            )
+        elif kind == "list":
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()),
+                help=help_text,
+            )
+        elif kind == "tuple":
+            metavar = tuple(f"{f.name.upper()}{i + 1}" for i in range(len(default)))
+            parser.add_argument(
+                flag, dest=f.name, type=tp, nargs=len(default), metavar=metavar, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag, dest=f.name, type=tp, choices=CHOICES.get(f.name), help=help_text
+            )
+    return parser
+
+
+def resolve_config(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults < checkpoint's train_config (resume without --config) < --config < flags."""
+    args = vars(build_parser().parse_args(argv))
+    config_file = args.pop("config", None)
+    merged: dict[str, Any] = {}
+    resume = args.get("resume")
+    if resume and not config_file:
+        from training.checkpointing import load_for_resume
+
+        saved = load_for_resume(resume)["train_config"]
+        merged.update({k: v for k, v in saved.items() if k not in RUN_ONLY})
+    if config_file:
+        merged.update(load_json(config_file))
+    merged.update(args)
+    cfg = TrainConfig.from_dict(merged)
+    cfg.validate()
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = resolve_config(argv)
+    from training.trainer import train
+
+    result = train(cfg)
+    return 0 if result["epoch"] >= 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

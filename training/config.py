@@ -1,0 +1,128 @@
+"""Training configuration: one flat dataclass, loadable from a JSON file and CLI flags.
+
+Precedence (lowest to highest): dataclass defaults < checkpoint's `train_config` (when
+resuming without `--config`) < `--config file.json` < explicit CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.config import VOC_CLASSES
+
+CONFIG_FILENAME = "train_config.json"
+
+
+@dataclass
+class TrainConfig:
+    # Model
+    preset: str = "r18-gn"
+    input_size: int = 0  # 0 = the preset's input size
+    backbone_weights: str = ""  # torchvision-format ResNet-18 state dict (see backbone_weights.py)
+    # Data
+    dataset_format: str = "voc"  # voc | coco
+    data_root: str = "data/VOCdevkit"  # VOC: the VOCdevkit directory
+    train_split: str = "VOC2007/trainval+VOC2012/trainval"
+    val_split: str = "VOC2007/test"  # "" disables validation
+    coco_train_json: str = ""
+    coco_train_images: str = ""
+    coco_val_json: str = ""
+    coco_val_images: str = ""
+    classes: tuple[str, ...] = ()  # empty: VOC's 20 classes (voc) or all categories (coco)
+    max_val_images: int = 0  # 0 = the whole validation split
+    skip_invalid: bool = False  # skip (and count) malformed annotations instead of failing
+    # Schedule and optimiser (AdamW)
+    epochs: int = 24
+    batch_size: int = 16  # per process
+    lr: float = 1e-3  # for a total batch of `lr_base_batch`
+    lr_base_batch: int = 64  # lr scales linearly with the total batch; 0 = use lr as is
+    weight_decay: float = 0.05  # not applied to norm, bias and Scale parameters
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 1.0
+    warmup_iters: int = 0  # > 0 overrides warmup_epochs
+    warmup_start_ratio: float = 0.001
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    ema_decay: float = 0.9998  # 0 disables EMA
+    ema_tau: float = 2000.0  # decay ramp: d * (1 - exp(-updates / tau))
+    # Loss
+    center_radius: float = 1.5
+    # Augmentation (training/data AugmentConfig fields)
+    augment: bool = True
+    scale_min: float = 0.5
+    scale_max: float = 1.5
+    flip_prob: float = 0.5
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    mosaic_prob: float = 0.5
+    mixup_prob: float = 0.0
+    mixup_beta: float = 1.5
+    min_box_size: float = 2.0
+    no_aug_epochs: int = 2  # last epochs with mosaic and mixup off
+    # Runtime
+    device: str = ""  # "" = cuda when available (LOCAL_RANK picks the GPU), else cpu
+    amp: bool = True  # bf16 autocast (CUDA only)
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the training forward
+    workers: int = 8
+    cache_images: bool = False
+    seed: int = 0
+    # Evaluation, logging, outputs
+    eval_interval: int = 1  # epochs; the last epoch is always evaluated
+    log_interval: int = 20  # iterations per log.jsonl record
+    plot_interval_s: float = 30.0  # plots are redrawn after an epoch at most this often
+    progress: bool = True  # tqdm bars (also off when stderr is not a TTY)
+    output_dir: str = "runs/fcos"
+    resume: str = ""  # a last.pt to continue from
+    stop_epoch: int = 0  # > 0: stop after this epoch (time-sliced jobs; resume later)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        merged = self.to_dict()
+        merged.update(changes)
+        return TrainConfig.from_dict(merged)
+
+    def class_names(self) -> tuple[str, ...] | None:
+        """Explicit classes, VOC's for VOC, or None (COCO: every category in the json)."""
+        if self.classes:
+            return tuple(self.classes)
+        return VOC_CLASSES if self.dataset_format == "voc" else None
+
+    def validate(self) -> None:
+        if self.dataset_format not in ("voc", "coco"):
+            raise ValueError(f"dataset_format must be voc or coco, not {self.dataset_format!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("ema_decay must be in [0, 1)")
+        if self.dataset_format == "coco" and not (self.coco_train_json and self.coco_train_images):
+            raise ValueError("coco needs --coco-train-json and --coco-train-images")
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file holds one JSON object")
+    return data
+
+
+def save_config(cfg: TrainConfig, run_dir: str | Path) -> Path:
+    path = Path(run_dir) / CONFIG_FILENAME
+    path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return path

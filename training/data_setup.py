@@ -1,0 +1,167 @@
+"""From a TrainConfig to samples, the training DataLoader and on-device normalisation.
+
+Fast path: the dataset yields uint8 images (4x fewer bytes through pinned memory and the
+host-to-device copy) and the batch is normalised on the device. Workers are persistent; the
+epoch and the Mosaic/MixUp switches travel *inside the sampled indices* (EpochSampler), so
+persistent workers see them and every item stays a pure function of (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from model.config import get_preset
+from training.config import TrainConfig
+from training.data import AugmentConfig, DetectionDataset, Sample, collate, load_coco, load_voc
+from training.distributed import DistInfo
+
+Key = tuple[int, int, bool, bool]  # (index, epoch, mosaic on, mixup on)
+
+
+class EpochSampler(Sampler[Key]):
+    """Wraps a DistributedSampler; yields (index, epoch, mosaic, mixup) keys."""
+
+    def __init__(self, inner: DistributedSampler) -> None:
+        self.inner = inner
+        self.epoch, self.mosaic, self.mixup = 0, True, True
+
+    def set_epoch(self, epoch: int, mosaic: bool, mixup: bool) -> None:
+        self.epoch, self.mosaic, self.mixup = epoch, mosaic, mixup
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Key]:
+        for index in self.inner:
+            yield int(index), self.epoch, self.mosaic, self.mixup
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class EpochDataset(Dataset):
+    """DetectionDataset addressed by EpochSampler keys (sets epoch/switches, then reads)."""
+
+    def __init__(self, dataset: DetectionDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index, epoch, mosaic, mixup = key
+        self.dataset.set_epoch(epoch)
+        self.dataset.set_mosaic(mosaic)
+        self.dataset.set_mixup(mixup)
+        return self.dataset[index]
+
+
+@dataclass
+class DataBundle:
+    class_names: tuple[str, ...]
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    train_loader: DataLoader
+    sampler: EpochSampler
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+
+    def set_epoch(self, epoch: int, mosaic_mixup: bool) -> None:
+        self.sampler.set_epoch(epoch, mosaic_mixup, mosaic_mixup)
+
+
+def _voc_parts(data_root: str, spec: str) -> list[tuple[Path, str]]:
+    """'VOC2007/trainval+VOC2012/trainval' -> [(root/VOC2007, 'trainval'), ...]."""
+    parts = []
+    for entry in (e.strip() for e in spec.split("+")):
+        if not entry:
+            continue
+        sub, _, split = entry.rpartition("/")
+        parts.append((Path(data_root) / sub if sub else Path(data_root), split))
+    return parts
+
+
+def load_samples(cfg: TrainConfig, train: bool) -> tuple[list[Sample], tuple[str, ...]]:
+    names = cfg.class_names()
+    if cfg.dataset_format == "coco":
+        json_path = cfg.coco_train_json if train else cfg.coco_val_json
+        image_dir = cfg.coco_train_images if train else cfg.coco_val_images
+        if not json_path:
+            return [], names or ()
+        return load_coco(
+            json_path, image_dir, names, skip_invalid=cfg.skip_invalid, drop_empty=train
+        )
+    assert names is not None
+    samples: list[Sample] = []
+    for root, split in _voc_parts(cfg.data_root, cfg.train_split if train else cfg.val_split):
+        samples += load_voc(root, split, names, skip_invalid=cfg.skip_invalid, drop_empty=train)
+    return samples, names
+
+
+def augment_config(cfg: TrainConfig) -> AugmentConfig | None:
+    if not cfg.augment:
+        return None
+    return AugmentConfig(
+        scale_min=cfg.scale_min, scale_max=cfg.scale_max, flip_prob=cfg.flip_prob,
+        hsv_h=cfg.hsv_h, hsv_s=cfg.hsv_s, hsv_v=cfg.hsv_v, mosaic_prob=cfg.mosaic_prob,
+        mixup_prob=cfg.mixup_prob, mixup_beta=cfg.mixup_beta, min_box_size=cfg.min_box_size,
+    )  # fmt: skip
+
+
+def device_normalizer(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 (B,3,H,W) -> float32 (x - 255 mean) / (255 std): training.data.normalize_batch's
+    arithmetic, with the constants made once on the device (no per-step host copies)."""
+    mean_t = (torch.tensor(mean, dtype=torch.float32) * 255.0).view(1, 3, 1, 1).to(device)
+    scale_t = (torch.tensor(std, dtype=torch.float32) * 255.0).view(1, 3, 1, 1).to(device)
+
+    def normalize(images: torch.Tensor) -> torch.Tensor:
+        return (images.to(torch.float32) - mean_t) / scale_t
+
+    return normalize
+
+
+def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
+    train_samples, names = load_samples(cfg, train=True)
+    if not train_samples:
+        raise ValueError("no training images (check --data-root / --train-split)")
+    val_samples: list[Sample] = []
+    if (cfg.dataset_format == "voc" and cfg.val_split) or cfg.coco_val_json:
+        val_samples, _ = load_samples(cfg, train=False)
+        if cfg.max_val_images > 0:
+            val_samples = val_samples[: cfg.max_val_images]
+    preset = get_preset(cfg.preset)
+    size = cfg.input_size or preset.input_size
+    mean, std = tuple(preset.mean), tuple(preset.std)
+    dataset = DetectionDataset(
+        train_samples, size, mean, std, augment=augment_config(cfg), cache=cfg.cache_images,
+        seed=cfg.seed, normalize_on_device=True,
+    )  # fmt: skip
+    inner = DistributedSampler(
+        dataset,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=False,
+    )
+    sampler = EpochSampler(inner)
+    cuda = info.device.type == "cuda"
+    workers = max(0, cfg.workers)
+    loader = DataLoader(
+        EpochDataset(dataset), batch_size=cfg.batch_size, sampler=sampler,
+        num_workers=workers, collate_fn=collate, pin_memory=cuda,
+        drop_last=len(sampler) > cfg.batch_size, persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )  # fmt: skip
+    return DataBundle(
+        tuple(names),
+        train_samples,
+        val_samples,
+        loader,
+        sampler,
+        device_normalizer(mean, std, info.device),
+    )

@@ -1,0 +1,112 @@
+"""PNG plots of a run from its log.jsonl: `python -m training.plots RUN_DIR`.
+
+Writes `<run>/plots/losses.png` (per-iteration and per-epoch losses), `lr.png` and
+`map.png` (validation mAP@0.5 and mAP@0.5:0.95 per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from training.runlog import read_log
+
+LOSS_KEYS = ("total", "cls", "box", "ctr")
+
+
+def _series(records: list[dict[str, Any]], x_key: str, y_key: str) -> tuple[list, list]:
+    xs, ys = [], []
+    for r in records:
+        if r.get(y_key) is not None and r.get(x_key) is not None:
+            xs.append(r[x_key])
+            ys.append(r[y_key])
+    return xs, ys
+
+
+def _iter_x(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Iteration records with a fractional-epoch x value ("x")."""
+    out = []
+    for r in records:
+        n = r.get("iters_per_epoch") or 0
+        x = (r["epoch"] - 1 + r["iter"] / n) if n else r["epoch"]
+        out.append({**r, "x": x})
+    return out
+
+
+def make_plots(run_dir: str | Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    records = read_log(run_dir)
+    iters = _iter_x([r for r in records if r.get("type") == "iter"])
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for key in LOSS_KEYS:
+        xs, ys = _series(iters, "x", key)
+        if xs:
+            ax.plot(xs, ys, alpha=0.35, linewidth=0.8, label=f"{key} (iter)")
+        xs, ys = _series(epochs, "epoch", key)
+        if xs:
+            ax.plot(xs, ys, marker="o", label=f"{key} (epoch mean)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("training losses")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    written.append(_save(fig, out_dir / "losses.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs, ys = _series(iters, "x", "lr")
+    ax.plot(xs, ys) if xs else ax.plot(*_series(epochs, "epoch", "lr"))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("learning rate")
+    ax.grid(alpha=0.3)
+    written.append(_save(fig, out_dir / "lr.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    val = [{"epoch": r["epoch"], **r["val"]} for r in epochs if r.get("val")]
+    for key, label in (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95")):
+        xs, ys = _series(val, "epoch", key)
+        if xs:
+            ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mAP")
+    ax.set_title("validation mAP")
+    ax.grid(alpha=0.3)
+    if val:
+        ax.legend()
+    written.append(_save(fig, out_dir / "map.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.plots", description=__doc__)
+    parser.add_argument("run_dir", help="a training run directory (holds log.jsonl)")
+    args = parser.parse_args(argv)
+    if not (Path(args.run_dir) / "log.jsonl").exists():
+        print(f"{args.run_dir}: no log.jsonl", file=sys.stderr)
+        return 2
+    for path in make_plots(args.run_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Training-step throughput on synthetic batches (no data loading): the model side's img/s.
+
+    python -m training.speed --preset r18-gn --size 512 --batch-size 8 --iters 5
+    python -m training.speed --preset r18-gn --batch-size 32 --iters 50 --compile   # on a GPU
+
+Runs the trainer's own step (training.loop.train_step: bf16 autocast + channels_last on
+CUDA, loss, backward, clip, AdamW, EMA). Compare with the img/s in a run's log.jsonl: if
+that is much lower, the data pipeline (workers, --cache-images) is the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from model.config import get_preset
+from model.fcos import FCOS
+from training.data_setup import device_normalizer
+from training.distributed import configure_cuda, pick_device
+from training.ema import ModelEMA
+from training.loop import StepContext, TrainForward, train_step
+from training.losses import FCOSLoss
+from training.optim import build_optimizer
+from training.schedule import WarmupCosine
+
+
+def synthetic_batch(
+    batch: int, size: int, num_classes: int, gen: torch.Generator
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=gen)
+    boxes, labels = [], []
+    for _ in range(batch):
+        n = int(torch.randint(1, 8, (1,), generator=gen))
+        xy = torch.rand(n, 2, generator=gen) * size * 0.7
+        wh = (torch.rand(n, 2, generator=gen) * 0.5 + 0.05) * size
+        boxes.append(torch.cat([xy, (xy + wh).clamp(max=size)], dim=1))
+        labels.append(torch.randint(0, num_classes, (n,), generator=gen))
+    return images, boxes, labels
+
+
+def measure(
+    preset: str, size: int, batch: int, iters: int, warmup: int = 2, device: str = "",
+    amp: bool = True, channels_last: bool = True, compile_model: bool = False,
+) -> float:  # fmt: skip
+    """Images per second of full training steps (after `warmup` untimed steps)."""
+    dev = pick_device(device, 0)
+    cuda = dev.type == "cuda"
+    if cuda:
+        configure_cuda()
+    cfg = get_preset(preset, input_size=size)
+    model = FCOS(cfg).to(dev)
+    channels_last = channels_last and cuda
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    forward: torch.nn.Module = TrainForward(model)
+    if compile_model:
+        forward = torch.compile(forward)  # type: ignore[assignment]
+    optimizer = build_optimizer(model, 1e-4, 0.05, (0.9, 0.999), fused=cuda)
+    ctx = StepContext(
+        model=model, forward=forward, loss_fn=FCOSLoss(cfg.num_classes, cfg.strides),
+        optimizer=optimizer, scheduler=WarmupCosine(1e-4, 10**6, 0), ema=ModelEMA(model),
+        device=dev, normalize=device_normalizer(cfg.mean, cfg.std, dev), amp=amp and cuda,
+        channels_last=channels_last, grad_clip=1.0, params=list(model.parameters()),
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    images, boxes, labels = synthetic_batch(batch, size, cfg.num_classes, gen)
+    if cuda:
+        images = images.pin_memory()
+    model.train()
+
+    def step() -> torch.Tensor:
+        x = images.to(dev, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return train_step(
+            ctx, ctx.normalize(x), [b.to(dev) for b in boxes], [lab.to(dev) for lab in labels]
+        )
+
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    for _ in range(iters):
+        losses = step()
+    float(losses[0])  # wait for the last step
+    return batch * iters / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training.speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default="r18-gn")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action="store_true")
+    a = p.parse_args(argv)
+    img_s = measure(
+        a.preset,
+        a.size,
+        a.batch_size,
+        a.iters,
+        a.warmup,
+        a.device,
+        a.amp,
+        a.channels_last,
+        a.compile,
+    )
+    print(
+        f"{a.preset} {a.size}px batch {a.batch_size}: {img_s:.2f} img/s "
+        f"({pick_device(a.device, 0)}, {torch.get_num_threads()} threads)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""The trainer: builds everything from a TrainConfig and runs the epochs.
+
+Rank 0 alone writes the run directory (config, log.jsonl, plots, checkpoints) and evaluates;
+the other ranks wait at a barrier. See training/checkpointing.py for what is saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from model.checkpoint import save_weights_only
+from model.config import get_preset
+from model.fcos import FCOS
+from training import distributed as dist_utils
+from training.backbone_weights import load_backbone_weights
+from training.checkpointing import (
+    atomic_save,
+    build_checkpoint,
+    load_for_resume,
+    restore_training_state,
+    rng_state,
+)
+from training.config import TrainConfig, save_config
+from training.data_setup import DataBundle, build_data
+from training.ema import ModelEMA
+from training.loop import LOSS_KEYS, StepContext, TrainForward, train_one_epoch
+from training.losses import FCOSLoss
+from training.optim import build_optimizer
+from training.runlog import RunLog, brief_metrics
+from training.schedule import WarmupCosine
+from training.validate import evaluate_model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, info: dist_utils.DistInfo | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.info = info or dist_utils.init_distributed(cfg.device)
+        self.device = self.info.device
+        cuda = self.device.type == "cuda"
+        self.run_dir = Path(cfg.output_dir)
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir)
+        self.log = RunLog(self.run_dir, enabled=self.info.is_main)
+        seed_everything(cfg.seed)
+
+        self.data: DataBundle = build_data(cfg, self.info)
+        base = get_preset(cfg.preset, class_names=self.data.class_names)
+        self.model_cfg = base.replace(input_size=cfg.input_size or base.input_size)
+        self.model = FCOS(self.model_cfg)
+        if cfg.backbone_weights:
+            report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
+            self._print(report.summary())
+        self.model.to(self.device)
+        self.channels_last = cfg.channels_last and cuda
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+        total_batch = cfg.batch_size * self.info.world_size
+        self.base_lr = cfg.lr * total_batch / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
+        betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+        self.optimizer = build_optimizer(self.model, self.base_lr, cfg.weight_decay, betas, cuda)
+        self.iters_per_epoch = len(self.data.train_loader)
+        warmup = cfg.warmup_iters or round(cfg.warmup_epochs * self.iters_per_epoch)
+        self.scheduler = WarmupCosine(self.base_lr, cfg.epochs * self.iters_per_epoch, warmup,
+                                      cfg.min_lr_ratio, cfg.warmup_start_ratio)  # fmt: skip
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema_decay else None
+        self.loss_fn = FCOSLoss(self.model_cfg.num_classes, self.model_cfg.strides,
+                                center_radius=cfg.center_radius)  # fmt: skip
+
+        self.start_epoch, self.best_map50 = 0, -1.0
+        self._last_plot = -float("inf")
+        if cfg.resume:
+            ckpt = load_for_resume(cfg.resume)
+            self.start_epoch, self.best_map50 = restore_training_state(
+                ckpt, model=self.model, ema=self.ema, optimizer=self.optimizer,
+                scheduler=self.scheduler, rank=self.info.rank,
+            )  # fmt: skip
+            self.log.truncate_after(self.start_epoch)
+            self._print(f"resumed from {cfg.resume} at epoch {self.start_epoch}")
+
+        forward: torch.nn.Module = TrainForward(self.model)
+        if self.info.enabled:
+            forward = DistributedDataParallel(
+                forward, device_ids=[self.device.index] if cuda else None,
+                broadcast_buffers=False, gradient_as_bucket_view=True,
+            )  # fmt: skip
+        if cfg.compile:
+            forward = torch.compile(forward)  # type: ignore[assignment]
+        self.ctx = StepContext(
+            model=self.model, forward=forward, loss_fn=self.loss_fn, optimizer=self.optimizer,
+            scheduler=self.scheduler, ema=self.ema, device=self.device,
+            normalize=self.data.normalize, amp=cfg.amp and cuda,
+            channels_last=self.channels_last, grad_clip=cfg.grad_clip,
+            world_size=self.info.world_size, log_interval=max(1, cfg.log_interval),
+            progress=cfg.progress, is_main=self.info.is_main, log=self.log,
+            params=[p for p in self.model.parameters() if p.requires_grad],
+        )  # fmt: skip
+
+    def _print(self, msg: str) -> None:
+        if self.info.is_main:
+            print(msg, flush=True)
+
+    @property
+    def eval_model(self) -> FCOS:
+        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
+
+    def _should_eval(self, epoch: int) -> bool:
+        if not self.data.val_samples:
+            return False
+        interval = max(1, self.cfg.eval_interval)
+        return epoch % interval == 0 or epoch == self.cfg.epochs
+
+    def _checkpoint(self, epoch: int, metrics: dict[str, Any], rng: list) -> dict[str, Any]:
+        return build_checkpoint(
+            model=self.model, ema=self.ema, optimizer=self.optimizer, scheduler=self.scheduler,
+            epoch=epoch, best_map50=self.best_map50, metrics=metrics,
+            model_config=self.model_cfg.to_dict(), train_config=self.cfg.to_dict(), rng=rng,
+        )  # fmt: skip
+
+    def _epoch_means(self, stats: dict[str, float]) -> dict[str, float]:
+        if not self.info.enabled:
+            return stats
+        local = torch.tensor([stats[k] for k in LOSS_KEYS], device=self.device)
+        reduced = dist_utils.all_reduce_mean(local, self.info).tolist()
+        return {**stats, **dict(zip(LOSS_KEYS, reduced, strict=True))}
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        last_epoch = self.start_epoch
+        val: dict[str, Any] | None = None
+        end = cfg.epochs if not cfg.stop_epoch else min(cfg.epochs, cfg.stop_epoch)
+        for epoch in range(self.start_epoch + 1, end + 1):
+            self.data.set_epoch(epoch, mosaic_mixup=epoch <= cfg.epochs - cfg.no_aug_epochs)
+            stats = self._epoch_means(
+                train_one_epoch(
+                    self.ctx, self.data.train_loader, epoch, cfg.epochs, self.iters_per_epoch
+                )
+            )
+            val = None
+            if self._should_eval(epoch) and self.info.is_main:
+                t0 = time.perf_counter()
+                val = evaluate_model(
+                    self.eval_model, self.model_cfg, self.data.val_samples, self.data.class_names
+                )
+                val["time_s"] = time.perf_counter() - t0
+            val = dist_utils.broadcast_object(val, self.info)
+            improved = val is not None and float(val["map50"]) > self.best_map50
+            if improved:
+                self.best_map50 = float(val["map50"])  # type: ignore[index]
+            rng = dist_utils.all_gather_objects(rng_state(), self.info)
+            if self.info.is_main:
+                self._end_epoch(epoch, stats, val, improved, rng)
+            dist_utils.barrier(self.info)
+            last_epoch = epoch
+        if self.info.enabled:
+            self._check_in_sync(last_epoch)
+        finished = last_epoch >= cfg.epochs
+        if finished and self.info.is_main:
+            self._finish(last_epoch, val)
+        dist_utils.barrier(self.info)
+        return {
+            "run_dir": str(self.run_dir),
+            "epoch": last_epoch,
+            "finished": finished,
+            "best_map50": self.best_map50,
+            "val": val,
+        }
+
+    def _check_in_sync(self, epoch: int) -> None:
+        """DDP: every rank must hold the very same weights; logged, and a warning if not."""
+        digests = dist_utils.all_gather_objects(dist_utils.state_digest(self.model), self.info)
+        in_sync = len(set(digests)) == 1
+        self.log.write(
+            {"type": "ddp_check", "epoch": epoch, "digests": digests, "in_sync": in_sync}
+        )
+        if not in_sync:
+            warnings.warn(f"DDP ranks hold different weights: {digests}", stacklevel=1)
+
+    def _end_epoch(
+        self,
+        epoch: int,
+        stats: dict[str, float],
+        val: dict[str, Any] | None,
+        improved: bool,
+        rng: list,
+    ) -> None:
+        metrics = {"train": stats, "val": brief_metrics(val)}
+        ckpt = self._checkpoint(epoch, metrics, rng)
+        atomic_save(ckpt, self.run_dir / "last.pt")
+        if improved:
+            atomic_save(ckpt, self.run_dir / "best.pt")
+        self.log.write(
+            {
+                "type": "epoch",
+                "epoch": epoch,
+                **stats,
+                "val": brief_metrics(val),
+                "best_map50": self.best_map50,
+            }
+        )
+        msg = (
+            f"epoch {epoch}/{self.cfg.epochs} loss {stats['total']:.4f} "
+            f"(cls {stats['cls']:.4f} box {stats['box']:.4f} ctr {stats['ctr']:.4f}) "
+            f"lr {stats['lr']:.2e} {stats['img_s']:.1f} img/s {stats['time_s']:.0f}s"
+        )
+        remaining = (self.cfg.epochs - epoch) * (stats["time_s"] + (val or {}).get("time_s", 0.0))
+        msg += f" eta {remaining / 60:.1f} min"
+        if val is not None:
+            msg += (
+                f" | val mAP@0.5 {val['map50']:.4f} mAP@0.5:0.95 {val['map50_95']:.4f}"
+                f" (best {self.best_map50:.4f})"
+            )
+        self._print(msg)
+        self._plot(force=epoch == self.cfg.epochs or epoch == self.cfg.stop_epoch)
+
+    def _plot(self, force: bool = False) -> None:
+        """Regenerate plots/*.png (at most every plot_interval_s seconds unless forced)."""
+        now = time.perf_counter()
+        if not force and now - self._last_plot < self.cfg.plot_interval_s:
+            return
+        self._last_plot = now
+        try:
+            from training.plots import make_plots  # matplotlib: imported on first use
+
+            make_plots(self.run_dir)
+        except Exception as exc:  # plots must never stop a training run
+            warnings.warn(f"plotting failed: {exc}", stacklevel=1)
+
+    def _finish(self, epoch: int, val: dict[str, Any] | None) -> None:
+        last = self.run_dir / "last.pt"
+        if last.exists():
+            shutil.copyfile(last, self.run_dir / "final.pt")
+        export_model = copy.deepcopy(self.eval_model).float().cpu()
+        export_model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        extra = {"epoch": epoch, "metrics": {"val": brief_metrics(val)},
+                 "train_config": self.cfg.to_dict()}  # fmt: skip
+        save_weights_only(export_model, self.run_dir / "weights_fp16.pt", **extra)
+        self._print(f"done: {self.run_dir / 'final.pt'}, {self.run_dir / 'weights_fp16.pt'}")
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train with `cfg` (joins torchrun's process group when launched by it)."""
+    info = dist_utils.init_distributed(cfg.device)
+    try:
+        return Trainer(cfg, info).fit()
+    finally:
+        dist_utils.cleanup(info)
