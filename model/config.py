@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -14,6 +17,21 @@ VOC_CLASSES: tuple[str, ...] = (
 # ImageNet statistics on 0..1 RGB; kept so torchvision-format backbone weights fit as they are.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def dataclass_to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-friendly dict (tuples become lists)."""
+    d = dataclasses.asdict(obj)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def dataclass_from_dict(cls: type[T], d: dict[str, Any]) -> T:
+    """Inverse of dataclass_to_dict; unknown keys are an error, lists become tuples."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass(frozen=True)
@@ -41,17 +59,11 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return dataclass_from_dict(cls, d)
 
 
 PRESETS: dict[str, ModelConfig] = {

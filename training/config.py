@@ -6,13 +6,12 @@ resuming without `--config`) < `--config file.json` < explicit CLI flags.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.config import VOC_CLASSES
+from model.config import VOC_CLASSES, dataclass_from_dict, dataclass_to_dict
 
 CONFIG_FILENAME = "train_config.json"
 
@@ -82,16 +81,11 @@ class TrainConfig:
     stop_epoch: int = 0  # > 0: stop after this epoch (time-sliced jobs; resume later)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return dataclass_from_dict(cls, d)
 
     def replace(self, **changes: Any) -> TrainConfig:
         merged = self.to_dict()
