@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax"
     )
     p.add_argument("--int8-output", type=Path, help="default: <output stem>.int8.onnx")
+    p.add_argument(
+        "--int8-keep-fp32", default="stem,predictions",
+        help="comma-separated conv groups left in fp32 (stem, predictions) or 'none'",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-graph-opt", action="store_true",
+        help="export the plain graph (no MaxPool/ReLU swap, no GroupNorm affine fusion)",
+    )  # fmt: skip
     return p
 
 
@@ -143,7 +151,8 @@ def run(a: argparse.Namespace) -> int:
     from export.onnx_export import export_onnx  # torch-heavy imports after argument checks
 
     t0 = time.perf_counter()
-    out = export_onnx(model, a.output, a.version, a.opset, a.name, dynamo=a.dynamo)
+    out = export_onnx(model, a.output, a.version, a.opset, a.name, dynamo=a.dynamo,
+                      optimize=not a.no_graph_opt)  # fmt: skip
     size_mb = out.stat().st_size / 1e6
     print(f"wrote {out} ({size_mb:.2f} MB, fp32, {time.perf_counter() - t0:.1f} s)")
     status = 0
@@ -162,8 +171,9 @@ def run(a: argparse.Namespace) -> int:
 
         int8_out = a.int8_output or out.with_name(f"{out.stem}.int8.onnx")
         try:
+            keep = [] if a.int8_keep_fp32 == "none" else a.int8_keep_fp32.split(",")
             quantize_int8(out, int8_out, a.calibration_data, a.calibration_images,
-                          a.calibration_method)  # fmt: skip
+                          a.calibration_method, keep_fp32=keep)  # fmt: skip
         except (FileNotFoundError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         print(f"wrote {int8_out} ({int8_out.stat().st_size / 1e6:.2f} MB, int8 QDQ)")

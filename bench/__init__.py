@@ -1,0 +1,1 @@
+"""CPU speed benchmark of the detector: `python -m bench` (see bench/run.py, bench/RESULTS.md)."""
