@@ -123,11 +123,12 @@ def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> n
     return np.array([index.get(n, -1) for n in dataset_names], dtype=np.int64)
 
 
-def _prepare(sample: Sample, meta: ModelMetadata) -> tuple[np.ndarray, Letterbox, float, float]:
-    """Read + decode + letterbox one image, like the service; also the scale to the annotation."""
+def _prepare(sample: Sample, meta: ModelMetadata) -> tuple[np.ndarray, Letterbox]:
+    """Read + decode + letterbox one image, like the service; boxes map to the annotation size
+    (the JPEG draft decode may be smaller than the annotated image)."""
     image = load_image(Path(sample.image_path).read_bytes(), None, draft_size=meta.input_size)
     tensor, lb = preprocess(image, meta.input_size, meta.mean, meta.std)
-    return tensor, lb, sample.width / image.width, sample.height / image.height
+    return tensor, lb.for_original_size(sample.width, sample.height)
 
 
 def run_detector(
@@ -145,7 +146,7 @@ def run_detector(
     meta = detector.metadata
     results: list[Detections] = []
 
-    def flush(chunk: list[tuple[np.ndarray, Letterbox, float, float]]) -> None:
+    def flush(chunk: list[tuple[np.ndarray, Letterbox]]) -> None:
         out: list[Detections | None] = [None] * len(chunk)
         shapes: dict[tuple[int, ...], list[int]] = {}
         for i, item in enumerate(chunk):
@@ -153,20 +154,16 @@ def run_detector(
         for shape, idx in shapes.items():
             cls, box, ctr = detector.infer(np.concatenate([chunk[i][0] for i in idx]))
             for j, i in enumerate(idx):
-                _, lb, sx, sy = chunk[i]
-                det = postprocess(cls[j], box[j], ctr[j], shape[2:], meta.strides, lb, cfg)
-                if (sx, sy) != (1.0, 1.0):
-                    det = Detections(det.boxes * np.float32([sx, sy, sx, sy]), det.scores,
-                                     det.class_ids)
-                out[i] = det
+                lb = chunk[i][1]
+                out[i] = postprocess(cls[j], box[j], ctr[j], shape[2:], meta.strides, lb, cfg)
         results.extend(d for d in out if d is not None)
         chunk.clear()
 
-    chunk: list[tuple[np.ndarray, Letterbox, float, float]] = []
+    chunk: list[tuple[np.ndarray, Letterbox]] = []
     batch_size = max(1, batch_size)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         # Bounded read-ahead: at most one batch plus 2 * workers images in memory.
-        pending: deque[Future[tuple[np.ndarray, Letterbox, float, float]]] = deque()
+        pending: deque[Future[tuple[np.ndarray, Letterbox]]] = deque()
         it = iter(samples)
         for sample in itertools.islice(it, batch_size + 2 * workers):
             pending.append(pool.submit(_prepare, sample, meta))

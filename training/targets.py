@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from export.postprocess import level_sizes
+
 DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32, 64, 128)
 # Level l regresses objects whose max(l, t, r, b) lies in [RANGES[l], RANGES[l + 1]].
 DEFAULT_RANGES: tuple[float, ...] = (0.0, 64.0, 128.0, 256.0, 512.0, math.inf)
@@ -44,11 +46,6 @@ def level_ranges(ranges: RangesLike, num_levels: int) -> list[tuple[float, float
     )
 
 
-def level_sizes(height: int, width: int, strides: Sequence[int]) -> list[tuple[int, int]]:
-    """Feature map (h, w) per level: ceil(size / stride), as export.postprocess.level_sizes."""
-    return [(-(-int(height) // int(s)), -(-int(width) // int(s))) for s in strides]
-
-
 def make_points(
     height: int,
     width: int,
@@ -66,7 +63,7 @@ def make_points(
     per_level = level_ranges(ranges, len(strides))
     pts, strs, rngs = [], [], []
     for level, ((h, w), s) in enumerate(
-        zip(level_sizes(height, width, strides), strides, strict=True)
+        zip(level_sizes(int(height), int(width), tuple(strides)), strides, strict=True)
     ):
         s = int(s)
         xs = torch.arange(w, dtype=torch.float32, device=device) * s + s // 2
