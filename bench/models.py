@@ -26,7 +26,9 @@ class ModelSource:
 
     def describe(self) -> str:
         if self.checkpoint is not None:
-            return f"checkpoint {self.checkpoint}"
+            path = self.checkpoint.resolve()
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            return f"checkpoint {shown}"
         return f"preset {self.preset}, random init (torch seed {self.seed})"
 
 
@@ -82,6 +84,17 @@ def export_models(
         out["int8"] = ExportedModel("int8", int8, int8.stat().st_size / 1e6,
                                     time.perf_counter() - t0, note)  # fmt: skip
     return out
+
+
+def existing_model(path: Path) -> ExportedModel:
+    """An ONNX file timed as is (the bundled default): precision from its metadata."""
+    import onnx
+
+    from export.proto_metadata import read_metadata
+
+    meta = read_metadata(onnx.load(str(path), load_external_data=False))
+    return ExportedModel(meta.precision, path, path.stat().st_size / 1e6, 0.0,
+                         f"the file {path.name} as is")  # fmt: skip
 
 
 class TorchEager:

@@ -1,12 +1,14 @@
 """`python -m bench`: CPU speed of the detector, end to end, in one run on this machine.
 
 Steps: build the weights (checkpoint, or a preset with a fixed torch seed), export them to
-ONNX (fp32, INT8), then for each precision start `python -m service` on localhost and, in
-interleaved rounds (so load changes on a shared machine hit every variant alike): PyTorch
-eager fp32 at 512x512, raw `session.run` on the exact tensors the service builds, and
-sequential `POST /detect` for a 500x375, a 1920x1080 and a 500x500 JPEG. Then closed-loop
-load with 1, 2, 4 and 8 concurrent clients. Prints a table, checks the issue's targets and
-writes everything to JSON. Bounded: fixed request counts and durations, localhost only.
+ONNX (fp32, INT8) or take an ONNX file as is (`--model`; with no source flags: the bundled
+`models/default.onnx` and the weights it was exported from, `models/default.pt`), then for
+each precision start `python -m service` on localhost and, in interleaved rounds (so load
+changes on a shared machine hit every variant alike): PyTorch eager fp32 at 512x512, raw
+`session.run` on the exact tensors the service builds, and sequential `POST /detect` for a
+500x375, a 1920x1080 and a 500x500 JPEG. Then closed-loop load with 1, 2, 4 and 8 concurrent
+clients. Prints a table, checks the issue's targets and writes everything to JSON. Bounded:
+fixed request counts and durations, localhost only.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import numpy as np
 
 from bench.http_load import REPO, Client, LoadResult, closed_loop, run_server
 from bench.images import bench_images
-from bench.models import ModelSource, TorchEager, build_model, export_models
+from bench.models import ModelSource, TorchEager, build_model, existing_model, export_models
 from bench.report import format_report, summary, targets
 
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
+BUNDLED_MODEL = REPO / "models" / "default.onnx"
+BUNDLED_WEIGHTS = REPO / "models" / "default.pt"
+REFERENCE_SIZE = 512  # the issue's PyTorch eager fp32 reference: 512x512
 BLOCK = 5  # requests (and raw runs) per variant per round
 PAUSE_S = 0.1  # between blocks: lets the other process's thread pools stop spinning
 TORCH_PAUSE_S = 0.5  # after PyTorch: its OpenMP threads may keep spinning for a while
@@ -40,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", type=Path, help="training checkpoint (model.checkpoint)")
-    src.add_argument("--preset", default="r18-gn", help="random-init preset (default r18-gn)")
+    src.add_argument("--preset", help="random-init preset (r18-gn when no source is given and "
+                     "there is no bundled model)")  # fmt: skip
+    p.add_argument("--model", type=Path, help="time this ONNX file as is (precision from its "
+                   "metadata); --checkpoint: its weights, for the PyTorch reference")  # fmt: skip
+    p.add_argument("--input-size", type=int, help="service input size written into the exported "
+                   "models (default: the weights' own)")  # fmt: skip
+    p.add_argument("--reference-size", type=int, default=REFERENCE_SIZE,
+                   help="PyTorch eager fp32 reference at this square size")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="torch seed for the random init")
     p.add_argument("--precision", default="int8", help="comma-separated: fp32, int8")
     p.add_argument("--calibration-data", type=Path, help="INT8 calibration images (default: "
@@ -216,7 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.settings import default_threads
 
     threads = a.threads or default_threads()
-    source = ModelSource(a.checkpoint, a.preset, a.seed)
+    if a.checkpoint is None and a.preset is None and a.model is None and BUNDLED_MODEL.exists():
+        a.model, a.checkpoint = BUNDLED_MODEL, BUNDLED_WEIGHTS
+    if a.model is not None and a.checkpoint is None:
+        print("error: --model needs --checkpoint with the same weights (the PyTorch reference)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    source = ModelSource(a.checkpoint, a.preset or "r18-gn", a.seed)
     environment = _environment(threads)
     images, origin = bench_images(a.image)
     result: dict[str, Any] = {
@@ -230,13 +248,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[bench] exporting {source.describe()} -> {', '.join(precisions)} ...",
               flush=True)  # fmt: skip
         model = build_model(source)
-        exported = export_models(model, workdir, precisions, a.calibration_data,
-                                 a.calibration_images)  # fmt: skip
+        if a.model is not None:
+            given = existing_model(a.model)
+            exported, precisions = {given.precision: given}, [given.precision]
+        else:
+            if a.input_size:
+                model.cfg = model.cfg.replace(input_size=a.input_size)
+            exported = export_models(model, workdir, precisions, a.calibration_data,
+                                     a.calibration_images)  # fmt: skip
         from export.preprocess import decode_image, preprocess
 
-        square, _ = decode_image(images["500x500"], draft_size=model.cfg.input_size)
-        x512, _ = preprocess(square, model.cfg.input_size, model.cfg.mean, model.cfg.std)
-        torch_ref = TorchEager(model, x512, threads)
+        size = a.reference_size
+        square, _ = decode_image(images["500x500"], draft_size=size)
+        x_ref, _ = preprocess(square, size, model.cfg.mean, model.cfg.std)
+        torch_ref = TorchEager(model, x_ref, threads)
         for precision in precisions:
             result["runs"].append(_run_precision(a, exported[precision], torch_ref, images,
                                                  threads, workdir, source))  # fmt: skip

@@ -34,6 +34,10 @@ class PostprocessConfig:
     nms_iou: float = 0.6
     max_detections: int = 100
     min_size: float = 0.0  # boxes with width or height <= min_size are dropped
+    # Final-score cut applied before NMS. Exactly the same result as cutting after NMS (a box
+    # can only suppress lower-scoring ones, so dropping those below the cut first changes
+    # nothing above it), but NMS then sorts and compares far fewer boxes.
+    min_score: float = 0.0
 
 
 def level_sizes(height: int, width: int, strides: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -81,7 +85,8 @@ def postprocess(
 
     Per level: sigmoid class scores, keep (location, class) pairs above the candidate
     threshold, top `pre_nms_top_n` of those by score; score = sqrt(cls * centre-ness);
-    class-wise NMS that stops at `max_detections`; clip; drop empty boxes; map back.
+    clip; drop empty boxes and scores below `min_score`; class-wise NMS that stops at
+    `max_detections`; map back.
     """
     locs = locations(input_hw[0], input_hw[1], strides)
     total = sum(loc.shape[0] for loc in locs)
@@ -122,7 +127,7 @@ def postprocess(
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, valid_w)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, valid_h)
     wh = boxes[:, 2:] - boxes[:, :2]
-    ok = (wh[:, 0] > cfg.min_size) & (wh[:, 1] > cfg.min_size)
+    ok = (wh[:, 0] > cfg.min_size) & (wh[:, 1] > cfg.min_size) & (scores >= cfg.min_score)
     boxes, scores, class_ids = boxes[ok], scores[ok], class_ids[ok]
     keep = batched_nms(boxes, scores, class_ids, cfg.nms_iou, cfg.max_detections)
     boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]

@@ -27,8 +27,6 @@ from service.worker import InferenceWorker, Reservation
 
 log = logging.getLogger("service.engine")
 
-# Candidate threshold of export.postprocess used for evaluation (on the class probability).
-EVAL_CANDIDATE_THRESHOLD = PostprocessConfig().score_threshold
 MIN_CANDIDATE_THRESHOLD = 1e-4  # so score_threshold < 0.01 behaves as 0.01
 
 
@@ -52,10 +50,18 @@ def load_onnx(path: Path, threads: int) -> Detector:
 def candidate_config(
     score_threshold: float, max_detections: int, nms_iou: float
 ) -> PostprocessConfig:
-    """Postprocess settings for an API threshold on the final score (see service.settings)."""
-    candidate = min(EVAL_CANDIDATE_THRESHOLD, max(score_threshold**2, MIN_CANDIDATE_THRESHOLD))
+    """Postprocess settings for an API threshold t on the final score sqrt(p_cls * ctr).
+
+    Both cuts are exact (the same detections as the evaluation settings, candidate 0.05,
+    followed by a filter at t, whenever t >= sqrt(0.05)): a score >= t needs p_cls >= t**2,
+    so candidates below t**2 never reach the answer, and `min_score` drops the rest below t
+    before NMS, which then has far fewer boxes to sort (a weak or busy image has thousands).
+    """
     return PostprocessConfig(
-        score_threshold=candidate, nms_iou=nms_iou, max_detections=max_detections
+        score_threshold=max(score_threshold**2, MIN_CANDIDATE_THRESHOLD),
+        nms_iou=nms_iou,
+        max_detections=max_detections,
+        min_score=score_threshold,
     )
 
 

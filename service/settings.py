@@ -54,7 +54,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(True, description="one JSON line per request")
 
-    score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="default API threshold")
+    score_threshold: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="default API threshold (the default model's operating point)",
+    )
     max_detections: int = Field(100, ge=1, le=1000, description="default cap per image")
     nms_iou: float = Field(0.6, gt=0.0, le=1.0)
     threads: int = Field(default_factory=default_threads, ge=1, description="ORT intra-op")

@@ -104,8 +104,10 @@ def save_annotated(
     model_names: Sequence[str],
     dataset_names: Sequence[str],
     out_dir: Path,
+    score_threshold: float = DRAW_SCORE_THRESHOLD,
 ) -> Path:
-    """Write `<out_dir>/<image_id>.jpg` with the sample's GT and `det` (annotation pixels)."""
+    """Write `<out_dir>/<image_id>.jpg` with the sample's GT and the detections of `det`
+    (annotation pixels) scoring at least `score_threshold`."""
     image = load_image(Path(sample.image_path).read_bytes(), None)
     boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
     sx, sy = image.width / sample.width, image.height / sample.height
@@ -113,7 +115,7 @@ def save_annotated(
     scaled = Detections(det.boxes * scale.astype(np.float32), det.scores, det.class_ids)
     gt_names = [dataset_names[int(i)] for i in sample.labels]
     drawn = draw_detections(image, boxes * scale, gt_names, np.asarray(sample.difficult),
-                            scaled, model_names)
+                            scaled, model_names, score_threshold)
     path = out_dir / f"{Path(str(sample.image_id)).name}.jpg"
     drawn.save(path, quality=90)
     return path

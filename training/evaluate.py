@@ -29,7 +29,7 @@ import numpy as np
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
-from training.eval_report import format_table, json_safe, save_annotated
+from training.eval_report import DRAW_SCORE_THRESHOLD, format_table, json_safe, save_annotated
 from training.metrics import GroundTruth, Predictions, coco_evaluate, voc_evaluate
 
 if TYPE_CHECKING:
@@ -189,6 +189,7 @@ def evaluate_detector(
     workers: int = 2,
     save_images: str | Path | None = None,
     num_images: int = 8,
+    draw_threshold: float = DRAW_SCORE_THRESHOLD,
 ) -> dict[str, Any]:
     """Run `detector` on `samples` and compute the metrics.
 
@@ -219,7 +220,7 @@ def evaluate_detector(
         out_dir = Path(save_images)
         out_dir.mkdir(parents=True, exist_ok=True)
         for sample, det in list(zip(samples, dets, strict=True))[:num_images]:
-            save_annotated(sample, det, model_names, class_names, out_dir)
+            save_annotated(sample, det, model_names, class_names, out_dir, draw_threshold)
     n = len(samples)
     return {
         "map50": voc.map,
@@ -251,6 +252,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
     p.add_argument("--save-images", default=None, help="write annotated JPEGs to this folder")
     p.add_argument("--num-images", type=int, default=8, help="how many images to annotate")
+    p.add_argument("--draw-threshold", type=float, default=DRAW_SCORE_THRESHOLD,
+                   help="annotated images show detections scoring at least this")  # fmt: skip
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N images (0 = all)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="candidate threshold")
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call")
@@ -286,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_detector(detector, samples, dataset_classes,
                                 score_threshold=args.score_threshold,
                                 batch_size=args.batch_size, save_images=args.save_images,
-                                num_images=args.num_images)
+                                num_images=args.num_images,
+                                draw_threshold=args.draw_threshold)
     print(format_table(metrics, args.model, args.split))
     if args.json:
         payload = {**metrics, "model": str(args.model), "split": args.split}

@@ -70,3 +70,17 @@ def test_bench_command_reduced(tmp_path: Path) -> None:
         assert all(lvl["errors"] == 0 for lvl in run["concurrency"])
         assert {t["status"] for t in run["targets"]} <= {"PASS", "FAIL", "n/a"}
         assert len(run["targets"]) == 6
+
+
+def test_existing_model_reads_precision_from_metadata(tiny_onnx_path: Path) -> None:
+    from bench.models import existing_model
+
+    given = existing_model(tiny_onnx_path)
+    assert (given.precision, given.path, given.seconds) == ("fp32", tiny_onnx_path, 0.0)
+    assert given.size_mb == pytest.approx(tiny_onnx_path.stat().st_size / 1e6)
+
+
+def test_model_without_its_weights_is_refused(tiny_onnx_path: Path) -> None:
+    from bench.run import main
+
+    assert main(["--model", str(tiny_onnx_path)]) == 2

@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-PAGE_DEFAULT_THRESHOLD = 0.30  # the slider's initial value in service/static/index.html
+PAGE_DEFAULT_THRESHOLD = 0.40  # the slider's initial value in service/static/index.html
 TIMEOUT_MS = 30_000
 
 

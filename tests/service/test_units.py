@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 from starlette.datastructures import Headers
@@ -31,7 +32,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     s = Settings()
     assert s.model_path == DEFAULT_MODEL_PATH == REPO_ROOT / "models" / "default.onnx"
-    assert (s.host, s.port, s.score_threshold, s.max_detections) == ("0.0.0.0", 8000, 0.3, 100)
+    assert (s.host, s.port, s.score_threshold, s.max_detections) == ("0.0.0.0", 8000, 0.4, 100)
     assert (s.nms_iou, s.max_upload_bytes, s.max_pixels) == (0.6, 10 * 1024 * 1024, 40_000_000)
     assert s.threads >= 1 and s.max_queue == 16
 
@@ -61,13 +62,40 @@ def test_cgroup_cpu_limit(tmp_path: Path) -> None:
 
 
 def test_candidate_threshold_keeps_every_detection_above_the_api_threshold() -> None:
-    """score = sqrt(p_cls * ctr) >= t needs p_cls >= t**2: the candidate threshold is
-    min(0.05, t**2) (floored at 1e-4), so nothing scoring >= t is dropped early."""
-    assert candidate_config(0.3, 100, 0.6).score_threshold == 0.05
+    """score = sqrt(p_cls * ctr) >= t needs p_cls >= t**2: the candidate threshold is t**2
+    (floored at 1e-4) and min_score is t, so nothing scoring >= t is dropped early."""
+    assert candidate_config(0.3, 100, 0.6).score_threshold == pytest.approx(0.09)
     assert candidate_config(0.1, 100, 0.6).score_threshold == pytest.approx(0.01)
     assert candidate_config(0.0, 100, 0.6).score_threshold == 1e-4
     cfg = candidate_config(0.5, 7, 0.4)
-    assert (cfg.max_detections, cfg.nms_iou) == (7, 0.4)
+    assert (cfg.max_detections, cfg.nms_iou, cfg.min_score) == (7, 0.4, 0.5)
+
+
+@pytest.mark.parametrize("threshold", [0.25, 0.4, 0.6])
+@pytest.mark.parametrize("max_detections", [3, 100])
+def test_service_cuts_equal_evaluation_postprocess_then_filter(
+    threshold: float, max_detections: int
+) -> None:
+    """Reference: the evaluation settings (candidate 0.05, no min_score), then keep scores
+    >= t. The service's early cuts (candidate t**2, min_score t before NMS) must give exactly
+    the same detections, on outputs with many overlapping candidates."""
+    from export.postprocess import PostprocessConfig, level_sizes, postprocess
+
+    strides = (8, 16, 32, 64, 128)
+    total = sum(h * w for h, w in level_sizes(128, 160, strides))
+    rng = np.random.default_rng(7)
+    cls = rng.normal(-1.0, 1.5, size=(total, 4)).astype(np.float32)
+    box = rng.uniform(4, 60, size=(total, 4)).astype(np.float32)
+    ctr = rng.normal(0.5, 1.0, size=(total, 1)).astype(np.float32)
+    ref_cfg = PostprocessConfig(nms_iou=0.6, max_detections=max_detections)
+    ref = postprocess(cls, box, ctr, (128, 160), strides, None, ref_cfg)
+    keep = ref.scores >= threshold
+    got = postprocess(cls, box, ctr, (128, 160), strides, None,
+                      candidate_config(threshold, max_detections, 0.6))  # fmt: skip
+    assert len(got) == int(keep.sum()) > 0
+    np.testing.assert_array_equal(got.boxes, ref.boxes[keep])
+    np.testing.assert_array_equal(got.scores, ref.scores[keep])
+    np.testing.assert_array_equal(got.class_ids, ref.class_ids[keep])
 
 
 def test_request_id_and_server_timing_format() -> None:
