@@ -67,6 +67,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free
 
 
+def _logit(p: float) -> float:
+    """The logit of a probability threshold; -inf / +inf at 0 / 1 (keep all / none)."""
+    if p <= 0.0:
+        return -np.inf
+    if p >= 1.0:
+        return np.inf
+    return float(np.log(p / (1.0 - p)))
+
+
 def decode_boxes(points: np.ndarray, distances: np.ndarray) -> np.ndarray:
     """(N, 2) xy, (N, 4) ltrb -> (N, 4) xyxy."""
     return np.concatenate([points - distances[:, :2], points + distances[:, 2:]], axis=1)
@@ -99,7 +108,7 @@ def postprocess(
         end = start + loc.shape[0]
         logits = cls_logits[start:end]
         # Threshold on logits first: sigmoid is monotone, so this avoids (P, C) sigmoids.
-        logit_thr = np.log(cfg.score_threshold / (1 - cfg.score_threshold))
+        logit_thr = _logit(cfg.score_threshold)
         flat = np.flatnonzero(logits.ravel() > logit_thr)
         if flat.size:
             cand_logits = logits.ravel()[flat]

@@ -28,6 +28,7 @@ from service.worker import InferenceWorker, Reservation
 log = logging.getLogger("service.engine")
 
 MIN_CANDIDATE_THRESHOLD = 1e-4  # so score_threshold < 0.01 behaves as 0.01
+MAX_CANDIDATE_THRESHOLD = 0.999  # t = 1 still keeps scores that round to 1.0 in float32
 
 
 class Detector(Protocol):
@@ -58,7 +59,9 @@ def candidate_config(
     before NMS, which then has far fewer boxes to sort (a weak or busy image has thousands).
     """
     return PostprocessConfig(
-        score_threshold=max(score_threshold**2, MIN_CANDIDATE_THRESHOLD),
+        score_threshold=min(
+            max(score_threshold**2, MIN_CANDIDATE_THRESHOLD), MAX_CANDIDATE_THRESHOLD
+        ),
         nms_iou=nms_iou,
         max_detections=max_detections,
         min_score=score_threshold,

@@ -85,6 +85,20 @@ def test_candidate_threshold_and_empty_boxes_dropped() -> None:
     assert len(dets) == 1 and dets.class_ids.tolist() == [0]
 
 
+def test_thresholds_at_the_ends_and_min_score() -> None:
+    cls, box, ctr = blank(64, 64)
+    cls[1, 0] = logit(0.06)  # score sqrt(0.06 * ~1) ~ 0.245
+    cls[5, 1] = logit(0.9)  # score ~ 0.949
+    assert len(postprocess(cls, box, ctr, (64, 64), STRIDES,
+                           cfg=PostprocessConfig(score_threshold=1.0))) == 0  # fmt: skip
+    everything = postprocess(cls, box, ctr, (64, 64), STRIDES,
+                             cfg=PostprocessConfig(score_threshold=0.0))  # fmt: skip
+    assert len(everything) == 100  # every location and class, capped at max_detections
+    strong = postprocess(cls, box, ctr, (64, 64), STRIDES,
+                         cfg=PostprocessConfig(min_score=0.5))  # fmt: skip
+    assert strong.class_ids.tolist() == [1] and strong.scores[0] == pytest.approx(0.9487, 1e-3)
+
+
 def test_classwise_nms_and_max_detections() -> None:
     cls, box, ctr = blank(64, 64)
     # Two overlapping boxes of class 0, the same box for class 1: NMS only within a class.

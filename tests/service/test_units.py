@@ -67,6 +67,7 @@ def test_candidate_threshold_keeps_every_detection_above_the_api_threshold() -> 
     assert candidate_config(0.3, 100, 0.6).score_threshold == pytest.approx(0.09)
     assert candidate_config(0.1, 100, 0.6).score_threshold == pytest.approx(0.01)
     assert candidate_config(0.0, 100, 0.6).score_threshold == 1e-4
+    assert candidate_config(1.0, 100, 0.6).score_threshold == 0.999
     cfg = candidate_config(0.5, 7, 0.4)
     assert (cfg.max_detections, cfg.nms_iou, cfg.min_score) == (7, 0.4, 0.5)
 
