@@ -156,13 +156,7 @@ class Engine:
         max_pixels = self.settings.max_pixels
 
         def job() -> DetectionResult:
-            result = detector.detect_bytes(data, cfg, max_pixels)
-            dets = result.detections
-            keep = dets.scores >= score_threshold
-            if not keep.all():
-                result.detections = type(dets)(
-                    dets.boxes[keep], dets.scores[keep], dets.class_ids[keep]
-                )
+            result = detector.detect_bytes(data, cfg, max_pixels)  # scores >= min_score only
             if then is not None:
                 then(result)
             return result
