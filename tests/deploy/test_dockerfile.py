@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.http_load import free_port
 from tests.deploy.helpers import (
     DOCKERFILE,
     INSTALL_HINT,
     REPO,
     Stage,
     copy_sources,
-    free_port,
     parse_dockerfile,
     parse_env_args,
     substitute,

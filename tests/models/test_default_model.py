@@ -22,7 +22,7 @@ from PIL import Image
 
 from export.boxes import box_iou
 from export.metadata import ModelMetadata
-from export.postprocess import Detections, PostprocessConfig
+from export.postprocess import Detections, PostprocessConfig, sigmoid
 from export.preprocess import preprocess
 from export.runtime import OnnxDetector
 from model.config import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
@@ -72,7 +72,7 @@ def _class_peaks(detector: OnnxDetector, image: np.ndarray) -> np.ndarray:
     m = detector.metadata
     tensor, _ = preprocess(Image.fromarray(image, "RGB"), m.input_size, m.mean, m.std)
     cls, _, _ = detector.infer(tensor)
-    return 1.0 / (1.0 + np.exp(-cls[0].max(axis=0)))
+    return sigmoid(cls[0].max(axis=0))
 
 
 def _sha256(path: Path) -> str:
