@@ -91,6 +91,28 @@ def restore_training_state(
     return int(ckpt["epoch"]), float(ckpt.get("best_map50", -1.0))
 
 
+def load_init_weights(model: torch.nn.Module, path: str | Path) -> str:
+    """Start `model` from the (EMA) weights of a checkpoint or weights-only file.
+
+    Unlike --resume nothing else is restored: optimiser, schedule and epoch count start afresh
+    (a warm restart, or a longer schedule continued from an earlier run's weights). The file's
+    classes must match the model's; shapes are checked by a strict load. Returns a summary line.
+    """
+    ckpt = load_checkpoint_dict(path)
+    want = getattr(getattr(model, "cfg", None), "class_names", None)
+    have = tuple(ckpt["config"].get("class_names") or ())
+    if want is not None and have and tuple(want) != have:
+        raise ValueError(f"{path}: classes {have} differ from the run's {tuple(want)}")
+    use_ema = ckpt.get("ema") is not None
+    state = ckpt["ema"] if use_ema else ckpt["model"]
+    ref = model.state_dict()
+    state = {k: v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v
+             for k, v in state.items()}  # fmt: skip
+    model.load_state_dict(state)
+    epoch = ckpt.get("epoch", "?")
+    return f"initialised from {path} ({'EMA' if use_ema else 'model'} weights, epoch {epoch})"
+
+
 def load_for_resume(path: str | Path) -> dict[str, Any]:
     ckpt = load_checkpoint_dict(path)
     for key in ("optimizer", "scheduler", "epoch", "train_config"):

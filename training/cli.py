@@ -26,6 +26,8 @@ HELP: dict[str, str] = {
     "preset": "model preset: r18-gn, r18-gn-lite or tiny",
     "input_size": "square input size (0 = the preset's)",
     "backbone_weights": "torchvision ResNet-18 state dict to start the backbone from",
+    "init_weights": "checkpoint or weights file (EMA weights preferred) to start the whole "
+    "model from; optimiser, schedule and epochs start afresh (ignored with --resume)",
     "dataset_format": "voc or coco",
     "data_root": "VOC: the VOCdevkit directory (splits are relative to it)",
     "train_split": "VOC: '+'-joined DIR/SPLIT entries under --data-root, e.g. "
@@ -43,7 +45,9 @@ HELP: dict[str, str] = {
     "augment": "data augmentation (off: resize/letterbox only)",
     "no_aug_epochs": "final epochs without mosaic and mixup",
     "device": "cuda, cuda:N or cpu (default: cuda if available)",
-    "amp": "bf16 autocast (CUDA only)",
+    "amp": "bf16 autocast on CUDA",
+    "cpu_amp": "bf16 autocast on CPU as well: about 3x faster steps on a CPU with native bf16 "
+    "(AVX512-BF16/AMX), slower on one without",
     "channels_last": "channels_last memory format (CUDA only)",
     "compile": "torch.compile the training forward",
     "workers": "DataLoader worker processes per rank",

@@ -22,6 +22,7 @@ class TrainConfig:
     preset: str = "r18-gn"
     input_size: int = 0  # 0 = the preset's input size
     backbone_weights: str = ""  # torchvision-format ResNet-18 state dict (see backbone_weights.py)
+    init_weights: str = ""  # whole-model weights to start from (fresh optimiser and schedule)
     # Data
     dataset_format: str = "voc"  # voc | coco
     data_root: str = "data/VOCdevkit"  # VOC: the VOCdevkit directory
@@ -65,7 +66,8 @@ class TrainConfig:
     no_aug_epochs: int = 2  # last epochs with mosaic and mixup off
     # Runtime
     device: str = ""  # "" = cuda when available (LOCAL_RANK picks the GPU), else cpu
-    amp: bool = True  # bf16 autocast (CUDA only)
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on CPU too (needs native bf16: AVX512-BF16 or AMX)
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the training forward
     workers: int = 8

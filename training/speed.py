@@ -43,6 +43,7 @@ def synthetic_batch(
 def measure(
     preset: str, size: int, batch: int, iters: int, warmup: int = 2, device: str = "",
     amp: bool = True, channels_last: bool = True, compile_model: bool = False,
+    cpu_amp: bool = False,
 ) -> float:  # fmt: skip
     """Images per second of full training steps (after `warmup` untimed steps)."""
     dev = pick_device(device, 0)
@@ -61,7 +62,8 @@ def measure(
     ctx = StepContext(
         model=model, forward=forward, loss_fn=FCOSLoss(cfg.num_classes, cfg.strides),
         optimizer=optimizer, scheduler=WarmupCosine(1e-4, 10**6, 0), ema=ModelEMA(model),
-        device=dev, normalize=device_normalizer(cfg.mean, cfg.std, dev), amp=amp and cuda,
+        device=dev, normalize=device_normalizer(cfg.mean, cfg.std, dev),
+        amp=amp and (cuda or cpu_amp),
         channels_last=channels_last, grad_clip=1.0, params=list(model.parameters()),
     )  # fmt: skip
     gen = torch.Generator().manual_seed(0)
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cpu-amp", action="store_true", help="bf16 autocast on CPU too")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
     a = p.parse_args(argv)
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         a.amp,
         a.channels_last,
         a.compile,
+        a.cpu_amp,
     )
     print(
         f"{a.preset} {a.size}px batch {a.batch_size}: {img_s:.2f} img/s "

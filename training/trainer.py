@@ -27,6 +27,7 @@ from training.checkpointing import (
     atomic_save,
     build_checkpoint,
     load_for_resume,
+    load_init_weights,
     restore_training_state,
     rng_state,
 )
@@ -68,6 +69,8 @@ class Trainer:
         if cfg.backbone_weights:
             report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
             self._print(report.summary())
+        if cfg.init_weights and not cfg.resume:
+            self._print(load_init_weights(self.model, cfg.init_weights))
         self.model.to(self.device)
         self.channels_last = cfg.channels_last and cuda
         if self.channels_last:
@@ -107,7 +110,7 @@ class Trainer:
         self.ctx = StepContext(
             model=self.model, forward=forward, loss_fn=self.loss_fn, optimizer=self.optimizer,
             scheduler=self.scheduler, ema=self.ema, device=self.device,
-            normalize=self.data.normalize, amp=cfg.amp and cuda,
+            normalize=self.data.normalize, amp=cfg.amp and (cuda or cfg.cpu_amp),
             channels_last=self.channels_last, grad_clip=cfg.grad_clip,
             world_size=self.info.world_size, log_interval=max(1, cfg.log_interval),
             progress=cfg.progress, is_main=self.info.is_main, log=self.log,
