@@ -104,11 +104,7 @@ def load_init_weights(model: torch.nn.Module, path: str | Path) -> str:
     if want is not None and have and tuple(want) != have:
         raise ValueError(f"{path}: classes {have} differ from the run's {tuple(want)}")
     use_ema = ckpt.get("ema") is not None
-    state = ckpt["ema"] if use_ema else ckpt["model"]
-    ref = model.state_dict()
-    state = {k: v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v
-             for k, v in state.items()}  # fmt: skip
-    model.load_state_dict(state)
+    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])  # copy_ casts fp16 storage
     epoch = ckpt.get("epoch", "?")
     return f"initialised from {path} ({'EMA' if use_ema else 'model'} weights, epoch {epoch})"
 
