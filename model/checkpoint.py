@@ -27,12 +27,19 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def weights_of(ckpt: dict[str, Any], use_ema: bool = True) -> tuple[dict[str, Any], bool]:
+    """The checkpoint's EMA state dict when asked for and present, else its model's; and
+    whether it was the EMA."""
+    ema = use_ema and ckpt.get("ema") is not None
+    return (ckpt["ema"] if ema else ckpt["model"]), ema
+
+
 def load_model(path: str | Path, use_ema: bool = True) -> tuple[FCOS, dict[str, Any]]:
     """Build the model from a checkpoint's config and load its (EMA) weights, float32, eval."""
     ckpt = load_checkpoint_dict(path)
     cfg = ModelConfig.from_dict(ckpt["config"])
     model = FCOS(cfg)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    state, _ = weights_of(ckpt, use_ema)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state)
     return model.eval(), ckpt

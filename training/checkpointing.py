@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.checkpoint import FORMAT, load_checkpoint_dict
+from model.checkpoint import FORMAT, load_checkpoint_dict, weights_of
+from model.fcos import FCOS
 from training.ema import ModelEMA
 from training.schedule import WarmupCosine
 
@@ -91,7 +92,7 @@ def restore_training_state(
     return int(ckpt["epoch"]), float(ckpt.get("best_map50", -1.0))
 
 
-def load_init_weights(model: torch.nn.Module, path: str | Path) -> str:
+def load_init_weights(model: FCOS, path: str | Path) -> str:
     """Start `model` from the (EMA) weights of a checkpoint or weights-only file.
 
     Unlike --resume nothing else is restored: optimiser, schedule and epoch count start afresh
@@ -99,12 +100,12 @@ def load_init_weights(model: torch.nn.Module, path: str | Path) -> str:
     classes must match the model's; shapes are checked by a strict load. Returns a summary line.
     """
     ckpt = load_checkpoint_dict(path)
-    want = getattr(getattr(model, "cfg", None), "class_names", None)
+    want = tuple(model.cfg.class_names)
     have = tuple(ckpt["config"].get("class_names") or ())
-    if want is not None and have and tuple(want) != have:
-        raise ValueError(f"{path}: classes {have} differ from the run's {tuple(want)}")
-    use_ema = ckpt.get("ema") is not None
-    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])  # copy_ casts fp16 storage
+    if have and have != want:
+        raise ValueError(f"{path}: classes {have} differ from the run's {want}")
+    state, use_ema = weights_of(ckpt)
+    model.load_state_dict(state)  # copy_ casts the fp16 storage
     epoch = ckpt.get("epoch", "?")
     return f"initialised from {path} ({'EMA' if use_ema else 'model'} weights, epoch {epoch})"
 

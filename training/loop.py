@@ -60,6 +60,11 @@ class StepContext:
     params: list[nn.Parameter] = field(default_factory=list)
 
 
+def use_autocast(device: torch.device, amp: bool, cpu_amp: bool) -> bool:
+    """bf16 autocast: on CUDA when `amp`; on CPU only when `cpu_amp` asks for it too."""
+    return amp and (device.type == "cuda" or cpu_amp)
+
+
 def _to_device(batch: Any, ctx: StepContext) -> tuple[torch.Tensor, list, list]:
     images, boxes, labels = batch[0], batch[1], batch[2]
     images = images.to(ctx.device, non_blocking=True)

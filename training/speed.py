@@ -20,7 +20,7 @@ from model.fcos import FCOS
 from training.data_setup import device_normalizer
 from training.distributed import configure_cuda, pick_device
 from training.ema import ModelEMA
-from training.loop import StepContext, TrainForward, train_step
+from training.loop import StepContext, TrainForward, train_step, use_autocast
 from training.losses import FCOSLoss
 from training.optim import build_optimizer
 from training.schedule import WarmupCosine
@@ -63,7 +63,7 @@ def measure(
         model=model, forward=forward, loss_fn=FCOSLoss(cfg.num_classes, cfg.strides),
         optimizer=optimizer, scheduler=WarmupCosine(1e-4, 10**6, 0), ema=ModelEMA(model),
         device=dev, normalize=device_normalizer(cfg.mean, cfg.std, dev),
-        amp=amp and (cuda or cpu_amp),
+        amp=use_autocast(dev, amp, cpu_amp),
         channels_last=channels_last, grad_clip=1.0, params=list(model.parameters()),
     )  # fmt: skip
     gen = torch.Generator().manual_seed(0)

@@ -34,7 +34,7 @@ from training.checkpointing import (
 from training.config import TrainConfig, save_config
 from training.data_setup import DataBundle, build_data
 from training.ema import ModelEMA
-from training.loop import LOSS_KEYS, StepContext, TrainForward, train_one_epoch
+from training.loop import LOSS_KEYS, StepContext, TrainForward, train_one_epoch, use_autocast
 from training.losses import FCOSLoss
 from training.optim import build_optimizer
 from training.runlog import RunLog, brief_metrics
@@ -110,7 +110,7 @@ class Trainer:
         self.ctx = StepContext(
             model=self.model, forward=forward, loss_fn=self.loss_fn, optimizer=self.optimizer,
             scheduler=self.scheduler, ema=self.ema, device=self.device,
-            normalize=self.data.normalize, amp=cfg.amp and (cuda or cfg.cpu_amp),
+            normalize=self.data.normalize, amp=use_autocast(self.device, cfg.amp, cfg.cpu_amp),
             channels_last=self.channels_last, grad_clip=cfg.grad_clip,
             world_size=self.info.world_size, log_interval=max(1, cfg.log_interval),
             progress=cfg.progress, is_main=self.info.is_main, log=self.log,
