@@ -40,8 +40,7 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[FCOS, dict[str, 
     cfg = ModelConfig.from_dict(ckpt["config"])
     model = FCOS(cfg)
     state, _ = weights_of(ckpt, use_ema)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # copy_ casts fp16 storage to the float32 model
     return model.eval(), ckpt
 
 
