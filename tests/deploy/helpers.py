@@ -23,6 +23,10 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 K8S_DIR = REPO / "deploy" / "k8s"
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "detector.json"
 INSTALL_HINT = "run `bash .ci/install-deploy-tools.sh` to install it"
+# packages the serving install must never pull in
+TORCH_LIKE = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|onnxscript)$", re.I)
+# the only RUN lines allowed in the final stage: creating the non-root user
+USER_SETUP = re.compile(r"^\s*(groupadd|useradd|addgroup|adduser)\b")
 
 # --------------------------------------------------------------------------------------------
 # Dockerfile
