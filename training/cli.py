@@ -20,7 +20,7 @@ from training.config import TrainConfig, load_json
 CHOICES: dict[str, list[str]] = {"preset": sorted(PRESETS), "dataset_format": ["voc", "coco"]}
 
 # Fields that describe one invocation, not the run: never taken from a checkpoint.
-RUN_ONLY = frozenset({"resume", "stop_epoch"})
+RUN_ONLY = frozenset({"resume", "stop_epoch", "time_budget_min"})
 
 HELP: dict[str, str] = {
     "preset": "model preset: r18-gn, r18-gn-lite or tiny",
@@ -58,6 +58,9 @@ HELP: dict[str, str] = {
     "output_dir": "run directory: config, log.jsonl, plots/, *.pt",
     "resume": "continue exactly from this last.pt (its config unless --config is given)",
     "stop_epoch": "stop after this epoch (resume later with --resume)",
+    "time_budget_min": "wall-clock minutes for the whole fit: after 2 probe epochs (and one "
+    "validation) the epoch count is set to what fits, --epochs being the ceiling; keep "
+    "--warmup-epochs >= 2 so the cosine is unchanged (see training/budget.py)",
 }
 
 

@@ -81,6 +81,7 @@ class TrainConfig:
     output_dir: str = "runs/fcos"
     resume: str = ""  # a last.pt to continue from
     stop_epoch: int = 0  # > 0: stop after this epoch (time-sliced jobs; resume later)
+    time_budget_min: float = 0.0  # > 0: fit the epoch count to this wall time (training/budget.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_to_dict(self)
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"dataset_format must be voc or coco, not {self.dataset_format!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.time_budget_min < 0:
+            raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
         if self.dataset_format == "coco" and not (self.coco_train_json and self.coco_train_images):

@@ -23,6 +23,7 @@ from model.config import get_preset
 from model.fcos import FCOS
 from training import distributed as dist_utils
 from training.backbone_weights import load_backbone_weights
+from training.budget import PROBE_EPOCHS, plan_epochs
 from training.checkpointing import (
     atomic_save,
     build_checkpoint,
@@ -147,10 +148,14 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
+        t_fit = time.perf_counter()
         last_epoch = self.start_epoch
         val: dict[str, Any] | None = None
-        end = cfg.epochs if not cfg.stop_epoch else min(cfg.epochs, cfg.stop_epoch)
-        for epoch in range(self.start_epoch + 1, end + 1):
+        # --time-budget-min: the epoch count is fixed after the probe epochs (fresh runs only).
+        probe = self.start_epoch + PROBE_EPOCHS if cfg.time_budget_min > 0 and not cfg.resume else 0
+        epoch = self.start_epoch
+        while epoch < (cfg.epochs if not cfg.stop_epoch else min(cfg.epochs, cfg.stop_epoch)):
+            epoch += 1
             self.data.set_epoch(epoch, mosaic_mixup=epoch <= cfg.epochs - cfg.no_aug_epochs)
             stats = self._epoch_means(
                 train_one_epoch(
@@ -158,13 +163,17 @@ class Trainer:
                 )
             )
             val = None
-            if self._should_eval(epoch) and self.info.is_main:
+            if (self._should_eval(epoch) or (epoch == probe and self.data.val_samples)) and (
+                self.info.is_main
+            ):
                 t0 = time.perf_counter()
                 val = evaluate_model(
                     self.eval_model, self.model_cfg, self.data.val_samples, self.data.class_names
                 )
                 val["time_s"] = time.perf_counter() - t0
             val = dist_utils.broadcast_object(val, self.info)
+            if epoch == probe:
+                self._plan(time.perf_counter() - t_fit, epoch, stats, val)
             improved = val is not None and float(val["map50"]) > self.best_map50
             if improved:
                 self.best_map50 = float(val["map50"])  # type: ignore[index]
@@ -186,6 +195,30 @@ class Trainer:
             "best_map50": self.best_map50,
             "val": val,
         }
+
+    def _plan(
+        self, elapsed_s: float, epoch: int, stats: dict[str, float], val: dict[str, Any] | None
+    ) -> None:
+        """Fix the epoch count to the time budget (rank 0 decides, every rank applies)."""
+        cfg = self.cfg
+        planned: int | None = None
+        if self.info.is_main:
+            planned = plan_epochs(
+                remaining_s=cfg.time_budget_min * 60.0 - elapsed_s, done_epochs=epoch,
+                epoch_s=float(stats["time_s"]), eval_s=float((val or {}).get("time_s", 0.0)),
+                eval_interval=cfg.eval_interval, max_epochs=cfg.epochs,
+            )  # fmt: skip
+        planned = int(dist_utils.broadcast_object(planned, self.info))
+        self.log.write({"type": "plan", "epoch": epoch, "epochs": planned,
+                        "epoch_s": stats["time_s"], "elapsed_s": elapsed_s,
+                        "eval_s": (val or {}).get("time_s", 0.0),
+                        "budget_s": cfg.time_budget_min * 60.0})  # fmt: skip
+        self._print(
+            f"time budget {cfg.time_budget_min:g} min: {elapsed_s:.0f}s spent, "
+            f"{stats['time_s']:.1f}s per epoch -> {planned} epochs (ceiling {cfg.epochs})"
+        )
+        cfg.epochs = planned
+        self.scheduler.total_iters = planned * self.iters_per_epoch
 
     def _check_in_sync(self, epoch: int) -> None:
         """DDP: every rank must hold the very same weights; logged, and a warning if not."""

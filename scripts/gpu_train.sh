@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One time-boxed training run on a lent GPU machine (the device tool's `run`), start to weights.
+#
+# Before the call, on the development machine (the run carries 64 MiB at most, tree included):
+#   python -m training.shrink_voc --src ../shared/data/voc2012-640 --dst /tmp/voc-416 --size 416
+#   mkdir -p .devdata && tar -C /tmp/voc-416 -czf .devdata/voc416.tgz .
+# The call: command `bash scripts/gpu_train.sh`, carry [".devdata"].
+# It unpacks the data, trains with --time-budget-min (the epoch count is fitted to the budget
+# after two probe epochs), and writes to $OUT: the log, log.jsonl, and the best and final EMA
+# weights as fp16 shards (python -m training.shards join ... rebuilds one weights file).
+# Every knob is an environment variable; the defaults are the GPU recipe of models/MODEL_CARD.md.
+set -uo pipefail
+OUT=${OUT:-out}
+DATA=${DATA:-/tmp/voc416}
+RUN=${RUN:-runs/gpu}
+PY=${PY:-python3}
+mkdir -p "$OUT" "$DATA"
+t0=$(date +%s)
+tar -xzf "${TARBALL:-.devdata/voc416.tgz}" -C "$DATA" || exit 1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/train.log"
+init=()
+[ -n "${INIT-models/default.pt}" ] && init=(--init-weights "${INIT-models/default.pt}")
+df -h /dev/shm | tail -1 | tee -a "$OUT/train.log"
+# train EXTRA_FLAGS...: one fit whose budget is the call's limit minus what has been spent so
+# far, ~40 s for the cache and CUDA start-up, and ~60 s for the shards and slack after it.
+train() {
+  local spent budget_min
+  spent=$(( $(date +%s) - t0 ))
+  budget_min=${BUDGET_MIN:-$(awk -v s="$spent" -v limit="${CALL_LIMIT_S:-600}" \
+    'BEGIN { printf "%.2f", (limit - s - 40 - 60) / 60 }')}
+  echo "fit budget ${budget_min} min (extra flags: $*)" | tee -a "$OUT/train.log"
+  timeout "$(( ${CALL_LIMIT_S:-600} - 40 - spent ))" $PY -m training --data-root "$DATA" \
+    --train-split train --val-split val --preset "${PRESET:-r18-gn-lite}" \
+    --input-size "${SIZE:-384}" --epochs "${EPOCHS:-1000}" --time-budget-min "$budget_min" \
+    --batch-size "${BATCH:-64}" --lr "${LR:-1e-3}" --lr-base-batch 0 --warmup-epochs 2 \
+    --mosaic-prob "${MOSAIC:-0.8}" --mixup-prob "${MIXUP:-0.15}" --no-aug-epochs "${NO_AUG:-15}" \
+    --ema-decay "${EMA:-0.998}" --ema-tau 300 --workers "${WORKERS:-14}" --cache-images \
+    --eval-interval "${EVAL_EVERY:-30}" --no-progress --plot-interval-s 1e9 "${init[@]}" \
+    --output-dir "$RUN" "$@" 2>&1 | tee -a "$OUT/train.log"
+  return "${PIPESTATUS[0]}"
+}
+train; status=$?
+if [ "$status" != 0 ] && [ ! -f "$RUN/last.pt" ] && [ $(( $(date +%s) - t0 )) -lt 240 ]; then
+  # A failure before the first epoch ended: once more on the plainest settings.
+  echo "training failed ($status) before any checkpoint: retrying plain" | tee -a "$OUT/train.log"
+  rm -rf "$RUN"; WORKERS=6 train --no-channels-last; status=$?
+fi
+echo "training exit $status after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/train.log"
+cp "$RUN/log.jsonl" "$OUT/" 2>/dev/null
+for name in best last; do
+  [ -f "$RUN/$name.pt" ] && $PY -m training.shards split "$RUN/$name.pt" "$OUT" --prefix "$name" \
+    | tee -a "$OUT/train.log"
+done
+ls -l "$OUT"
+echo "done after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/train.log"
