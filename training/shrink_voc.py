@@ -23,7 +23,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from training.data.voc import read_split
+from training.data.errors import DatasetError
+from training.data.voc import find_image, read_split
 
 FORMATS = {"webp": ("WEBP", ".webp"), "jpeg": ("JPEG", ".jpg")}
 
@@ -47,7 +48,11 @@ def shrink_one(src: Path, dst: Path, image_id: str, size: int, fmt: str, quality
     pil_format, ext = FORMATS[fmt]
     tree = ET.parse(src / "Annotations" / f"{image_id}.xml")
     root = tree.getroot()
-    with Image.open(src / "JPEGImages" / f"{image_id}.jpg") as img:
+    filename = root.find("filename")
+    image_path = find_image(src, image_id, filename.text if filename is not None else None)
+    if image_path is None:
+        raise DatasetError(f"{src}: no image for {image_id!r} in JPEGImages")
+    with Image.open(image_path) as img:
         rgb = img.convert("RGB")
     w0, h0 = rgb.size
     w1, h1 = scaled_size(w0, h0, size)
@@ -62,7 +67,6 @@ def shrink_one(src: Path, dst: Path, image_id: str, size: int, fmt: str, quality
         if node is None:
             node = ET.SubElement(size_node, tag)
         node.text = str(value)
-    filename = root.find("filename")
     if filename is None:
         filename = ET.SubElement(root, "filename")
     filename.text = out_image.name

@@ -36,7 +36,7 @@ def read_split(root: Path, split: str) -> list[str]:
     return ids
 
 
-def _find_image(root: Path, image_id: str, filename: str | None) -> Path | None:
+def find_image(root: Path, image_id: str, filename: str | None) -> Path | None:
     image_dir = root / "JPEGImages"
     names = [image_id + ext for ext in IMAGE_EXTENSIONS]
     if filename:
@@ -90,7 +90,7 @@ def _parse_one(
     except (ET.ParseError, OSError) as exc:
         sink.bad_image(f"{xml_path}: cannot parse annotation XML: {exc}")
         return None
-    image_path = _find_image(root, image_id, tree.findtext("filename"))
+    image_path = find_image(root, image_id, tree.findtext("filename"))
     if image_path is None:
         where = root / "JPEGImages"
         sink.bad_image(f"{xml_path}: image file for {image_id!r} not found in {where}")

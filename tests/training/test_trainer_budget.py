@@ -1,0 +1,54 @@
+"""--time-budget-min: the epoch count is fixed after the probe epochs and the run keeps to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training.synthetic import make_voc, single_thread, tiny_args
+from training.budget import PROBE_EPOCHS
+from training.cli import main, resolve_config
+
+__all__ = ["single_thread"]
+
+
+def _records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+@pytest.mark.parametrize("budget_min", ["60", "0.0001"])
+def test_budget_fixes_the_epoch_count_once(
+    tmp_path: Path, single_thread: None, budget_min: str
+) -> None:
+    make_voc(tmp_path / "data" / "VOC", num_images=4, seed=2)
+    run = tmp_path / "run"
+    args = tiny_args(tmp_path / "data", run, "--epochs", "5", "--warmup-epochs", "2",
+                     "--warmup-iters", "0", "--time-budget-min", budget_min)  # fmt: skip
+    assert main(args) == 0
+    (plan,) = _records(run, "plan")
+    planned = plan["epochs"]
+    assert plan["epoch"] == PROBE_EPOCHS
+    # An hour is far more than 5 tiny epochs need: the ceiling. 6 ms: stop after the probe.
+    assert planned == (5 if budget_min == "60" else PROBE_EPOCHS)
+    assert [r["epoch"] for r in _records(run, "epoch")] == list(range(1, planned + 1))
+    final = torch.load(run / "final.pt", weights_only=False)
+    assert final["epoch"] == planned and final["train_config"]["epochs"] == planned
+    assert final["scheduler"]["total_iters"] == planned * 2  # 4 images, batch 2
+
+
+def test_budget_is_not_taken_from_a_checkpoint(tmp_path: Path) -> None:
+    make_voc(tmp_path / "data" / "VOC", num_images=4, seed=2)
+    run = tmp_path / "run"
+    assert main(tiny_args(tmp_path / "data", run, "--epochs", "3", "--stop-epoch", "1",
+                          "--time-budget-min", "60")) == 0  # fmt: skip
+    cfg = resolve_config(["--resume", str(run / "last.pt")])
+    assert cfg.time_budget_min == 0.0 and cfg.epochs == 3
+
+
+def test_negative_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="time_budget_min"):
+        resolve_config(["--time-budget-min", "-1"])
