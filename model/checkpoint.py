@@ -44,9 +44,19 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[FCOS, dict[str, 
     return model.eval(), ckpt
 
 
+def fp16_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU copy of a state dict with floating tensors stored as fp16."""
+    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().clone()
+            for k, v in state.items()}  # fmt: skip
+
+
 def save_weights_only(model: FCOS, path: str | Path, half: bool = True, **extra: Any) -> None:
     """A small export-ready checkpoint (config + weights, fp16 storage by default)."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).clone()
-             for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "config": model.cfg.to_dict(), "model": state, **extra},
-               str(path))
+    state = (
+        fp16_state(model.state_dict())
+        if half
+        else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    )
+    torch.save(
+        {"format": FORMAT, "config": model.cfg.to_dict(), "model": state, **extra}, str(path)
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import FORMAT, load_checkpoint_dict, weights_of
+from model.checkpoint import FORMAT, fp16_state, load_checkpoint_dict, weights_of
 
 MAX_SHARD_BYTES = 15 * 2**20  # under the 16 MiB cap, with room for the pickle's overhead
 EXTRA_KEYS = ("epoch", "metrics", "train_config")
@@ -44,8 +44,7 @@ def split(src: str | Path, out_dir: str | Path, prefix: str = "weights",
     """Writes `<out_dir>/<prefix>-<i>-of-<n>.pt`; floating tensors stored as fp16."""
     ckpt = load_checkpoint_dict(src)
     state, _ = weights_of(ckpt)
-    half = {k: (v.half() if v.is_floating_point() else v).detach().cpu().clone()
-            for k, v in state.items()}  # fmt: skip
+    half = fp16_state(state)
     keys = list(half)
     groups = partition([half[k].numel() * half[k].element_size() for k in keys], max_bytes)
     out = Path(out_dir)

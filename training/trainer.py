@@ -201,18 +201,18 @@ class Trainer:
     ) -> None:
         """Fix the epoch count to the time budget (rank 0 decides, every rank applies)."""
         cfg = self.cfg
+        budget_s, eval_s = cfg.time_budget_min * 60.0, float((val or {}).get("time_s", 0.0))
         planned: int | None = None
         if self.info.is_main:
             planned = plan_epochs(
-                remaining_s=cfg.time_budget_min * 60.0 - elapsed_s, done_epochs=epoch,
-                epoch_s=float(stats["time_s"]), eval_s=float((val or {}).get("time_s", 0.0)),
+                remaining_s=budget_s - elapsed_s, done_epochs=epoch,
+                epoch_s=float(stats["time_s"]), eval_s=eval_s,
                 eval_interval=cfg.eval_interval, max_epochs=cfg.epochs,
             )  # fmt: skip
         planned = int(dist_utils.broadcast_object(planned, self.info))
         self.log.write({"type": "plan", "epoch": epoch, "epochs": planned,
                         "epoch_s": stats["time_s"], "elapsed_s": elapsed_s,
-                        "eval_s": (val or {}).get("time_s", 0.0),
-                        "budget_s": cfg.time_budget_min * 60.0})  # fmt: skip
+                        "eval_s": eval_s, "budget_s": budget_s})  # fmt: skip
         self._print(
             f"time budget {cfg.time_budget_min:g} min: {elapsed_s:.0f}s spent, "
             f"{stats['time_s']:.1f}s per epoch -> {planned} epochs (ceiling {cfg.epochs})"
