@@ -11,6 +11,7 @@
 # after two probe epochs), and writes to $OUT: the log, log.jsonl, and the best and final EMA
 # weights as fp16 shards (python -m training.shards join ... rebuilds one weights file).
 # Every knob is an environment variable; the defaults are the GPU recipe of models/MODEL_CARD.md.
+# Arguments are passed on to `python -m training` (after the defaults, so they win).
 set -uo pipefail
 OUT=${OUT:-out}
 DATA=${DATA:-/tmp/voc416}
@@ -39,15 +40,16 @@ train() {
     --batch-size "${BATCH:-64}" --lr "${LR:-1e-3}" --lr-base-batch 0 --warmup-epochs 2 \
     --mosaic-prob "${MOSAIC:-0.8}" --mixup-prob "${MIXUP:-0.15}" --no-aug-epochs "${NO_AUG:-15}" \
     --ema-decay "${EMA:-0.998}" --ema-tau 300 --workers "${WORKERS:-14}" --cache-images \
-    --eval-interval "${EVAL_EVERY:-30}" --no-progress --plot-interval-s 1e9 "${init[@]}" \
+    --eval-interval "${EVAL_EVERY:-30}" --checkpoint-interval "${CKPT_EVERY:-10}" \
+    --no-progress --plot-interval-s 1e9 "${init[@]}" \
     --output-dir "$RUN" "$@" 2>&1 | tee -a "$OUT/train.log"
   return "${PIPESTATUS[0]}"
 }
-train; status=$?
+train "$@"; status=$?
 if [ "$status" != 0 ] && [ ! -f "$RUN/last.pt" ] && [ $(( $(date +%s) - t0 )) -lt 240 ]; then
   # A failure before the first epoch ended: once more on the plainest settings.
   echo "training failed ($status) before any checkpoint: retrying plain" | tee -a "$OUT/train.log"
-  rm -rf "$RUN"; WORKERS=6 train --no-channels-last; status=$?
+  rm -rf "$RUN"; WORKERS=6 train --no-channels-last "$@"; status=$?
 fi
 echo "training exit $status after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/train.log"
 cp "$RUN/log.jsonl" "$OUT/" 2>/dev/null

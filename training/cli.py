@@ -54,6 +54,8 @@ HELP: dict[str, str] = {
     "cache_images": "keep decoded, resized images in RAM",
     "eval_interval": "evaluate every N epochs (the last epoch always)",
     "log_interval": "iterations per log.jsonl record and progress-bar update",
+    "checkpoint_interval": "epochs between last.pt writes (the last and --stop-epoch epochs "
+    "always write; best.pt whenever val improves)",
     "progress": "tqdm progress bars (only on a TTY)",
     "output_dir": "run directory: config, log.jsonl, plots/, *.pt",
     "resume": "continue exactly from this last.pt (its config unless --config is given)",

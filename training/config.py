@@ -76,6 +76,7 @@ class TrainConfig:
     # Evaluation, logging, outputs
     eval_interval: int = 1  # epochs; the last epoch is always evaluated
     log_interval: int = 20  # iterations per log.jsonl record
+    checkpoint_interval: int = 1  # epochs between last.pt writes (the last epoch always)
     plot_interval_s: float = 30.0  # plots are redrawn after an epoch at most this often
     progress: bool = True  # tqdm bars (also off when stderr is not a TTY)
     output_dir: str = "runs/fcos"
@@ -104,8 +105,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.dataset_format not in ("voc", "coco"):
             raise ValueError(f"dataset_format must be voc or coco, not {self.dataset_format!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_interval < 1:
+            raise ValueError("epochs, batch_size and checkpoint_interval must be >= 1")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -1,49 +1,29 @@
-"""From a TrainConfig to samples, the training DataLoader and on-device normalisation.
+"""From a TrainConfig to samples, the training batches and on-device normalisation.
 
 Fast path: the dataset yields uint8 images (4x fewer bytes through pinned memory and the
-host-to-device copy) and the batch is normalised on the device. Workers are persistent; the
-epoch and the Mosaic/MixUp switches travel *inside the sampled indices* (EpochSampler), so
-persistent workers see them and every item stays a pure function of (seed, epoch, index).
+host-to-device copy) and the batch is normalised on the device. Workers are persistent and one
+iterator serves the whole run (training/data_stream.py); the epoch and the Mosaic/MixUp switches
+travel *inside the sampled keys*, so every item stays a pure function of (seed, epoch, index).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from model.config import get_preset
 from training.config import TrainConfig
 from training.data import AugmentConfig, DetectionDataset, Sample, collate, load_coco, load_voc
+from training.data_stream import EpochBatches, EpochStream, Key
 from training.distributed import DistInfo
-
-Key = tuple[int, int, bool, bool]  # (index, epoch, mosaic on, mixup on)
-
-
-class EpochSampler(Sampler[Key]):
-    """Wraps a DistributedSampler; yields (index, epoch, mosaic, mixup) keys."""
-
-    def __init__(self, inner: DistributedSampler) -> None:
-        self.inner = inner
-        self.epoch, self.mosaic, self.mixup = 0, True, True
-
-    def set_epoch(self, epoch: int, mosaic: bool, mixup: bool) -> None:
-        self.epoch, self.mosaic, self.mixup = epoch, mosaic, mixup
-        self.inner.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[Key]:
-        for index in self.inner:
-            yield int(index), self.epoch, self.mosaic, self.mixup
-
-    def __len__(self) -> int:
-        return len(self.inner)
 
 
 class EpochDataset(Dataset):
-    """DetectionDataset addressed by EpochSampler keys (sets epoch/switches, then reads)."""
+    """DetectionDataset addressed by EpochBatches keys (sets epoch/switches, then reads)."""
 
     def __init__(self, dataset: DetectionDataset) -> None:
         self.dataset = dataset
@@ -64,12 +44,8 @@ class DataBundle:
     class_names: tuple[str, ...]
     train_samples: list[Sample]
     val_samples: list[Sample]
-    train_loader: DataLoader
-    sampler: EpochSampler
+    stream: EpochStream  # .epoch(n) -> that epoch's batches; len() = batches per epoch
     normalize: Callable[[torch.Tensor], torch.Tensor]
-
-    def set_epoch(self, epoch: int, mosaic_mixup: bool) -> None:
-        self.sampler.set_epoch(epoch, mosaic_mixup, mosaic_mixup)
 
 
 def _voc_parts(data_root: str, spec: str) -> list[tuple[Path, str]]:
@@ -124,7 +100,10 @@ def device_normalizer(
     return normalize
 
 
-def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
+def build_data(
+    cfg: TrainConfig, info: DistInfo, augment_on: Callable[[int], bool]
+) -> DataBundle:
+    """`augment_on(epoch)`: whether that epoch's items get Mosaic/MixUp (asked lazily)."""
     train_samples, names = load_samples(cfg, train=True)
     if not train_samples:
         raise ValueError("no training images (check --data-root / --train-split)")
@@ -148,20 +127,18 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
         seed=cfg.seed,
         drop_last=False,
     )
-    sampler = EpochSampler(inner)
+    batches = EpochBatches(inner, cfg.batch_size, augment_on)
     cuda = info.device.type == "cuda"
     workers = max(0, cfg.workers)
     loader = DataLoader(
-        EpochDataset(dataset), batch_size=cfg.batch_size, sampler=sampler,
-        num_workers=workers, collate_fn=collate, pin_memory=cuda,
-        drop_last=len(sampler) > cfg.batch_size, persistent_workers=workers > 0,
+        EpochDataset(dataset), batch_sampler=batches, num_workers=workers, collate_fn=collate,
+        pin_memory=cuda, persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )  # fmt: skip
     return DataBundle(
         tuple(names),
         train_samples,
         val_samples,
-        loader,
-        sampler,
+        EpochStream(loader, batches),
         device_normalizer(mean, std, info.device),
     )

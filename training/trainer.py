@@ -63,7 +63,7 @@ class Trainer:
         self.log = RunLog(self.run_dir, enabled=self.info.is_main)
         seed_everything(cfg.seed)
 
-        self.data: DataBundle = build_data(cfg, self.info)
+        self.data: DataBundle = build_data(cfg, self.info, self._mosaic_mixup)
         base = get_preset(cfg.preset, class_names=self.data.class_names)
         self.model_cfg = base.replace(input_size=cfg.input_size or base.input_size)
         self.model = FCOS(self.model_cfg)
@@ -81,7 +81,7 @@ class Trainer:
         self.base_lr = cfg.lr * total_batch / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
         betas = (float(cfg.betas[0]), float(cfg.betas[1]))
         self.optimizer = build_optimizer(self.model, self.base_lr, cfg.weight_decay, betas, cuda)
-        self.iters_per_epoch = len(self.data.train_loader)
+        self.iters_per_epoch = len(self.data.stream)
         warmup = cfg.warmup_iters or round(cfg.warmup_epochs * self.iters_per_epoch)
         self.scheduler = WarmupCosine(self.base_lr, cfg.epochs * self.iters_per_epoch, warmup,
                                       cfg.min_lr_ratio, cfg.warmup_start_ratio)  # fmt: skip
@@ -126,6 +126,10 @@ class Trainer:
     def eval_model(self) -> FCOS:
         return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
 
+    def _mosaic_mixup(self, epoch: int) -> bool:
+        """Mosaic/MixUp on for `epoch`? Off for the last no_aug_epochs of the current plan."""
+        return epoch <= self.cfg.epochs - self.cfg.no_aug_epochs
+
     def _should_eval(self, epoch: int) -> bool:
         if not self.data.val_samples:
             return False
@@ -156,12 +160,12 @@ class Trainer:
         epoch = self.start_epoch
         while epoch < (cfg.epochs if not cfg.stop_epoch else min(cfg.epochs, cfg.stop_epoch)):
             epoch += 1
-            self.data.set_epoch(epoch, mosaic_mixup=epoch <= cfg.epochs - cfg.no_aug_epochs)
             stats = self._epoch_means(
                 train_one_epoch(
-                    self.ctx, self.data.train_loader, epoch, cfg.epochs, self.iters_per_epoch
+                    self.ctx, self.data.stream.epoch(epoch), epoch, cfg.epochs,
+                    self.iters_per_epoch,
                 )
-            )
+            )  # fmt: skip
             val = None
             if (self._should_eval(epoch) or (epoch == probe and self.data.val_samples)) and (
                 self.info.is_main
@@ -239,10 +243,14 @@ class Trainer:
         rng: list,
     ) -> None:
         metrics = {"train": stats, "val": brief_metrics(val)}
-        ckpt = self._checkpoint(epoch, metrics, rng)
-        atomic_save(ckpt, self.run_dir / "last.pt")
-        if improved:
-            atomic_save(ckpt, self.run_dir / "best.pt")
+        cfg = self.cfg
+        due = epoch % cfg.checkpoint_interval == 0 or epoch in (cfg.epochs, cfg.stop_epoch)
+        if due or improved:
+            ckpt = self._checkpoint(epoch, metrics, rng)
+            if due:
+                atomic_save(ckpt, self.run_dir / "last.pt")
+            if improved:
+                atomic_save(ckpt, self.run_dir / "best.pt")
         self.log.write(
             {
                 "type": "epoch",
