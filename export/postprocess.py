@@ -38,6 +38,9 @@ class PostprocessConfig:
     # can only suppress lower-scoring ones, so dropping those below the cut first changes
     # nothing above it), but NMS then sorts and compares far fewer boxes.
     min_score: float = 0.0
+    # False: score = class probability alone, centre-ness unused (an ablation of FCOS's
+    # centre-ness at inference; `python -m training.evaluate --no-centerness`).
+    centerness: bool = True
 
 
 def level_sizes(height: int, width: int, strides: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -93,7 +96,8 @@ def postprocess(
     """One image's outputs (P, C), (P, 4), (P, 1) -> Detections in original pixels.
 
     Per level: sigmoid class scores, keep (location, class) pairs above the candidate
-    threshold, top `pre_nms_top_n` of those by score; score = sqrt(cls * centre-ness);
+    threshold, top `pre_nms_top_n` of those by score; score = sqrt(cls * centre-ness)
+    (cls alone if not `cfg.centerness`);
     clip; drop empty boxes and scores below `min_score`; class-wise NMS that stops at
     `max_detections`; map back.
     """
@@ -116,8 +120,10 @@ def postprocess(
                 top = np.argpartition(-cand_logits, cfg.pre_nms_top_n - 1)[: cfg.pre_nms_top_n]
                 flat, cand_logits = flat[top], cand_logits[top]
             idx, cls = np.divmod(flat, num_classes)
-            ctr = sigmoid(centerness_logits[start:end][idx, 0].astype(np.float32))
-            scores = np.sqrt(sigmoid(cand_logits.astype(np.float32)) * ctr)
+            scores = sigmoid(cand_logits.astype(np.float32))
+            if cfg.centerness:
+                ctr = sigmoid(centerness_logits[start:end][idx, 0].astype(np.float32))
+                scores = np.sqrt(scores * ctr)
             all_boxes.append(decode_boxes(loc[idx], box_distances[start:end][idx]))
             all_scores.append(scores)
             all_cls.append(cls)

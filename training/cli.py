@@ -35,6 +35,8 @@ HELP: dict[str, str] = {
     "val_split": "VOC: like --train-split; '' disables validation",
     "classes": "comma-separated class names (default: VOC's 20, or every COCO category)",
     "max_val_images": "evaluate on the first N validation images only (0 = all)",
+    "center_radius": "centre sampling: positives lie within this many strides of the box "
+    "centre (0 = off: any location inside the box)",
     "batch_size": "images per process and step",
     "lr": "peak AdamW learning rate for a total batch of --lr-base-batch",
     "lr_base_batch": "lr is scaled by total batch / this (0: no scaling)",

@@ -50,7 +50,7 @@ class TrainConfig:
     ema_decay: float = 0.9998  # 0 disables EMA
     ema_tau: float = 2000.0  # decay ramp: d * (1 - exp(-updates / tau))
     # Loss
-    center_radius: float = 1.5
+    center_radius: float = 1.5  # centre sampling, in strides; 0 = off (the whole box)
     # Augmentation (training/data AugmentConfig fields)
     augment: bool = True
     scale_min: float = 0.5
@@ -107,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"dataset_format must be voc or coco, not {self.dataset_format!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_interval < 1:
             raise ValueError("epochs, batch_size and checkpoint_interval must be >= 1")
+        if self.center_radius < 0:
+            raise ValueError("center_radius must be >= 0 (0 turns centre sampling off)")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -190,6 +190,7 @@ def evaluate_detector(
     save_images: str | Path | None = None,
     num_images: int = 8,
     draw_threshold: float = DRAW_SCORE_THRESHOLD,
+    centerness: bool = True,
 ) -> dict[str, Any]:
     """Run `detector` on `samples` and compute the metrics.
 
@@ -203,7 +204,8 @@ def evaluate_detector(
     """
     model_names = tuple(detector.metadata.class_names)
     to_model = class_mapping(model_names, class_names)
-    cfg = PostprocessConfig(score_threshold=score_threshold, max_detections=max_detections)
+    cfg = PostprocessConfig(score_threshold=score_threshold, max_detections=max_detections,
+                            centerness=centerness)  # fmt: skip
     t0 = time.perf_counter()
     dets = run_detector(detector, samples, cfg, batch_size, workers)
     seconds = time.perf_counter() - t0
@@ -257,6 +259,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N images (0 = all)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="candidate threshold")
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call")
+    p.add_argument("--no-centerness", dest="centerness", action="store_false",
+                   help="ablation: score by the class probability alone, centre-ness unused")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed annotations instead of failing")
@@ -290,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 score_threshold=args.score_threshold,
                                 batch_size=args.batch_size, save_images=args.save_images,
                                 num_images=args.num_images,
-                                draw_threshold=args.draw_threshold)
+                                draw_threshold=args.draw_threshold,
+                                centerness=args.centerness)
     print(format_table(metrics, args.model, args.split))
     if args.json:
         payload = {**metrics, "model": str(args.model), "split": args.split}

@@ -87,7 +87,7 @@ class Trainer:
                                       cfg.min_lr_ratio, cfg.warmup_start_ratio)  # fmt: skip
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema_decay else None
         self.loss_fn = FCOSLoss(self.model_cfg.num_classes, self.model_cfg.strides,
-                                center_radius=cfg.center_radius)  # fmt: skip
+                                center_radius=cfg.center_radius or None)  # fmt: skip
 
         self.start_epoch, self.best_map50 = 0, -1.0
         self._last_plot = -float("inf")

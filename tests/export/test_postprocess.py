@@ -99,6 +99,22 @@ def test_thresholds_at_the_ends_and_min_score() -> None:
     assert strong.class_ids.tolist() == [1] and strong.scores[0] == pytest.approx(0.9487, 1e-3)
 
 
+def test_centerness_off_scores_by_class_probability_alone() -> None:
+    cls, box, ctr = blank(64, 64)
+    box[[9, 10]] = [[8, 8, 8, 8], [8, 8, 8, 8]]  # IoU 1/3: at nms_iou 0.3 only one survives
+    cls[9, 0], cls[10, 0] = logit(0.9), logit(0.6)
+    ctr[9, 0], ctr[10, 0] = logit(0.1), logit(0.8)  # centre-ness reverses the order
+    on = postprocess(cls, box, ctr, (64, 64), STRIDES, cfg=PostprocessConfig(nms_iou=0.3))
+    off_cfg = PostprocessConfig(nms_iou=0.3, centerness=False)
+    off = postprocess(cls, box, ctr, (64, 64), STRIDES, cfg=off_cfg)
+    # On: sqrt(0.9 * 0.1) = 0.300 < sqrt(0.6 * 0.8) = 0.693, so location 10's box is kept.
+    assert on.scores.tolist() == pytest.approx([math.sqrt(0.48)], rel=1e-5)
+    assert on.boxes[0, 0] == pytest.approx(12.0)  # location 10 is at x = 20
+    # Off: the class probability 0.9 wins, location 9's box.
+    assert off.scores.tolist() == pytest.approx([0.9], rel=1e-5)
+    assert off.boxes[0, 0] == pytest.approx(4.0)
+
+
 def test_classwise_nms_and_max_detections() -> None:
     cls, box, ctr = blank(64, 64)
     # Two overlapping boxes of class 0, the same box for class 1: NMS only within a class.

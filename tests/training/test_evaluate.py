@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.postprocess import Detections
+from export.postprocess import Detections, PostprocessConfig
 from training import evaluate as ev
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,6 +101,24 @@ def test_cli_errors_when_dataset_lacks_a_model_class(tiny_onnx_path: Path, voc_r
                   "--classes", "cat,dog,bird"])
     assert rc == 2
     assert "person" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "centerness"), [((), True), (("--no-centerness",), False)])
+def test_no_centerness_flag_reaches_postprocessing(
+    monkeypatch: pytest.MonkeyPatch, tiny_onnx_path: Path, voc_root: Path,
+    flags: tuple[str, ...], centerness: bool,
+) -> None:  # fmt: skip
+    seen = []
+    real = ev.run_detector
+
+    def spy(detector: ev.Detector, samples: list, cfg: PostprocessConfig, *args: int) -> list:
+        seen.append(cfg)
+        return real(detector, samples, cfg, *args)
+
+    monkeypatch.setattr(ev, "run_detector", spy)
+    argv = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--split", "val"]
+    assert ev.main([*argv, *flags]) == 0
+    assert [cfg.centerness for cfg in seen] == [centerness]
 
 
 def test_class_mapping() -> None:

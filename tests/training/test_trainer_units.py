@@ -137,3 +137,20 @@ def test_speed_tool_runs_the_training_step(single_thread: None) -> None:
     from training.speed import measure
 
     assert measure("tiny", 128, 2, iters=1, warmup=1, device="cpu") > 0
+
+
+@pytest.mark.parametrize(("flag", "radius"), [("1.5", 1.5), ("0", None), ("2", 2.0)])
+def test_center_radius_zero_turns_centre_sampling_off(
+    tmp_path, single_thread: None, flag: str, radius: float | None
+) -> None:
+    from tests.training.synthetic import make_voc, tiny_args
+    from training.trainer import Trainer
+
+    make_voc(tmp_path / "data" / "VOC", num_images=2, seed=1)
+    cfg = resolve_config(tiny_args(tmp_path / "data", tmp_path / "run", "--center-radius", flag))
+    assert Trainer(cfg).loss_fn.center_radius == radius
+
+
+def test_negative_center_radius_is_refused() -> None:
+    with pytest.raises(ValueError, match="center_radius"):
+        resolve_config(["--center-radius", "-1"])
