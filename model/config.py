@@ -47,6 +47,7 @@ class ModelConfig:
     input_size: int = 512
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)
     prior_prob: float = 0.01
+    centerness_branch: str = "reg"  # the tower centre-ness is predicted from: reg or cls
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     extra: dict[str, str] = field(default_factory=dict)

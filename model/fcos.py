@@ -38,7 +38,7 @@ class FCOS(nn.Module):
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels)
         self.head = FCOSHead(
             cfg.fpn_channels, cfg.num_classes, cfg.head_convs, cfg.gn_groups,
-            len(cfg.strides), cfg.prior_prob,
+            len(cfg.strides), cfg.prior_prob, cfg.centerness_branch,
         )  # fmt: skip
 
     def forward_levels(

@@ -33,15 +33,21 @@ def _tower(channels: int, depth: int, groups: int) -> nn.Sequential:
 class FCOSHead(nn.Module):
     """Classification tower -> class logits; regression tower -> l,t,r,b and centre-ness.
 
+    centerness_branch="cls" predicts centre-ness from the classification tower instead, as
+    the first FCOS paper did (its later version moved it to the regression tower: +0.5 AP).
+    Both variants have the same parameters; only the forward routing differs.
     Box output is ReLU(scale_l * x), i.e. distances in units of the level's stride; the
     caller multiplies by the stride to get pixels (FCOS with normalised regression targets).
     """
 
     def __init__(
         self, channels: int, num_classes: int, depth: int, groups: int, num_levels: int,
-        prior_prob: float,
+        prior_prob: float, centerness_branch: str = "reg",
     ) -> None:  # fmt: skip
         super().__init__()
+        if centerness_branch not in ("reg", "cls"):
+            raise ValueError(f"centerness_branch must be reg or cls, not {centerness_branch!r}")
+        self.centerness_on_cls = centerness_branch == "cls"
         self.cls_tower = _tower(channels, depth, groups)
         self.reg_tower = _tower(channels, depth, groups)
         self.cls_logits = nn.Conv2d(channels, num_classes, 3, 1, 1)
@@ -64,5 +70,5 @@ class FCOSHead(nn.Module):
             r = self.reg_tower(f)
             logits.append(self.cls_logits(c))
             boxes.append(torch.relu(self.scales[level](self.bbox_pred(r))))
-            ctrs.append(self.centerness(r))
+            ctrs.append(self.centerness(c if self.centerness_on_cls else r))
         return logits, boxes, ctrs

@@ -17,7 +17,12 @@ from typing import Any
 from model.config import PRESETS
 from training.config import TrainConfig, load_json
 
-CHOICES: dict[str, list[str]] = {"preset": sorted(PRESETS), "dataset_format": ["voc", "coco"]}
+CHOICES: dict[str, list[str]] = {
+    "preset": sorted(PRESETS),
+    "dataset_format": ["voc", "coco"],
+    "box_loss": ["giou", "iou"],
+    "centerness_branch": ["reg", "cls"],
+}
 
 # Fields that describe one invocation, not the run: never taken from a checkpoint.
 RUN_ONLY = frozenset({"resume", "stop_epoch", "time_budget_min"})
@@ -28,6 +33,9 @@ HELP: dict[str, str] = {
     "backbone_weights": "torchvision ResNet-18 state dict to start the backbone from",
     "init_weights": "checkpoint or weights file (EMA weights preferred) to start the whole "
     "model from; optimiser, schedule and epochs start afresh (ignored with --resume)",
+    "centerness_branch": "the head tower that predicts centre-ness: reg (the paper's later "
+    "version, the default) or cls (its first version)",
+    "box_loss": "box regression loss on positives: giou (1 - GIoU) or iou (1 - IoU)",
     "dataset_format": "voc or coco",
     "data_root": "VOC: the VOCdevkit directory (splits are relative to it)",
     "train_split": "VOC: '+'-joined DIR/SPLIT entries under --data-root, e.g. "

@@ -23,6 +23,7 @@ class TrainConfig:
     input_size: int = 0  # 0 = the preset's input size
     backbone_weights: str = ""  # torchvision-format ResNet-18 state dict (see backbone_weights.py)
     init_weights: str = ""  # whole-model weights to start from (fresh optimiser and schedule)
+    centerness_branch: str = "reg"  # tower that predicts centre-ness: reg or cls (ablation)
     # Data
     dataset_format: str = "voc"  # voc | coco
     data_root: str = "data/VOCdevkit"  # VOC: the VOCdevkit directory
@@ -51,6 +52,7 @@ class TrainConfig:
     ema_tau: float = 2000.0  # decay ramp: d * (1 - exp(-updates / tau))
     # Loss
     center_radius: float = 1.5  # centre sampling, in strides; 0 = off (the whole box)
+    box_loss: str = "giou"  # giou | iou (1 - IoU, the ablation)
     # Augmentation (training/data AugmentConfig fields)
     augment: bool = True
     scale_min: float = 0.5
@@ -109,6 +111,10 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and checkpoint_interval must be >= 1")
         if self.center_radius < 0:
             raise ValueError("center_radius must be >= 0 (0 turns centre sampling off)")
+        if self.box_loss not in ("giou", "iou"):
+            raise ValueError(f"box_loss must be giou or iou, not {self.box_loss!r}")
+        if self.centerness_branch not in ("reg", "cls"):
+            raise ValueError(f"centerness_branch must be reg or cls: {self.centerness_branch!r}")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -4,8 +4,8 @@ FCOSLoss normalisation (as the official FCOS code):
 
 - classification: focal loss summed over all locations and classes (one-hot targets,
   background = all zeros) / num_pos;
-- box: (1 - GIoU) on positives weighted by their centre-ness target, / the sum of the
-  centre-ness targets;
+- box: (1 - GIoU), or 1 - IoU with box_loss="iou", on positives weighted by their
+  centre-ness target, / the sum of the centre-ness targets;
 - centre-ness: BCE-with-logits on positives (target = centre-ness of the assigned l,t,r,b),
   summed / num_pos.
 
@@ -50,11 +50,10 @@ def sigmoid_focal_loss(
     return loss.sum()
 
 
-def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
-    """1 - GIoU for boxes given as (N, 4) l, t, r, b distances from the same point -> (N,).
+def _ltrb_iou_terms(pred: Tensor, target: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """IoU, union and enclosing-box area of (N, 4) l, t, r, b boxes around the same point.
 
-    Each box is (-l, -t, r, b) xyxy around that point; distances may be negative (then boxes
-    can be disjoint: GIoU < 0 and the loss exceeds 1). Range [0, 2].
+    Each box is (-l, -t, r, b) xyxy around that point; distances may be negative.
     """
     pred_xyxy = torch.cat([-pred[:, :2], pred[:, 2:]], dim=1)  # (N, 4) xyxy
     tgt_xyxy = torch.cat([-target[:, :2], target[:, 2:]], dim=1)  # (N, 4) xyxy
@@ -73,9 +72,32 @@ def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
         - torch.minimum(pred_xyxy[:, :2], tgt_xyxy[:, :2])
     ).clamp(min=0)  # (N, 2)
     enclosing = encl_wh[:, 0] * encl_wh[:, 1]  # (N,)
-    iou = inter / (union + eps)
+    return inter / (union + eps), union, enclosing
+
+
+def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - GIoU for boxes given as (N, 4) l, t, r, b distances from the same point -> (N,).
+
+    Each box is (-l, -t, r, b) xyxy around that point; distances may be negative (then boxes
+    can be disjoint: GIoU < 0 and the loss exceeds 1). Range [0, 2].
+    """
+    iou, union, enclosing = _ltrb_iou_terms(pred, target, eps)
     giou = iou - (enclosing - union) / (enclosing + eps)
     return 1 - giou
+
+
+def iou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - IoU for (N, 4) l, t, r, b distances from the same point -> (N,); range [0, 1].
+
+    GIoU without its enclosing-box penalty: the baseline of the GIoU paper (Rezatofighi et
+    al. 2019), kept for the ablation (`--box-loss iou`). Disjoint boxes all lose 1, with no
+    gradient towards each other.
+    """
+    iou, _, _ = _ltrb_iou_terms(pred, target, eps)
+    return 1 - iou
+
+
+BOX_LOSSES = {"giou": giou_loss, "iou": iou_loss}
 
 
 def _world_mean(value: Tensor) -> Tensor:
@@ -107,8 +129,12 @@ class FCOSLoss(nn.Module):
         focal_gamma: float = 2.0,
         box_weight: float = 1.0,
         ctr_weight: float = 1.0,
+        box_loss: str = "giou",
     ) -> None:
         super().__init__()
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {sorted(BOX_LOSSES)}, not {box_loss!r}")
+        self.box_loss_fn = BOX_LOSSES[box_loss]
         self.num_classes = int(num_classes)
         self.strides = tuple(int(s) for s in strides)
         self.ranges = tuple(level_ranges(ranges, len(self.strides)))  # (lo, hi) per level
@@ -185,7 +211,7 @@ class FCOSLoss(nn.Module):
         ctr_sum_avg = _world_mean(ctr_tgt.sum()).clamp(min=1e-6)
         ctr_pos_logits = ctr_logits[pos_b, pos_p, 0]  # (K,)
         if box_pos_pred.shape[0] > 0:
-            box_loss = (giou_loss(box_pos_pred, box_pos_tgt) * ctr_tgt).sum() / ctr_sum_avg
+            box_loss = (self.box_loss_fn(box_pos_pred, box_pos_tgt) * ctr_tgt).sum() / ctr_sum_avg
             ctr_loss = (
                 F.binary_cross_entropy_with_logits(ctr_pos_logits, ctr_tgt, reduction="sum")
                 / num_pos_avg

@@ -65,7 +65,9 @@ class Trainer:
 
         self.data: DataBundle = build_data(cfg, self.info, self._mosaic_mixup)
         base = get_preset(cfg.preset, class_names=self.data.class_names)
-        self.model_cfg = base.replace(input_size=cfg.input_size or base.input_size)
+        self.model_cfg = base.replace(
+            input_size=cfg.input_size or base.input_size, centerness_branch=cfg.centerness_branch
+        )
         self.model = FCOS(self.model_cfg)
         if cfg.backbone_weights:
             report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
@@ -87,7 +89,8 @@ class Trainer:
                                       cfg.min_lr_ratio, cfg.warmup_start_ratio)  # fmt: skip
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema_decay else None
         self.loss_fn = FCOSLoss(self.model_cfg.num_classes, self.model_cfg.strides,
-                                center_radius=cfg.center_radius or None)  # fmt: skip
+                                center_radius=cfg.center_radius or None,
+                                box_loss=cfg.box_loss)  # fmt: skip
 
         self.start_epoch, self.best_map50 = 0, -1.0
         self._last_plot = -float("inf")

@@ -60,3 +60,23 @@ def test_config_round_trip_and_presets() -> None:
     with pytest.raises(ValueError):
         ModelConfig.from_dict({"bogus": 1})
     assert math.isclose(cfg.prior_prob, 0.01)
+
+
+def test_centerness_branch_routes_the_tower() -> None:
+    """centerness_branch picks the tower that feeds centre-ness; the parameters are the same."""
+    torch.manual_seed(0)
+    reg = FCOS(get_preset("tiny"))
+    cls_cfg = get_preset("tiny", centerness_branch="cls")
+    assert ModelConfig.from_dict(cls_cfg.to_dict()).centerness_branch == "cls"
+    on_cls = FCOS(cls_cfg)
+    on_cls.load_state_dict(reg.state_dict())  # same keys and shapes
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ctr_reg, ctr_cls = reg(x)[2], on_cls(x)[2]
+        assert not torch.allclose(ctr_reg, ctr_cls)
+        for model in (reg, on_cls):  # perturb the regression tower only
+            model.head.reg_tower[0].weight.add_(0.5)
+        assert not torch.allclose(reg(x)[2], ctr_reg)
+        torch.testing.assert_close(on_cls(x)[2], ctr_cls)
+    with pytest.raises(ValueError, match="centerness_branch"):
+        FCOS(get_preset("tiny", centerness_branch="box"))

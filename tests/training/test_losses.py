@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from model.config import get_preset
 from model.fcos import FCOS
-from training.losses import FCOSLoss, giou_loss, sigmoid_focal_loss
+from training.losses import FCOSLoss, giou_loss, iou_loss, sigmoid_focal_loss
 from training.targets import batch_targets, centerness_target, make_points
 
 
@@ -83,6 +83,44 @@ def test_giou_gradient_and_degenerate() -> None:
     assert torch.isfinite(out).all() and out[1].item() == pytest.approx(1.0, abs=1e-6)
     out.sum().backward()
     assert torch.isfinite(pred.grad).all() and pred.grad[0].abs().sum() > 0
+
+
+def test_iou_loss_hand_cases_and_relation_to_giou() -> None:
+    pred = torch.tensor([[1.0, 1, 1, 1], [1.0, 1, 1, 1], [2.0, 0, 0, 2], [1.0, 1, 1, 1]])
+    target = torch.tensor([[1.0, 1, 3, 1], [0.0, 0, 2, 2], [0.0, 2, 2, 0], [1.0, 1, 1, 1]])
+    # Nested: IoU 4/8; overlapping: 1/7; touching at a corner: 0; identical: 1.
+    expected = torch.tensor([0.5, 1 - 1 / 7, 1.0, 0.0])
+    out = iou_loss(pred, target)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    giou = giou_loss(pred, target)
+    # One box inside the other: the enclosing box is the union, so GIoU = IoU.
+    torch.testing.assert_close(out[[0, 3]], giou[[0, 3]], rtol=1e-5, atol=1e-6)
+    # Otherwise GIoU adds the (enclosing - union) / enclosing penalty.
+    torch.testing.assert_close(giou[[1, 2]] - out[[1, 2]], torch.tensor([2 / 9, 0.5]))
+    assert iou_loss(torch.zeros((0, 4)), torch.zeros((0, 4))).shape == (0,)
+
+
+def test_fcos_loss_box_loss_switch() -> None:
+    gen = torch.Generator().manual_seed(3)
+    hw, c = (64, 64), 2
+    pts, strides, rng = make_points(*hw, device="cpu")
+    p = pts.shape[0]
+    cls = torch.randn(1, p, c, generator=gen)
+    box = torch.rand(1, p, 4, generator=gen) * 3
+    ctr = torch.randn(1, p, 1, generator=gen)
+    boxes, labels = [torch.tensor([[4.0, 6, 50, 44]])], [torch.tensor([1])]
+    ref = FCOSLoss(c)(cls, box, ctr, boxes, labels, hw)
+    out = FCOSLoss(c, box_loss="iou")(cls, box, ctr, boxes, labels, hw)
+    _, box_t, _ = batch_targets(pts, strides, rng, boxes, labels, 1.5)
+    pos = box_t[0].amax(dim=1) > 0
+    w = centerness_target(box_t[0][pos])
+    expected = (iou_loss(box[0][pos], box_t[0][pos]) * w).sum() / w.sum()
+    torch.testing.assert_close(out["box"], expected)
+    assert out["box"] < ref["box"]  # random boxes rarely nest: GIoU adds its penalty
+    for k in ("cls", "ctr", "num_pos"):
+        torch.testing.assert_close(out[k], ref[k])
+    with pytest.raises(ValueError, match="box_loss"):
+        FCOSLoss(c, box_loss="l1")
 
 
 @pytest.fixture(scope="module")

@@ -154,3 +154,26 @@ def test_center_radius_zero_turns_centre_sampling_off(
 def test_negative_center_radius_is_refused() -> None:
     with pytest.raises(ValueError, match="center_radius"):
         resolve_config(["--center-radius", "-1"])
+
+
+def test_ablation_flags_reach_the_loss_and_the_model(tmp_path, single_thread: None) -> None:
+    from tests.training.synthetic import make_voc, tiny_args
+    from training.losses import giou_loss, iou_loss
+    from training.trainer import Trainer
+
+    make_voc(tmp_path / "data" / "VOC", num_images=2, seed=1)
+    base = tiny_args(tmp_path / "data", tmp_path / "run")
+    default = Trainer(resolve_config(base))
+    assert default.loss_fn.box_loss_fn is giou_loss
+    assert default.model_cfg.centerness_branch == "reg" and not default.model.head.centerness_on_cls
+    flags = ["--box-loss", "iou", "--centerness-branch", "cls"]
+    trainer = Trainer(resolve_config([*base, *flags]))
+    assert trainer.loss_fn.box_loss_fn is iou_loss
+    # The branch is part of the model config, so checkpoints (and exports) rebuild it.
+    assert trainer.model_cfg.centerness_branch == "cls" and trainer.model.head.centerness_on_cls
+    for bad in (["--box-loss", "l1"], ["--centerness-branch", "box"]):
+        with pytest.raises(SystemExit):
+            resolve_config(bad)
+    for field, value in (("box_loss", "l1"), ("centerness_branch", "box")):
+        with pytest.raises(ValueError, match=field):
+            TrainConfig(**{field: value}).validate()
