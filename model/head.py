@@ -34,7 +34,7 @@ class FCOSHead(nn.Module):
     """Classification tower -> class logits; regression tower -> l,t,r,b and centre-ness.
 
     centerness_branch="cls" predicts centre-ness from the classification tower instead, as
-    the first FCOS paper did (its later version moved it to the regression tower: +0.5 AP).
+    the first FCOS paper did (its later version moved it to the regression tower).
     Both variants have the same parameters; only the forward routing differs.
     Box output is ReLU(scale_l * x), i.e. distances in units of the level's stride; the
     caller multiplies by the stride to get pixels (FCOS with normalised regression targets).

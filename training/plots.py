@@ -2,12 +2,16 @@
 
 Writes `<run>/plots/losses.png` (per-iteration and per-epoch losses), `lr.png` and
 `map.png` (validation mAP@0.5 and mAP@0.5:0.95 per epoch).
+
+`python -m training.plots --compare RUN [RUN ...] --output FILE.png [--labels a,b,...]`
+overlays the validation mAP@0.5 of several runs (ablations, seeds) in one figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +78,7 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     written.append(_save(fig, out_dir / "lr.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    val = [{"epoch": r["epoch"], **r["val"]} for r in epochs if r.get("val")]
+    val = _val_records(run_dir)
     for key, label in (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95")):
         xs, ys = _series(val, "epoch", key)
         if xs:
@@ -89,6 +93,36 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     return written
 
 
+def _val_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One {"epoch", **val metrics} record per evaluated epoch of a run's log.jsonl."""
+    epochs = [r for r in read_log(Path(run_dir)) if r.get("type") == "epoch"]
+    return [{"epoch": r["epoch"], **r["val"]} for r in epochs if r.get("val")]
+
+
+def compare_runs(
+    run_dirs: Sequence[str | Path], output: str | Path, labels: Sequence[str] | None = None
+) -> Path:
+    """Val mAP@0.5 per epoch of each run, one line per run, written to `output` (PNG)."""
+    labels = list(labels) if labels else [Path(r).name for r in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run_dir, label in zip(run_dirs, labels, strict=True):
+        xs, ys = _series(_val_records(run_dir), "epoch", "map50")
+        if not xs:
+            plt.close(fig)
+            raise ValueError(f"{run_dir}: no validation records in log.jsonl")
+        ax.plot(xs, ys, marker="o", markersize=3, label=f"{label} ({ys[-1]:.4f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val mAP@0.5")
+    ax.set_title("validation mAP@0.5 (last value in brackets)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, output)
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -98,13 +132,28 @@ def _save(fig: Any, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.plots", description=__doc__)
-    parser.add_argument("run_dir", help="a training run directory (holds log.jsonl)")
+    parser.add_argument("run_dir", nargs="?", help="a training run directory (holds log.jsonl)")
+    parser.add_argument("--compare", nargs="+", metavar="RUN", help="runs to overlay instead")
+    parser.add_argument("--output", help="with --compare: the PNG to write")
+    parser.add_argument("--labels", help="with --compare: comma-separated legend labels")
     args = parser.parse_args(argv)
-    if not (Path(args.run_dir) / "log.jsonl").exists():
-        print(f"{args.run_dir}: no log.jsonl", file=sys.stderr)
+    runs = args.compare or ([args.run_dir] if args.run_dir else [])
+    if not runs or (args.compare and (args.run_dir or not args.output)):
+        parser.error("give one RUN_DIR, or --compare RUN ... --output FILE.png")
+    missing = [r for r in runs if not (Path(r) / "log.jsonl").exists()]
+    if missing:
+        print(f"{', '.join(missing)}: no log.jsonl", file=sys.stderr)
         return 2
-    for path in make_plots(args.run_dir):
-        print(path)
+    if not args.compare:
+        for path in make_plots(args.run_dir):
+            print(path)
+        return 0
+    labels = args.labels.split(",") if args.labels else None
+    try:
+        print(compare_runs(args.compare, args.output, labels))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     return 0
 
 
