@@ -100,14 +100,23 @@ def test_iou_loss_hand_cases_and_relation_to_giou() -> None:
     assert iou_loss(torch.zeros((0, 4)), torch.zeros((0, 4))).shape == (0,)
 
 
+def _random_head_outputs(
+    seed: int, batch: int, hw: tuple[int, int], c: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor,
+           torch.Tensor]:  # fmt: skip
+    """make_points for hw, then random class logits (B, P, C), distances (B, P, 4), ctr."""
+    gen = torch.Generator().manual_seed(seed)
+    points = make_points(*hw, device="cpu")
+    p = points[0].shape[0]
+    cls = torch.randn(batch, p, c, generator=gen)
+    box = torch.rand(batch, p, 4, generator=gen) * 3
+    ctr = torch.randn(batch, p, 1, generator=gen)
+    return points, cls, box, ctr
+
+
 def test_fcos_loss_box_loss_switch() -> None:
-    gen = torch.Generator().manual_seed(3)
     hw, c = (64, 64), 2
-    pts, strides, rng = make_points(*hw, device="cpu")
-    p = pts.shape[0]
-    cls = torch.randn(1, p, c, generator=gen)
-    box = torch.rand(1, p, 4, generator=gen) * 3
-    ctr = torch.randn(1, p, 1, generator=gen)
+    (pts, strides, rng), cls, box, ctr = _random_head_outputs(3, 1, hw, c)
     boxes, labels = [torch.tensor([[4.0, 6, 50, 44]])], [torch.tensor([1])]
     ref = FCOSLoss(c)(cls, box, ctr, boxes, labels, hw)
     out = FCOSLoss(c, box_loss="iou")(cls, box, ctr, boxes, labels, hw)
@@ -155,13 +164,8 @@ def test_fcos_loss_end_to_end(tiny: FCOS) -> None:
 
 
 def test_fcos_loss_matches_manual_normalisation() -> None:
-    gen = torch.Generator().manual_seed(2)
     hw, c = (64, 96), 4
-    pts, strides, rng = make_points(*hw, device="cpu")
-    p = pts.shape[0]
-    cls = torch.randn(2, p, c, generator=gen)
-    box = torch.rand(2, p, 4, generator=gen) * 3
-    ctr = torch.randn(2, p, 1, generator=gen)
+    (pts, strides, rng), cls, box, ctr = _random_head_outputs(2, 2, hw, c)
     boxes = [torch.tensor([[5.0, 5, 50, 40], [30, 10, 90, 60]]), torch.tensor([[0.0, 0, 20, 30]])]
     labels = [torch.tensor([1, 3]), torch.tensor([0])]
     out = FCOSLoss(c)(cls, box, ctr, boxes, labels, hw)
