@@ -19,6 +19,11 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
+# The head tower that predicts centre-ness (FCOSHead): the regression tower (the default) or,
+# as in the first FCOS paper, the classification tower.
+CENTERNESS_BRANCHES: tuple[str, ...] = ("reg", "cls")
+
+
 def dataclass_to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as a JSON-friendly dict (tuples become lists)."""
     d = dataclasses.asdict(obj)

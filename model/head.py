@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from model.config import CENTERNESS_BRANCHES
+
 
 class Scale(nn.Module):
     """A learnable scalar (one per pyramid level) applied to the box regression output."""
@@ -45,7 +47,7 @@ class FCOSHead(nn.Module):
         prior_prob: float, centerness_branch: str = "reg",
     ) -> None:  # fmt: skip
         super().__init__()
-        if centerness_branch not in ("reg", "cls"):
+        if centerness_branch not in CENTERNESS_BRANCHES:
             raise ValueError(f"centerness_branch must be reg or cls, not {centerness_branch!r}")
         self.centerness_on_cls = centerness_branch == "cls"
         self.cls_tower = _tower(channels, depth, groups)

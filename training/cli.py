@@ -14,14 +14,14 @@ import dataclasses
 import typing
 from typing import Any
 
-from model.config import PRESETS
-from training.config import TrainConfig, load_json
+from model.config import CENTERNESS_BRANCHES, PRESETS
+from training.config import BOX_LOSS_NAMES, TrainConfig, load_json
 
 CHOICES: dict[str, list[str]] = {
     "preset": sorted(PRESETS),
     "dataset_format": ["voc", "coco"],
-    "box_loss": ["giou", "iou"],
-    "centerness_branch": ["reg", "cls"],
+    "box_loss": list(BOX_LOSS_NAMES),
+    "centerness_branch": list(CENTERNESS_BRANCHES),
 }
 
 # Fields that describe one invocation, not the run: never taken from a checkpoint.

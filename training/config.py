@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.config import VOC_CLASSES, dataclass_from_dict, dataclass_to_dict
+from model.config import CENTERNESS_BRANCHES, VOC_CLASSES, dataclass_from_dict, dataclass_to_dict
 
 CONFIG_FILENAME = "train_config.json"
+BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.losses.BOX_LOSSES
 
 
 @dataclass
@@ -111,9 +112,9 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and checkpoint_interval must be >= 1")
         if self.center_radius < 0:
             raise ValueError("center_radius must be >= 0 (0 turns centre sampling off)")
-        if self.box_loss not in ("giou", "iou"):
+        if self.box_loss not in BOX_LOSS_NAMES:
             raise ValueError(f"box_loss must be giou or iou, not {self.box_loss!r}")
-        if self.centerness_branch not in ("reg", "cls"):
+        if self.centerness_branch not in CENTERNESS_BRANCHES:
             raise ValueError(f"centerness_branch must be reg or cls: {self.centerness_branch!r}")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")

@@ -78,7 +78,7 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     written.append(_save(fig, out_dir / "lr.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    val = _val_records(run_dir)
+    val = _val_records(records)
     for key, label in (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95")):
         xs, ys = _series(val, "epoch", key)
         if xs:
@@ -93,10 +93,10 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     return written
 
 
-def _val_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """One {"epoch", **val metrics} record per evaluated epoch of a run's log.jsonl."""
-    epochs = [r for r in read_log(Path(run_dir)) if r.get("type") == "epoch"]
-    return [{"epoch": r["epoch"], **r["val"]} for r in epochs if r.get("val")]
+def _val_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One {"epoch", **val metrics} record per evaluated epoch of a run's log records."""
+    return [{"epoch": r["epoch"], **r["val"]} for r in records
+            if r.get("type") == "epoch" and r.get("val")]  # fmt: skip
 
 
 def compare_runs(
@@ -108,7 +108,7 @@ def compare_runs(
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
     fig, ax = plt.subplots(figsize=(8, 5))
     for run_dir, label in zip(run_dirs, labels, strict=True):
-        xs, ys = _series(_val_records(run_dir), "epoch", "map50")
+        xs, ys = _series(_val_records(read_log(Path(run_dir))), "epoch", "map50")
         if not xs:
             plt.close(fig)
             raise ValueError(f"{run_dir}: no validation records in log.jsonl")

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from model.config import get_preset
 from model.fcos import FCOS
-from training.losses import FCOSLoss, giou_loss, iou_loss, sigmoid_focal_loss
+from training.config import BOX_LOSS_NAMES
+from training.losses import BOX_LOSSES, FCOSLoss, giou_loss, iou_loss, sigmoid_focal_loss
 from training.targets import batch_targets, centerness_target, make_points
 
 
@@ -130,6 +131,7 @@ def test_fcos_loss_box_loss_switch() -> None:
         torch.testing.assert_close(out[k], ref[k])
     with pytest.raises(ValueError, match="box_loss"):
         FCOSLoss(c, box_loss="l1")
+    assert tuple(BOX_LOSSES) == BOX_LOSS_NAMES  # the CLI's choices
 
 
 @pytest.fixture(scope="module")

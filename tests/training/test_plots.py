@@ -26,7 +26,7 @@ def _write_run(run: Path, maps: list[float | None]) -> Path:
 def test_compare_overlays_runs(tmp_path: Path) -> None:
     a = _write_run(tmp_path / "a", [None, 0.1, None, 0.2])
     b = _write_run(tmp_path / "b", [0.05, 0.15, 0.25, 0.3])
-    assert [r["epoch"] for r in plots._val_records(a)] == [2, 4]
+    assert [r["epoch"] for r in plots._val_records(plots.read_log(a))] == [2, 4]
     out = tmp_path / "figs" / "cmp.png"
     assert plots.main(["--compare", str(a), str(b), "--output", str(out), "--labels", "x,y"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 1000
