@@ -48,7 +48,9 @@ class FCOSHead(nn.Module):
     ) -> None:  # fmt: skip
         super().__init__()
         if centerness_branch not in CENTERNESS_BRANCHES:
-            raise ValueError(f"centerness_branch must be reg or cls, not {centerness_branch!r}")
+            raise ValueError(
+                f"centerness_branch must be one of {CENTERNESS_BRANCHES}, not {centerness_branch!r}"
+            )
         self.centerness_on_cls = centerness_branch == "cls"
         self.cls_tower = _tower(channels, depth, groups)
         self.reg_tower = _tower(channels, depth, groups)

@@ -113,9 +113,12 @@ class TrainConfig:
         if self.center_radius < 0:
             raise ValueError("center_radius must be >= 0 (0 turns centre sampling off)")
         if self.box_loss not in BOX_LOSS_NAMES:
-            raise ValueError(f"box_loss must be giou or iou, not {self.box_loss!r}")
+            raise ValueError(f"box_loss must be one of {BOX_LOSS_NAMES}, not {self.box_loss!r}")
         if self.centerness_branch not in CENTERNESS_BRANCHES:
-            raise ValueError(f"centerness_branch must be reg or cls: {self.centerness_branch!r}")
+            raise ValueError(
+                f"centerness_branch must be one of {CENTERNESS_BRANCHES}, "
+                f"not {self.centerness_branch!r}"
+            )
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
