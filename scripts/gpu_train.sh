@@ -10,10 +10,9 @@
 # It unpacks the data, trains with --time-budget-min (the epoch count is fitted to the budget
 # after two probe epochs), and writes to $OUT: the log, log.jsonl, and the best and final EMA
 # weights as fp16 shards (python -m training.shards join ... rebuilds one weights file).
-# Every knob is an environment variable; the defaults are the GPU recipe of models/MODEL_CARD.md.
-# Arguments are passed on to `python -m training` (after the defaults, so they win).
-# The defaults are stage 7's recipe. The model memorises the training set under it (see the
-# card), and stage 10's stronger regularisation was the first CPU change to help since: add
+# Every knob is an environment variable; the defaults are stage 7's GPU recipe (models/MODEL_CARD.md).
+# Arguments are passed on to `python -m training` (after the defaults, so they win). The model
+# memorises the training set under the defaults (see the card); stage 10's regularisation helped:
 #   --weight-decay 0.1 --scale-min 0.3 --scale-max 2.0 --mosaic-prob 1.0 --mixup-prob 0.5
 set -uo pipefail
 OUT=${OUT:-out}
