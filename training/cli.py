@@ -53,6 +53,8 @@ HELP: dict[str, str] = {
     "grad_clip": "max global gradient norm (0 = off)",
     "ema_decay": "EMA decay (0 = no EMA); ramped as d * (1 - exp(-updates / tau))",
     "augment": "data augmentation (off: resize/letterbox only)",
+    "aspect_jitter": "stretch each image or Mosaic tile: its width/height ratio times a "
+    "log-uniform factor in [1/(1+j), 1+j], area kept (0 = off)",
     "no_aug_epochs": "final epochs without mosaic and mixup",
     "device": "cuda, cuda:N or cpu (default: cuda if available)",
     "amp": "bf16 autocast on CUDA",

@@ -58,6 +58,7 @@ class TrainConfig:
     augment: bool = True
     scale_min: float = 0.5
     scale_max: float = 1.5
+    aspect_jitter: float = 0.0  # w/h ratio stretch, log-uniform in [1/(1+j), 1+j]; 0 = off
     flip_prob: float = 0.5
     hsv_h: float = 0.015
     hsv_s: float = 0.7

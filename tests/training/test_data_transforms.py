@@ -14,6 +14,7 @@ from training.data.transforms import (
     Item,
     filter_boxes,
     hflip,
+    jittered_size,
     letterbox,
     random_scale_letterbox,
 )
@@ -155,6 +156,39 @@ def test_boxes_follow_the_pixels() -> None:
     image, boxes, _ = letterbox(*item, 96, black)
     assert_boxes_on_white(image, boxes)
     np.testing.assert_allclose(boxes, [[24, 16, 72, 48]])
+
+
+def test_jittered_size_bounds_and_no_draw_when_off() -> None:
+    rng = np.random.default_rng(0)
+    assert jittered_size(200, 100, 0.5, rng, 0.0) == (100, 50)
+    assert rng.random() == np.random.default_rng(0).random()  # j = 0 drew nothing
+    ratios, areas = [], []
+    for _ in range(400):
+        tw, th = jittered_size(400, 400, 1.0, rng, 0.3)
+        ratios.append(tw / th)
+        areas.append(tw * th / 400**2)
+    assert 1 / 1.3 - 0.01 <= min(ratios) < 0.85 and 1.15 < max(ratios) <= 1.3 + 0.01
+    np.testing.assert_allclose(areas, 1.0, atol=0.01)
+
+
+def test_stretched_boxes_follow_the_pixels() -> None:
+    """With aspect jitter, single views and Mosaic tiles stretch the boxes with the pixels."""
+    item = white_box_item(120, 80, (30, 20, 90, 60), 3)
+    pool = [item, white_box_item(60, 100, (5, 50, 40, 95), 1)]
+    cfg = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, mixup_prob=0, mosaic_prob=1.0, aspect_jitter=0.5)
+    black = (0, 0, 0)
+    ratios = set()
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        image, boxes, _ = random_scale_letterbox(
+            *item, 96, rng, (0.5, 1.5), black, aspect_jitter=0.5
+        )
+        assert_boxes_on_white(image, boxes)
+        w, h = boxes[0, 2:] - boxes[0, :2]
+        ratios.add(round(float(w / h), 2))
+        image, boxes, _ = train_view(pool.__getitem__, seed % 2, 2, 96, cfg, rng, black)
+        assert_boxes_on_white(image, boxes)
+    assert len(ratios) > 5  # the 60x40 box (ratio 1.5) was stretched in many ways
 
 
 def test_mosaic_is_the_union_of_its_tiles() -> None:

@@ -68,7 +68,8 @@ class DetectionDataset(Dataset):
         self.mosaic_enabled = True
         self.mixup_enabled = True
         scale_max = augment.scale_max if augment is not None else 1.0
-        self.max_side = math.ceil(self.size * scale_max)
+        stretch = math.sqrt(1.0 + augment.aspect_jitter) if augment is not None else 1.0
+        self.max_side = math.ceil(self.size * scale_max * stretch)
         self._images: list[np.ndarray] | None = None
         if cache:
             self._images = build_cache(

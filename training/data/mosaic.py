@@ -13,6 +13,7 @@ from training.data.transforms import (
     Item,
     PadValue,
     filter_boxes,
+    jittered_size,
     new_canvas,
     place,
 )
@@ -36,6 +37,7 @@ def mosaic(
     pad_value: PadValue = (124, 116, 104),
     min_size: float = MIN_BOX_SIZE,
     min_visible: float = MIN_VISIBLE,
+    aspect_jitter: float = 0.0,
 ) -> Item:
     """Mosaic of 4 images on a size x size canvas.
 
@@ -44,7 +46,8 @@ def mosaic(
     top-right, bottom-left, bottom-right, each touching the centre); the 2*size canvas is then
     scaled by g ~ U(scale_range) and a size x size window containing the centre is cut out
     (or, when 2*size*g < size, the whole mosaic is padded at a random offset). It is computed
-    directly: each tile is resized once, only over its visible part. Boxes are clipped and
+    directly: each tile is resized once, only over its visible part; `aspect_jitter` stretches
+    each tile on its own (`jittered_size`). Boxes are clipped and
     filtered (`filter_boxes`); labels follow their boxes.
     """
     if len(tiles) != 4:
@@ -59,8 +62,7 @@ def mosaic(
     labels_out: list[np.ndarray] = []
     for k, (image, boxes, labels) in enumerate(tiles):
         h, w = image.shape[:2]
-        r = size * g / max(w, h)
-        tw, th = max(1, round(w * r)), max(1, round(h * r))
+        tw, th = jittered_size(w, h, size * g / max(w, h), rng, aspect_jitter)
         x0 = cx - tw if k in (0, 2) else cx
         y0 = cy - th if k in (0, 1) else cy
         placed = place(image, boxes, tw, th, x0, y0, canvas)

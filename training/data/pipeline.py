@@ -26,6 +26,7 @@ class AugmentConfig:
 
     scale_min: float = 0.5  # longer side = size * U(scale_min, scale_max); mosaic zoom too
     scale_max: float = 1.5
+    aspect_jitter: float = 0.0  # w/h ratio x log-uniform [1/(1+j), 1+j] per image or tile
     flip_prob: float = 0.5
     hsv_h: float = 0.015  # hue shift, fraction of the hue circle
     hsv_s: float = 0.7  # saturation gain in [1 - hsv_s, 1 + hsv_s]
@@ -43,7 +44,8 @@ class AugmentConfig:
         for name in ("flip_prob", "mosaic_prob", "mixup_prob", "min_visible"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
-        if min(self.hsv_h, self.hsv_s, self.hsv_v, self.min_box_size) < 0 or self.mixup_beta <= 0:
+        jitters = (self.hsv_h, self.hsv_s, self.hsv_v, self.min_box_size, self.aspect_jitter)
+        if min(jitters) < 0 or self.mixup_beta <= 0:
             raise ValueError(f"invalid augmentation settings: {self}")
 
     @property
@@ -72,6 +74,7 @@ def single_view(
         pad_value,
         cfg.min_box_size,
         cfg.min_visible,
+        cfg.aspect_jitter,
     )
     if flip:
         image, boxes = random_hflip(image, boxes, rng, cfg.flip_prob)
@@ -106,6 +109,7 @@ def train_view(
             pad_value,
             cfg.min_box_size,
             cfg.min_visible,
+            cfg.aspect_jitter,
         )
     else:
         image, boxes, labels = single_view(get, index, size, cfg, rng, pad_value, flip=False)

@@ -8,6 +8,7 @@ Colour jitter lives in `color.py`; Mosaic and MixUp in `mosaic.py`.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -133,6 +134,19 @@ def random_offset(extent: int, size: int, rng: np.random.Generator) -> int:
     return -int(rng.integers(0, extent - size + 1))
 
 
+def jittered_size(
+    w: int, h: int, r: float, rng: np.random.Generator, aspect_jitter: float = 0.0
+) -> tuple[int, int]:
+    """w x h scaled by r, then (aspect_jitter j > 0) stretched: the width/height ratio is
+    multiplied by a log-uniform factor in [1/(1+j), 1+j], the area kept. j = 0 draws nothing."""
+    rx = ry = r
+    if aspect_jitter > 0:
+        half = 0.5 * math.log1p(aspect_jitter)
+        stretch = math.exp(float(rng.uniform(-half, half)))  # sqrt of the ratio factor
+        rx, ry = r * stretch, r / stretch
+    return max(1, round(w * rx)), max(1, round(h * ry))
+
+
 def random_scale_letterbox(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -143,17 +157,18 @@ def random_scale_letterbox(
     pad_value: PadValue = (124, 116, 104),
     min_size: float = MIN_BOX_SIZE,
     min_visible: float = MIN_VISIBLE,
+    aspect_jitter: float = 0.0,
 ) -> Item:
     """Scale jitter + letterbox to a size x size canvas.
 
-    The image is resized (aspect ratio kept) so its longer side is size * s, s ~ U(scale_range);
-    an axis shorter than the canvas is placed at a random offset and padded with `pad_value`,
-    a longer one is randomly cropped.
+    The image is resized so its longer side is size * s, s ~ U(scale_range) (aspect ratio
+    kept, unless `aspect_jitter` stretches it: `jittered_size`); an axis shorter than the
+    canvas is placed at a random offset and padded with `pad_value`, a longer one is randomly
+    cropped.
     """
     h, w = image.shape[:2]
     s = rng.uniform(*scale_range)
-    r = size * s / max(w, h)
-    tw, th = max(1, round(w * r)), max(1, round(h * r))
+    tw, th = jittered_size(w, h, size * s / max(w, h), rng, aspect_jitter)
     x0, y0 = random_offset(tw, size, rng), random_offset(th, size, rng)
     canvas = new_canvas(size, pad_value)
     out = place(image, boxes, tw, th, x0, y0, canvas)
