@@ -10,6 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from model.checkpoint import save_weights_only
+from model.config import get_preset
+from model.fcos import FCOS
+
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
 
 
@@ -82,3 +86,15 @@ def tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
         "--output-dir", str(out), "--no-progress", "--log-interval", "1", "--device", "cpu",
         "--lr-base-batch", "0", "--lr", "2e-3", "--warmup-iters", "2", *extra,
     ]  # fmt: skip
+
+
+def save_random_weights(path: Path, seed: int = 0, preset: str = "tiny", **extra: object) -> FCOS:
+    """A `preset` model with its init perturbed (torch seed `seed`), saved full precision as a
+    weights-only file with `extra` keys; returns the model."""
+    torch.manual_seed(seed)
+    model = FCOS(get_preset(preset))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    save_weights_only(model, path, half=False, **extra)
+    return model

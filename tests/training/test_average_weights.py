@@ -7,20 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import load_model, save_weights_only
-from model.config import get_preset
+from model.checkpoint import load_model
 from model.fcos import FCOS
 from training.average_weights import average_states, main
 
+from .synthetic import save_random_weights
+
 
 def _weights(path: Path, seed: int, preset: str = "tiny") -> FCOS:
-    torch.manual_seed(seed)
-    model = FCOS(get_preset(preset))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    save_weights_only(model, path, half=False, epoch=seed)
-    return model
+    return save_random_weights(path, seed, preset, epoch=seed)
 
 
 def test_average_states_golden() -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import load_model, save_weights_only
-from model.config import get_preset
+from model.checkpoint import load_model
 from model.fcos import FCOS
 from training.shards import join, main, partition, split
+
+from .synthetic import save_random_weights
 
 
 def test_partition_keeps_order_and_cap() -> None:
@@ -24,13 +25,7 @@ def test_partition_keeps_order_and_cap() -> None:
 
 
 def _checkpoint(path: Path) -> FCOS:
-    torch.manual_seed(0)
-    model = FCOS(get_preset("tiny"))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    save_weights_only(model, path, half=False, epoch=3, metrics={"val": {"map50": 0.5}})
-    return model
+    return save_random_weights(path, 0, epoch=3, metrics={"val": {"map50": 0.5}})
 
 
 def test_split_and_join_round_trip(tmp_path: Path) -> None:

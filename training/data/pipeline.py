@@ -44,8 +44,8 @@ class AugmentConfig:
         for name in ("flip_prob", "mosaic_prob", "mixup_prob", "min_visible"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
-        jitters = (self.hsv_h, self.hsv_s, self.hsv_v, self.min_box_size, self.aspect_jitter)
-        if min(jitters) < 0 or self.mixup_beta <= 0:
+        non_negative = (self.hsv_h, self.hsv_s, self.hsv_v, self.min_box_size, self.aspect_jitter)
+        if min(non_negative) < 0 or self.mixup_beta <= 0:
             raise ValueError(f"invalid augmentation settings: {self}")
 
     @property
