@@ -12,7 +12,7 @@
 # weights as fp16 shards (python -m training.shards join ... rebuilds one weights file).
 # Every knob is an environment variable; the defaults are stage 7's GPU recipe (models/MODEL_CARD.md).
 # Arguments are passed on to `python -m training` (after the defaults, so they win). The model
-# memorises the training set under the defaults (see the card); stages 10-12's regularisation helped:
+# memorises the training set under the defaults (see the card); stages 10-13's regularisation helped:
 #   --weight-decay 0.1 --scale-min 0.3 --scale-max 2.0 --mosaic-prob 1.0 --mixup-prob 0.5 \
 #   --aspect-jitter 0.3
 set -uo pipefail
