@@ -16,7 +16,8 @@
 #   --weight-decay 0.1 --scale-min 0.3 --scale-max 2.0 --mosaic-prob 1.0 --mixup-prob 0.5 \
 #   --aspect-jitter 0.3
 # AdamW decays by lr x weight decay per step: stage 14 (lr 1.2e-4) gained with 0.5 (6e-5 per
-# step), stage 15 lost with 1.0 (1.2e-4); at this script's lr 1e-3, 0.1 already gives 1e-4.
+# step), stage 15 lost with 1.0 (1.2e-4); at this script's lr 1e-3, 0.05 gives 5e-5 and 0.1
+# gives 1e-4.
 set -uo pipefail
 OUT=${OUT:-out}
 DATA=${DATA:-/tmp/voc416}
