@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from export.flip_tta import flip_average
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess
@@ -50,16 +51,28 @@ class DetectionResult:
 class OnnxDetector:
     """Loads an exported FCOS ONNX file and runs the full image -> detections pipeline."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, threads: int | None = None, flip_tta: bool = False
+    ) -> None:
+        """`flip_tta`: average every inference with its mirror image's (export.flip_tta;
+        two runs per image)."""
         self.path = Path(path)
         self.session = make_session(self.path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_strings(meta)
+        self.flip_tta = flip_tta
 
-    def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N, 3, H, W) float32 -> raw outputs (N, P, C), (N, P, 4), (N, P, 1)."""
+    def run(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One session run: (N, 3, H, W) float32 -> (N, P, C), (N, P, 4), (N, P, 1)."""
         cls, box, ctr = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
         return cls, box, ctr
+
+    def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, 3, H, W) float32 -> raw outputs (N, P, C), (N, P, 4), (N, P, 1); flip-averaged
+        when `flip_tta` is on."""
+        if self.flip_tta:
+            return flip_average(self.run, tensor, self.metadata.strides)
+        return self.run(tensor)
 
     def detect_image(
         self,

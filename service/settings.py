@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     max_detections: int = Field(100, ge=1, le=1000, description="default cap per image")
     nms_iou: float = Field(0.6, gt=0.0, le=1.0)
     threads: int = Field(default_factory=default_threads, ge=1, description="ORT intra-op")
+    flip_tta: bool = Field(
+        False,
+        description="average each image with its mirror image: higher accuracy (the card's "
+        "flip-TTA rows), two inferences per request",
+    )
     warmup: bool = Field(True, description="one dummy inference before reporting ready")
 
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from export.flip_tta import FlipTTADetector
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
@@ -94,20 +95,24 @@ class TorchDetector:
         return cls, box, ctr
 
 
-def load_detector(path: str | Path, threads: int | None = None) -> Detector:
+def load_detector(
+    path: str | Path, threads: int | None = None, flip_tta: bool = False
+) -> Detector:
     """An `.onnx` file -> OnnxDetector; anything else is read as a PyTorch checkpoint.
 
     `threads`: intra-op threads of ONNX Runtime, or torch.set_num_threads for a checkpoint.
+    `flip_tta`: average each image's outputs with its mirror image's (export.flip_tta).
     """
     if Path(path).suffix.lower() == ".onnx":
         from export.runtime import OnnxDetector
 
-        return OnnxDetector(path, threads)
+        return OnnxDetector(path, threads, flip_tta=flip_tta)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return TorchDetector.from_checkpoint(path)
+    detector = TorchDetector.from_checkpoint(path)
+    return FlipTTADetector(detector) if flip_tta else detector
 
 
 def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> np.ndarray:
@@ -261,6 +266,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call")
     p.add_argument("--no-centerness", dest="centerness", action="store_false",
                    help="ablation: score by the class probability alone, centre-ness unused")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="average each image with its mirror image (two inferences per image)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed annotations instead of failing")
@@ -271,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from training.data.voc import load_voc  # (imports model.config)
 
-    detector = load_detector(args.model, args.threads or None)
+    detector = load_detector(args.model, args.threads or None, flip_tta=args.flip_tta)
     if args.classes:
         dataset_classes: tuple[str, ...] = tuple(c.strip() for c in args.classes.split(","))
     else:
@@ -296,9 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 num_images=args.num_images,
                                 draw_threshold=args.draw_threshold,
                                 centerness=args.centerness)
-    print(format_table(metrics, args.model, args.split))
+    shown = f"{args.model} (flip TTA)" if args.flip_tta else str(args.model)
+    print(format_table(metrics, shown, args.split))
     if args.json:
-        payload = {**metrics, "model": str(args.model), "split": args.split}
+        payload = {**metrics, "model": str(args.model), "split": args.split,
+                   "flip_tta": args.flip_tta}
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
 
