@@ -306,7 +306,10 @@ class Trainer:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train with `cfg` (joins torchrun's process group when launched by it)."""
     info = dist_utils.init_distributed(cfg.device)
+    finished = False
     try:
-        return Trainer(cfg, info).fit()
+        result = Trainer(cfg, info).fit()
+        finished = True
+        return result
     finally:
-        dist_utils.cleanup(info)
+        dist_utils.cleanup(info, synchronize=finished)
