@@ -16,14 +16,13 @@ and its maps are mirrored back and cropped to the plain pass's grid.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 
+from export.detector import Inferer, Outputs
 from export.metadata import ModelMetadata
 from export.postprocess import level_sizes
 
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # (N, P, C), (N, P, 4), (N, P, 1)
 # ltrb -> rtlb: a mirrored box's left distance is the original's right one.
 _SWAP_LR = [2, 1, 0, 3]
 
@@ -69,13 +68,6 @@ def flip_average(run: Callable[[np.ndarray], Outputs], tensor: np.ndarray,
         0.5 * (box + m_box[..., _SWAP_LR]),
         0.5 * (ctr + m_ctr),
     )
-
-
-class Inferer(Protocol):
-    @property
-    def metadata(self) -> ModelMetadata: ...
-
-    def infer(self, tensor: np.ndarray) -> Outputs: ...
 
 
 class FlipTTADetector:

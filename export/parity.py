@@ -16,6 +16,7 @@ import onnx
 import torch
 from PIL import Image
 
+from export.detector import Outputs
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.onnx_export import model_metadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
@@ -24,7 +25,6 @@ from export.proto_metadata import read_metadata
 from export.runtime import make_session
 from model.fcos import FCOS
 
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
 
 

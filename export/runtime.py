@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from export.detector import Outputs
 from export.flip_tta import flip_average
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
@@ -62,12 +63,12 @@ class OnnxDetector:
         self.metadata = ModelMetadata.from_strings(meta)
         self.flip_tta = flip_tta
 
-    def run(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(self, tensor: np.ndarray) -> Outputs:
         """One session run: (N, 3, H, W) float32 -> (N, P, C), (N, P, 4), (N, P, 1)."""
         cls, box, ctr = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
         return cls, box, ctr
 
-    def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def infer(self, tensor: np.ndarray) -> Outputs:
         """(N, 3, H, W) float32 -> raw outputs (N, P, C), (N, P, 4), (N, P, 1); flip-averaged
         when `flip_tta` is on."""
         if self.flip_tta:

@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from export.detector import Inferer, Outputs
 from export.flip_tta import FlipTTADetector
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
@@ -39,16 +40,8 @@ if TYPE_CHECKING:
     from model.config import ModelConfig
     from training.data.sample import Sample
 
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-class Detector(Protocol):
-    """What evaluation needs: `export.runtime.OnnxDetector` and `TorchDetector` both fit."""
-
-    @property
-    def metadata(self) -> ModelMetadata: ...
-
-    def infer(self, tensor: np.ndarray) -> Outputs: ...
+# What evaluation needs: `export.runtime.OnnxDetector` and `TorchDetector` both fit.
+Detector = Inferer
 
 
 class TorchDetector:
