@@ -189,6 +189,7 @@ def evaluate_detector(
     num_images: int = 8,
     draw_threshold: float = DRAW_SCORE_THRESHOLD,
     centerness: bool = True,
+    nms_iou: float = PostprocessConfig.nms_iou,
 ) -> dict[str, Any]:
     """Run `detector` on `samples` and compute the metrics.
 
@@ -203,7 +204,7 @@ def evaluate_detector(
     model_names = tuple(detector.metadata.class_names)
     to_model = class_mapping(model_names, class_names)
     cfg = PostprocessConfig(score_threshold=score_threshold, max_detections=max_detections,
-                            centerness=centerness)  # fmt: skip
+                            centerness=centerness, nms_iou=nms_iou)  # fmt: skip
     t0 = time.perf_counter()
     dets = run_detector(detector, samples, cfg, batch_size, workers)
     seconds = time.perf_counter() - t0
@@ -256,6 +257,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="annotated images show detections scoring at least this")  # fmt: skip
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N images (0 = all)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="candidate threshold")
+    p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
+                   help="class-wise NMS IoU threshold (the service's DETECTOR_NMS_IOU)")
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call")
     p.add_argument("--no-centerness", dest="centerness", action="store_false",
                    help="ablation: score by the class probability alone, centre-ness unused")
@@ -295,12 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 batch_size=args.batch_size, save_images=args.save_images,
                                 num_images=args.num_images,
                                 draw_threshold=args.draw_threshold,
-                                centerness=args.centerness)
+                                centerness=args.centerness, nms_iou=args.nms_iou)
     shown = f"{args.model} (flip TTA)" if args.flip_tta else str(args.model)
     print(format_table(metrics, shown, args.split))
     if args.json:
         payload = {**metrics, "model": str(args.model), "split": args.split,
-                   "flip_tta": args.flip_tta}
+                   "flip_tta": args.flip_tta, "nms_iou": args.nms_iou}
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
 

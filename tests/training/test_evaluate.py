@@ -103,10 +103,11 @@ def test_cli_errors_when_dataset_lacks_a_model_class(tiny_onnx_path: Path, voc_r
     assert "person" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("flags", "centerness"), [((), True), (("--no-centerness",), False)])
-def test_no_centerness_flag_reaches_postprocessing(
+@pytest.mark.parametrize(("flags", "centerness", "nms_iou"), [
+    ((), True, 0.6), (("--no-centerness",), False, 0.6), (("--nms-iou", "0.5"), True, 0.5)])
+def test_postprocessing_flags_reach_postprocessing(
     monkeypatch: pytest.MonkeyPatch, tiny_onnx_path: Path, voc_root: Path,
-    flags: tuple[str, ...], centerness: bool,
+    flags: tuple[str, ...], centerness: bool, nms_iou: float,
 ) -> None:  # fmt: skip
     seen = []
     real = ev.run_detector
@@ -118,7 +119,7 @@ def test_no_centerness_flag_reaches_postprocessing(
     monkeypatch.setattr(ev, "run_detector", spy)
     argv = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--split", "val"]
     assert ev.main([*argv, *flags]) == 0
-    assert [cfg.centerness for cfg in seen] == [centerness]
+    assert [(cfg.centerness, cfg.nms_iou) for cfg in seen] == [(centerness, nms_iou)]
 
 
 def test_flip_tta_flag(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,
