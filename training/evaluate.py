@@ -40,9 +40,6 @@ if TYPE_CHECKING:
     from model.config import ModelConfig
     from training.data.sample import Sample
 
-# What evaluation needs: `export.runtime.OnnxDetector` and `TorchDetector` both fit.
-Detector = Inferer
-
 
 class TorchDetector:
     """A PyTorch FCOS behind OnnxDetector's `.metadata` / `.infer(tensor)` interface.
@@ -90,7 +87,7 @@ class TorchDetector:
 
 def load_detector(
     path: str | Path, threads: int | None = None, flip_tta: bool = False
-) -> Detector:
+) -> Inferer:
     """An `.onnx` file -> OnnxDetector; anything else is read as a PyTorch checkpoint.
 
     `threads`: intra-op threads of ONNX Runtime, or torch.set_num_threads for a checkpoint.
@@ -130,7 +127,7 @@ def _prepare(sample: Sample, meta: ModelMetadata) -> tuple[np.ndarray, Letterbox
 
 
 def run_detector(
-    detector: Detector,
+    detector: Inferer,
     samples: Sequence[Sample],
     cfg: PostprocessConfig = PostprocessConfig(),
     batch_size: int = 1,
@@ -177,19 +174,16 @@ def run_detector(
 
 
 def evaluate_detector(
-    detector: Detector,
+    detector: Inferer,
     samples: Sequence[Sample],
     class_names: Sequence[str],
     *,
-    score_threshold: float = 0.05,
-    max_detections: int = 100,
+    postprocess: PostprocessConfig = PostprocessConfig(),
     batch_size: int = 1,
     workers: int = 2,
     save_images: str | Path | None = None,
     num_images: int = 8,
     draw_threshold: float = DRAW_SCORE_THRESHOLD,
-    centerness: bool = True,
-    nms_iou: float = PostprocessConfig.nms_iou,
 ) -> dict[str, Any]:
     """Run `detector` on `samples` and compute the metrics.
 
@@ -199,14 +193,13 @@ def evaluate_detector(
     Returns {"map50" (VOC all-point mAP@0.5), "map50_95", "ap50", "ap75", "ap_small",
     "ap_medium", "ap_large" (COCO-style), "per_class" {name: VOC AP@0.5},
     "per_class_map50_95" {name: AP}, "num_images", "images_per_s", "seconds"}. A metric with
-    no ground truth to score is nan.
+    no ground truth to score is nan. `postprocess`: the service's decode, thresholds and NMS
+    (defaults: candidate threshold 0.05, NMS IoU 0.6, 100 detections, which COCO AP also caps).
     """
     model_names = tuple(detector.metadata.class_names)
     to_model = class_mapping(model_names, class_names)
-    cfg = PostprocessConfig(score_threshold=score_threshold, max_detections=max_detections,
-                            centerness=centerness, nms_iou=nms_iou)  # fmt: skip
     t0 = time.perf_counter()
-    dets = run_detector(detector, samples, cfg, batch_size, workers)
+    dets = run_detector(detector, samples, postprocess, batch_size, workers)
     seconds = time.perf_counter() - t0
     gts, preds = [], []
     for sample, det in zip(samples, dets, strict=True):
@@ -216,7 +209,7 @@ def evaluate_detector(
                                np.asarray(sample.difficult)[keep]))
         preds.append(Predictions(det.boxes, det.scores, det.class_ids))
     voc = voc_evaluate(gts, preds, len(model_names))
-    coco = coco_evaluate(gts, preds, len(model_names), max_dets=max_detections)
+    coco = coco_evaluate(gts, preds, len(model_names), max_dets=postprocess.max_detections)
     if save_images is not None and num_images > 0:
         out_dir = Path(save_images)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -293,12 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not samples:
         print(f"error: no images in split {args.split!r} of {args.data_root}", file=sys.stderr)
         return 2
-    metrics = evaluate_detector(detector, samples, dataset_classes,
-                                score_threshold=args.score_threshold,
+    postprocess = PostprocessConfig(score_threshold=args.score_threshold, nms_iou=args.nms_iou,
+                                    centerness=args.centerness)  # fmt: skip
+    metrics = evaluate_detector(detector, samples, dataset_classes, postprocess=postprocess,
                                 batch_size=args.batch_size, save_images=args.save_images,
                                 num_images=args.num_images,
-                                draw_threshold=args.draw_threshold,
-                                centerness=args.centerness, nms_iou=args.nms_iou)
+                                draw_threshold=args.draw_threshold)  # fmt: skip
     shown = f"{args.model} (flip TTA)" if args.flip_tta else str(args.model)
     print(format_table(metrics, shown, args.split))
     if args.json:

@@ -112,7 +112,7 @@ def test_postprocessing_flags_reach_postprocessing(
     seen = []
     real = ev.run_detector
 
-    def spy(detector: ev.Detector, samples: list, cfg: PostprocessConfig, *args: int) -> list:
+    def spy(detector: ev.Inferer, samples: list, cfg: PostprocessConfig, *args: int) -> list:
         seen.append(cfg)
         return real(detector, samples, cfg, *args)
 
