@@ -10,8 +10,20 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(groups, channels), channels)
 
 
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero a residual branch for a random `rate` of the samples, scale the
+    rest by 1 / (1 - rate) so the expectation is unchanged. Identity at inference."""
+    if rate <= 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1, 1)
+    return x * mask / keep
+
+
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with GN; 1x1 projection shortcut when shape changes."""
+    """Two 3x3 convs with GN; 1x1 projection shortcut when shape changes. The residual branch
+    is dropped per sample with probability `drop_path_rate` while training (stochastic depth;
+    a training setting, not stored in weights or checkpoints)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, groups: int) -> None:
         super().__init__()
@@ -25,11 +37,12 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), group_norm(out_ch, groups)
             )
+        self.drop_path_rate = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = drop_path(self.bn2(self.conv2(out)), self.drop_path_rate, self.training)
         return self.relu(out + identity)
 
 
@@ -66,6 +79,17 @@ class ResNet18GN(nn.Module):
         for m in self.modules():
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
+
+    def set_drop_path(self, rate: float) -> list[float]:
+        """Stochastic depth rising linearly from 0 (first block) to `rate` (last block), as in
+        Huang et al. 2016; returns the per-block rates."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), not {rate}")
+        blocks = [m for m in self.modules() if isinstance(m, BasicBlock)]
+        rates = [rate * i / max(len(blocks) - 1, 1) for i in range(len(blocks))]
+        for block, r in zip(blocks, rates, strict=True):
+            block.drop_path_rate = r
+        return rates
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -35,6 +35,8 @@ HELP: dict[str, str] = {
     "model from; optimiser, schedule and epochs start afresh (ignored with --resume)",
     "centerness_branch": "the head tower that predicts centre-ness: reg (the paper's later "
     "version, the default) or cls (its first version)",
+    "drop_path": "backbone stochastic depth: each residual branch is skipped per sample with "
+    "a probability rising linearly from 0 (first block) to this (last block); 0 = off",
     "box_loss": "box regression loss on positives: giou (1 - GIoU) or iou (1 - IoU)",
     "dataset_format": "voc or coco",
     "data_root": "VOC: the VOCdevkit directory (splits are relative to it)",

@@ -25,6 +25,7 @@ class TrainConfig:
     backbone_weights: str = ""  # torchvision-format ResNet-18 state dict (see backbone_weights.py)
     init_weights: str = ""  # whole-model weights to start from (fresh optimiser and schedule)
     centerness_branch: str = "reg"  # tower that predicts centre-ness: reg or cls (ablation)
+    drop_path: float = 0.0  # backbone stochastic depth, last block's rate (0 = off)
     # Data
     dataset_format: str = "voc"  # voc | coco
     data_root: str = "data/VOCdevkit"  # VOC: the VOCdevkit directory
@@ -120,6 +121,8 @@ class TrainConfig:
                 f"centerness_branch must be one of {CENTERNESS_BRANCHES}, "
                 f"not {self.centerness_branch!r}"
             )
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError("drop_path must be in [0, 1)")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -69,6 +69,7 @@ class Trainer:
             input_size=cfg.input_size or base.input_size, centerness_branch=cfg.centerness_branch
         )
         self.model = FCOS(self.model_cfg)
+        self.model.backbone.set_drop_path(cfg.drop_path)
         if cfg.backbone_weights:
             report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
             self._print(report.summary())
