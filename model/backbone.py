@@ -23,7 +23,7 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 class BasicBlock(nn.Module):
     """Two 3x3 convs with GN; 1x1 projection shortcut when shape changes. The residual branch
     is dropped per sample with probability `drop_path_rate` while training (stochastic depth;
-    a training setting, not stored in weights or checkpoints)."""
+    a training setting, not part of the weights or of ModelConfig)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, groups: int) -> None:
         super().__init__()
