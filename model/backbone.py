@@ -76,16 +76,19 @@ class ResNet18GN(nn.Module):
                 nn.init.zeros_(m.bias)
         # Zero-init the last GN of each residual branch: each block starts as identity,
         # which makes from-scratch training markedly more stable.
-        for m in self.modules():
-            if isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+        for block in self.blocks():
+            nn.init.zeros_(block.bn2.weight)
+
+    def blocks(self) -> list[BasicBlock]:
+        """The residual blocks, input to output."""
+        return [m for m in self.modules() if isinstance(m, BasicBlock)]
 
     def set_drop_path(self, rate: float) -> list[float]:
         """Stochastic depth rising linearly from 0 (first block) to `rate` (last block), as in
         Huang et al. 2016; returns the per-block rates."""
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"drop path rate must be in [0, 1), not {rate}")
-        blocks = [m for m in self.modules() if isinstance(m, BasicBlock)]
+        blocks = self.blocks()
         rates = [rate * i / max(len(blocks) - 1, 1) for i in range(len(blocks))]
         for block, r in zip(blocks, rates, strict=True):
             block.drop_path_rate = r

@@ -249,7 +249,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--draw-threshold", type=float, default=DRAW_SCORE_THRESHOLD,
                    help="annotated images show detections scoring at least this")  # fmt: skip
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N images (0 = all)")
-    p.add_argument("--score-threshold", type=float, default=0.05, help="candidate threshold")
+    p.add_argument("--score-threshold", type=float, default=PostprocessConfig.score_threshold,
+                   help="candidate threshold")
     p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
                    help="class-wise NMS IoU threshold (the service's DETECTOR_NMS_IOU)")
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.backbone import BasicBlock, ResNet18GN, drop_path
+from model.backbone import ResNet18GN, drop_path
 
 
 def test_drop_path_is_identity_when_off_or_in_eval() -> None:
@@ -31,16 +31,14 @@ def test_drop_path_zeroes_or_rescales_whole_samples() -> None:
 def test_set_drop_path_rates_rise_linearly_and_leave_eval_unchanged() -> None:
     torch.manual_seed(0)
     net = ResNet18GN((8, 16, 32, 32), groups=4)
-    for m in net.modules():  # the zero-init last GN would hide the residual branch
-        if isinstance(m, BasicBlock):
-            torch.nn.init.ones_(m.bn2.weight)
+    for block in net.blocks():  # the zero-init last GN would hide the residual branch
+        torch.nn.init.ones_(block.bn2.weight)
     x = torch.randn(2, 3, 64, 64)
     net.eval()
     before = net(x)
     rates = net.set_drop_path(0.2)
     assert rates == pytest.approx([0.2 * i / 7 for i in range(8)])
-    blocks = [m for m in net.modules() if isinstance(m, BasicBlock)]
-    assert [b.drop_path_rate for b in blocks] == rates
+    assert [b.drop_path_rate for b in net.blocks()] == rates
     for a, b in zip(before, net(x), strict=True):
         assert torch.equal(a, b)
     # Training mode draws different masks per call: outputs differ.

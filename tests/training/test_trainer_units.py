@@ -180,17 +180,13 @@ def test_ablation_flags_reach_the_loss_and_the_model(tmp_path, single_thread: No
 
 
 def test_drop_path_flag_reaches_the_backbone(tmp_path, single_thread: None) -> None:
-    from model.backbone import BasicBlock
     from tests.training.synthetic import make_voc, tiny_args
     from training.trainer import Trainer
 
     make_voc(tmp_path / "data" / "VOC", num_images=2, seed=1)
     base = tiny_args(tmp_path / "data", tmp_path / "run")
     trainers = [Trainer(resolve_config(argv)) for argv in (base, [*base, "--drop-path", "0.1"])]
-    rates = [
-        [m.drop_path_rate for m in t.model.backbone.modules() if isinstance(m, BasicBlock)]
-        for t in trainers
-    ]
+    rates = [[b.drop_path_rate for b in t.model.backbone.blocks()] for t in trainers]
     assert rates[0] == [0.0] * 8
     assert rates[1][0] == 0.0 and rates[1][-1] == pytest.approx(0.1)
     for bad in (-0.1, 1.0):
