@@ -43,6 +43,30 @@ class PostprocessConfig:
     centerness: bool = True
 
 
+MIN_CANDIDATE_THRESHOLD = 1e-4  # so score_threshold < 0.01 behaves as 0.01
+MAX_CANDIDATE_THRESHOLD = 0.999  # t = 1 still keeps scores that round to 1.0 in float32
+
+
+def candidate_config(
+    score_threshold: float, max_detections: int, nms_iou: float
+) -> PostprocessConfig:
+    """Postprocess settings for an API threshold t on the final score sqrt(p_cls * ctr).
+
+    Both cuts are exact (the same detections as the evaluation settings, candidate 0.05,
+    followed by a filter at t, whenever t >= sqrt(0.05)): a score >= t needs p_cls >= t**2,
+    so candidates below t**2 never reach the answer, and `min_score` drops the rest below t
+    before NMS, which then has far fewer boxes to sort (a weak or busy image has thousands).
+    """
+    return PostprocessConfig(
+        score_threshold=min(
+            max(score_threshold**2, MIN_CANDIDATE_THRESHOLD), MAX_CANDIDATE_THRESHOLD
+        ),
+        nms_iou=nms_iou,
+        max_detections=max_detections,
+        min_score=score_threshold,
+    )
+
+
 def level_sizes(height: int, width: int, strides: tuple[int, ...]) -> list[tuple[int, int]]:
     """Feature map (h, w) per level for an input of (height, width): ceil(size / stride)."""
     return [(-(-height // s), -(-width // s)) for s in strides]

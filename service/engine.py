@@ -18,7 +18,7 @@ from typing import Protocol
 from PIL import Image
 
 from export.metadata import ModelMetadata
-from export.postprocess import PostprocessConfig
+from export.postprocess import PostprocessConfig, candidate_config
 from export.runtime import DetectionResult, OnnxDetector
 from service.errors import NotReadyError
 from service.metrics import Metrics
@@ -26,9 +26,6 @@ from service.settings import Settings, model_display_path
 from service.worker import InferenceWorker, Reservation
 
 log = logging.getLogger("service.engine")
-
-MIN_CANDIDATE_THRESHOLD = 1e-4  # so score_threshold < 0.01 behaves as 0.01
-MAX_CANDIDATE_THRESHOLD = 0.999  # t = 1 still keeps scores that round to 1.0 in float32
 
 
 class Detector(Protocol):
@@ -46,26 +43,6 @@ Loader = Callable[[Path, int], Detector]
 
 def load_onnx(path: Path, threads: int, flip_tta: bool = False) -> Detector:
     return OnnxDetector(path, threads=threads, flip_tta=flip_tta)
-
-
-def candidate_config(
-    score_threshold: float, max_detections: int, nms_iou: float
-) -> PostprocessConfig:
-    """Postprocess settings for an API threshold t on the final score sqrt(p_cls * ctr).
-
-    Both cuts are exact (the same detections as the evaluation settings, candidate 0.05,
-    followed by a filter at t, whenever t >= sqrt(0.05)): a score >= t needs p_cls >= t**2,
-    so candidates below t**2 never reach the answer, and `min_score` drops the rest below t
-    before NMS, which then has far fewer boxes to sort (a weak or busy image has thousands).
-    """
-    return PostprocessConfig(
-        score_threshold=min(
-            max(score_threshold**2, MIN_CANDIDATE_THRESHOLD), MAX_CANDIDATE_THRESHOLD
-        ),
-        nms_iou=nms_iou,
-        max_detections=max_detections,
-        min_score=score_threshold,
-    )
 
 
 @dataclass

@@ -173,6 +173,24 @@ def run_detector(
     return results
 
 
+def metric_inputs(
+    samples: Sequence[Sample], dets: Sequence[Detections], to_model: np.ndarray
+) -> tuple[list[GroundTruth], list[Predictions]]:
+    """Samples and their detections -> the metrics' inputs, in model class ids.
+
+    to_model: `class_mapping`'s dataset id -> model id; objects of classes the model lacks
+    (-1) are dropped.
+    """
+    gts, preds = [], []
+    for sample, det in zip(samples, dets, strict=True):
+        labels = to_model[np.asarray(sample.labels, dtype=np.int64)]
+        keep = labels >= 0
+        gts.append(GroundTruth(np.asarray(sample.boxes)[keep], labels[keep],
+                               np.asarray(sample.difficult)[keep]))
+        preds.append(Predictions(det.boxes, det.scores, det.class_ids))
+    return gts, preds
+
+
 def evaluate_detector(
     detector: Inferer,
     samples: Sequence[Sample],
@@ -201,13 +219,7 @@ def evaluate_detector(
     t0 = time.perf_counter()
     dets = run_detector(detector, samples, postprocess, batch_size, workers)
     seconds = time.perf_counter() - t0
-    gts, preds = [], []
-    for sample, det in zip(samples, dets, strict=True):
-        labels = to_model[np.asarray(sample.labels, dtype=np.int64)]
-        keep = labels >= 0
-        gts.append(GroundTruth(np.asarray(sample.boxes)[keep], labels[keep],
-                               np.asarray(sample.difficult)[keep]))
-        preds.append(Predictions(det.boxes, det.scores, det.class_ids))
+    gts, preds = metric_inputs(samples, dets, to_model)
     voc = voc_evaluate(gts, preds, len(model_names))
     coco = coco_evaluate(gts, preds, len(model_names), max_dets=postprocess.max_detections)
     if save_images is not None and num_images > 0:

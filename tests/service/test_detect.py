@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from export.postprocess import candidate_config
 from export.preprocess import decode_image
 from export.runtime import OnnxDetector
-from service.engine import candidate_config
 from service.schemas import DetectResponse
 from tests.service.images import jpeg, png
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 
-from service.engine import candidate_config
+from export.postprocess import candidate_config
 from service.errors import DeadlineExceededError, OverloadedError
 from service.middleware import request_id_from, server_timing
 from service.settings import (
