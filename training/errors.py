@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from export.postprocess import PostprocessConfig, candidate_config
-from training.evaluate import class_mapping, load_detector, metric_inputs, run_detector
+from training.eval_data import add_data_args, load_split
+from training.evaluate import load_detector, metric_inputs, run_detector
 from training.metrics.errors import KINDS, SIZES, ErrorBreakdown, error_breakdown
 
 
@@ -85,16 +86,11 @@ def format_breakdown(b: ErrorBreakdown, class_names: Sequence[str], top: int = 1
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.errors", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="an .onnx file (fp32/INT8) or a .pt checkpoint")
-    p.add_argument("--data-root", required=True, help="VOC-layout root (Annotations, ...)")
-    p.add_argument("--split", default="val", help="ImageSets/Main/<split>.txt")
-    p.add_argument("--classes", default=None,
-                   help="comma-separated dataset class names (default: the 20 VOC classes)")
+    add_data_args(p)
     p.add_argument("--score-threshold", type=float, default=0.4,
                    help="the operating point (the service's default is 0.4)")
     p.add_argument("--near-iou", type=float, default=0.1,
                    help="overlap below which a wrong detection counts as background")
-    p.add_argument("--limit", type=int, default=0, help="the first N images (0 = all)")
     p.add_argument("--top", type=int, default=10, help="confusion pairs to print")
     p.add_argument("--json", default=None, help="write the counts to this JSON file")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
@@ -103,26 +99,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from training.data.voc import load_voc  # (imports model.config)
-
     detector = load_detector(args.model, args.threads or None)
-    if args.classes:
-        dataset_classes: tuple[str, ...] = tuple(c.strip() for c in args.classes.split(","))
-    else:
-        from model.config import VOC_CLASSES
-
-        dataset_classes = VOC_CLASSES
     model_names = tuple(detector.metadata.class_names)
     try:
-        to_model = class_mapping(model_names, dataset_classes)
+        _, to_model, samples = load_split(args, model_names)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    samples = load_voc(args.data_root, args.split, classes=dataset_classes)
-    if args.limit > 0:
-        samples = samples[: args.limit]
-    if not samples:
-        print(f"error: no images in split {args.split!r} of {args.data_root}", file=sys.stderr)
         return 2
     # The service's settings for this threshold: the same detections it would answer with.
     cfg = candidate_config(args.score_threshold, PostprocessConfig.max_detections,

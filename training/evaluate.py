@@ -31,6 +31,7 @@ from export.flip_tta import FlipTTADetector
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
+from training.eval_data import add_data_args, class_mapping, load_split
 from training.eval_report import DRAW_SCORE_THRESHOLD, format_table, json_safe, save_annotated
 from training.metrics import GroundTruth, Predictions, coco_evaluate, voc_evaluate
 
@@ -103,19 +104,6 @@ def load_detector(
         torch.set_num_threads(threads)
     detector = TorchDetector.from_checkpoint(path)
     return FlipTTADetector(detector) if flip_tta else detector
-
-
-def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> np.ndarray:
-    """(len(dataset_names),) dataset class id -> model class id, -1 where the model lacks it.
-
-    Raises ValueError if the dataset lacks one of the model's classes.
-    """
-    missing = [n for n in model_names if n not in dataset_names]
-    if missing:
-        raise ValueError(f"the dataset classes {list(dataset_names)} lack the model's "
-                         f"classes {missing}; pass the dataset's class list with --classes")
-    index = {n: i for i, n in enumerate(model_names)}
-    return np.array([index.get(n, -1) for n in dataset_names], dtype=np.int64)
 
 
 def _prepare(sample: Sample, meta: ModelMetadata) -> tuple[np.ndarray, Letterbox]:
@@ -250,17 +238,12 @@ def evaluate_detector(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="an .onnx file (fp32/INT8) or a .pt checkpoint")
-    p.add_argument("--data-root", required=True, help="VOC-layout root (Annotations, ...)")
-    p.add_argument("--split", default="val", help="ImageSets/Main/<split>.txt")
-    p.add_argument("--classes", default=None,
-                   help="comma-separated dataset class names (default: the 20 VOC classes)")
+    add_data_args(p)
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
     p.add_argument("--save-images", default=None, help="write annotated JPEGs to this folder")
     p.add_argument("--num-images", type=int, default=8, help="how many images to annotate")
     p.add_argument("--draw-threshold", type=float, default=DRAW_SCORE_THRESHOLD,
                    help="annotated images show detections scoring at least this")  # fmt: skip
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N images (0 = all)")
     p.add_argument("--score-threshold", type=float, default=PostprocessConfig.score_threshold,
                    help="candidate threshold")
     p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
@@ -271,33 +254,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flip-tta", action="store_true",
                    help="average each image with its mirror image (two inferences per image)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
-    p.add_argument("--skip-invalid", action="store_true",
-                   help="skip malformed annotations instead of failing")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from training.data.voc import load_voc  # (imports model.config)
-
     detector = load_detector(args.model, args.threads or None, flip_tta=args.flip_tta)
-    if args.classes:
-        dataset_classes: tuple[str, ...] = tuple(c.strip() for c in args.classes.split(","))
-    else:
-        from model.config import VOC_CLASSES
-
-        dataset_classes = VOC_CLASSES
     try:
-        class_mapping(detector.metadata.class_names, dataset_classes)
+        dataset_classes, _, samples = load_split(args, detector.metadata.class_names)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    samples = load_voc(args.data_root, args.split, classes=dataset_classes,
-                       skip_invalid=args.skip_invalid)
-    if args.limit > 0:
-        samples = samples[: args.limit]
-    if not samples:
-        print(f"error: no images in split {args.split!r} of {args.data_root}", file=sys.stderr)
         return 2
     postprocess = PostprocessConfig(score_threshold=args.score_threshold, nms_iou=args.nms_iou,
                                     centerness=args.centerness)  # fmt: skip
