@@ -89,11 +89,11 @@ def error_breakdown(
     objects_by_size = np.zeros(len(SIZES), np.int64)
     missed_by_size = np.zeros(len(SIZES), np.int64)
     for gt, pred in zip(gts, preds, strict=True):
-        diff = gt.difficult if gt.difficult is not None else np.zeros(len(gt.labels), bool)
+        diff = np.asarray(gt.difficult, bool)  # (G,): GroundTruth fills it in
         keep = pred.scores >= score_threshold
         order = np.argsort(-pred.scores[keep], kind="stable")
         boxes, labels = pred.boxes[keep][order], pred.labels[keep][order]  # (D, 4), (D,)
-        iou = pairwise_iou(boxes, gt.boxes) if len(gt.labels) else np.zeros((len(labels), 0))
+        iou = pairwise_iou(boxes, gt.boxes)  # (D, G)
         found = np.zeros(len(gt.labels), bool)  # objects a correct detection took
         for c in np.unique(labels):
             det_idx = np.flatnonzero(labels == c)  # descending score
