@@ -48,7 +48,7 @@ def breakdown_dict(b: ErrorBreakdown, class_names: Sequence[str]) -> dict[str, A
         "by_size": {s: {"objects": int(b.objects_by_size[i]), "missed": int(b.missed_by_size[i])}
                     for i, s in enumerate(SIZES)},
         "confusions": [{"predicted": class_names[p], "true": class_names[t], "count": n}
-                       for p, t, n in b.top_confusions(len(class_names) ** 2)],
+                       for p, t, n in b.top_confusions(None)],
     }
 
 

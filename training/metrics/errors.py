@@ -4,7 +4,7 @@ Every detection scoring at least the threshold gets exactly one label, in this o
 Hoiem et al., "Diagnosing Error in Object Detectors", ECCV 2012, simplified):
 
 - correct: IoU >= 0.5 with an object of its class that no higher-scoring detection of that
-  class took (the VOC rule, `training.metrics.voc.match_image`);
+  class took (the VOC rule, `training.metrics.voc.match_iou`);
 - ignored: its best same-class overlap (IoU >= 0.5) is a `difficult` object (VOC: neither
   right nor wrong);
 - duplicate: IoU >= 0.5 with an object of its class that a higher-scoring detection took;
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.metrics.common import GroundTruth, Predictions, check_inputs, pairwise_iou
-from training.metrics.voc import match_image
+from training.metrics.voc import match_iou
 
 KINDS = ("correct", "ignored", "duplicate", "localisation", "confusion", "background")
 SIZES = ("small", "medium", "large")
@@ -48,8 +48,8 @@ class ErrorBreakdown:
         """(C,) detections at or above the threshold, by predicted class."""
         return np.sum([self.kinds[k] for k in KINDS], axis=0)
 
-    def top_confusions(self, k: int = 10) -> list[tuple[int, int, int]]:
-        """The k largest (predicted, true, count) confusion pairs, largest first."""
+    def top_confusions(self, k: int | None = 10) -> list[tuple[int, int, int]]:
+        """The k largest (predicted, true, count) confusion pairs (None: all), largest first."""
         pred, true = np.nonzero(self.confusions)
         counts = self.confusions[pred, true]
         order = np.lexsort((true, pred, -counts))[:k]
@@ -98,12 +98,11 @@ def error_breakdown(
         for c in np.unique(labels):
             det_idx = np.flatnonzero(labels == c)  # descending score
             gt_idx = np.flatnonzero(gt.labels == c)
-            tp, ignored = match_image(boxes[det_idx], gt.boxes[gt_idx], diff[gt_idx],
-                                      iou_threshold)  # fmt: skip
+            tp, ignored, took = match_iou(iou[np.ix_(det_idx, gt_idx)], diff[gt_idx],
+                                          iou_threshold)  # fmt: skip
+            found[gt_idx[took[tp]]] = True
             same, _ = _max_iou(iou[det_idx], gt.labels == c)
             other, other_best = _max_iou(iou[det_idx], gt.labels != c)
-            if tp.any():  # the object each correct detection took (match_image's argmax)
-                found[gt_idx[iou[np.ix_(det_idx[tp], gt_idx)].argmax(axis=1)]] = True
             duplicate = ~tp & ~ignored & (same >= iou_threshold)
             rest = ~(tp | ignored | duplicate)
             localisation = rest & (same >= near_iou)

@@ -47,6 +47,29 @@ def all_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
+def match_iou(
+    iou: np.ndarray, gt_difficult: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The VOC rule on a precomputed (D, G) IoU of one image and class, detections in
+    descending score order.
+
+    Returns (tp, ignored, best): boolean arrays over the detections (FP = ~tp & ~ignored) and
+    each detection's best-overlapping object (for a TP, the object it took); (D,) each.
+    """
+    n = iou.shape[0]
+    if iou.shape[1] == 0 or n == 0:
+        return np.zeros(n, bool), np.zeros(n, bool), np.full(n, -1)
+    best = iou.argmax(axis=1)
+    hit = iou[np.arange(n), best] >= iou_threshold
+    ignored = hit & gt_difficult[best]
+    candidates = np.flatnonzero(hit & ~gt_difficult[best])
+    tp = np.zeros(n, bool)
+    # The first (highest-scoring) candidate for each object is the TP; later ones duplicates.
+    _, first = np.unique(best[candidates], return_index=True)
+    tp[candidates[first]] = True
+    return tp, ignored, best
+
+
 def match_image(
     det_boxes: np.ndarray,
     gt_boxes: np.ndarray,
@@ -57,18 +80,10 @@ def match_image(
 
     Returns (tp, ignored) boolean arrays over the detections; FP = ~tp & ~ignored.
     """
-    n = det_boxes.shape[0]
-    if gt_boxes.shape[0] == 0 or n == 0:
+    if gt_boxes.shape[0] == 0 or det_boxes.shape[0] == 0:
+        n = det_boxes.shape[0]
         return np.zeros(n, bool), np.zeros(n, bool)
-    iou = pairwise_iou(det_boxes, gt_boxes)
-    best = iou.argmax(axis=1)
-    hit = iou[np.arange(n), best] >= iou_threshold
-    ignored = hit & gt_difficult[best]
-    candidates = np.flatnonzero(hit & ~gt_difficult[best])
-    tp = np.zeros(n, bool)
-    # The first (highest-scoring) candidate for each object is the TP; later ones duplicates.
-    _, first = np.unique(best[candidates], return_index=True)
-    tp[candidates[first]] = True
+    tp, ignored, _ = match_iou(pairwise_iou(det_boxes, gt_boxes), gt_difficult, iou_threshold)
     return tp, ignored
 
 
