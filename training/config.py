@@ -55,6 +55,8 @@ class TrainConfig:
     # Loss
     center_radius: float = 1.5  # centre sampling, in strides; 0 = off (the whole box)
     box_loss: str = "giou"  # giou | iou (1 - IoU, the ablation)
+    distill_from: str = ""  # teacher weights for class distillation (training/distill.py)
+    distill_weight: float = 1.0  # weight of that term (used only with distill_from)
     # Augmentation (training/data AugmentConfig fields)
     augment: bool = True
     scale_min: float = 0.5
@@ -125,6 +127,8 @@ class TrainConfig:
             raise ValueError("drop_path must be in [0, 1)")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
+        if self.distill_weight < 0:
+            raise ValueError("distill_weight must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
         if self.dataset_format == "coco" and not (self.coco_train_json and self.coco_train_images):

@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.distill import soft_focal_distill
 from training.ema import ModelEMA
 from training.losses import FCOSLoss
 from training.runlog import RunLog
 from training.schedule import WarmupCosine
 
-LOSS_KEYS = ("total", "cls", "box", "ctr")
+LOSS_KEYS = ("total", "cls", "box", "ctr", "kd")  # kd: 0 without a teacher
 
 
 class TrainForward(nn.Module):
@@ -58,6 +59,8 @@ class StepContext:
     is_main: bool = True
     log: RunLog | None = None
     params: list[nn.Parameter] = field(default_factory=list)
+    teacher: nn.Module | None = None  # frozen FCOS for class distillation (training/distill.py)
+    distill_weight: float = 1.0
 
 
 def use_autocast(device: torch.device, amp: bool, cpu_amp: bool) -> bool:
@@ -77,11 +80,20 @@ def _to_device(batch: Any, ctx: StepContext) -> tuple[torch.Tensor, list, list]:
 
 
 def train_step(ctx: StepContext, images: torch.Tensor, boxes: list, labels: list) -> torch.Tensor:
-    """One optimisation step; returns the detached (4,) [total, cls, box, ctr] losses."""
+    """One optimisation step; returns the detached (5,) [total, cls, box, ctr, kd] losses."""
     ctx.scheduler.apply(ctx.optimizer)
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):
         cls, box, ctr = ctx.forward(images)
+        if ctx.teacher is not None:
+            with torch.no_grad():
+                teacher_cls = ctx.teacher.forward_train(images)[0]  # type: ignore[operator]
     losses = ctx.loss_fn(cls, box, ctr, boxes, labels, tuple(images.shape[-2:]))
+    if ctx.teacher is not None:
+        kd = soft_focal_distill(cls, teacher_cls) / losses["num_pos_avg"]
+        losses["total"] = losses["total"] + ctx.distill_weight * kd
+    else:
+        kd = torch.zeros((), device=cls.device)
+    losses["kd"] = kd
     ctx.optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     if ctx.grad_clip > 0:

@@ -113,10 +113,11 @@ class FCOSLoss(nn.Module):
     """FCOS training loss on `FCOS.forward_train` outputs (box distances in stride units).
 
     forward(cls_logits (B, P, C), box_pred (B, P, 4), ctr_logits (B, P, 1), boxes, labels,
-    image_hw) -> {"cls", "box", "ctr", "total", "num_pos"}: boxes[i] (M_i, 4) xyxy input px,
-    labels[i] (M_i,) int class ids, image_hw the (padded) input (H, W) of the batch.
+    image_hw) -> {"cls", "box", "ctr", "total", "num_pos", "num_pos_avg"}: boxes[i] (M_i, 4)
+    xyxy input px, labels[i] (M_i,) int class ids, image_hw the (padded) input (H, W) of the batch.
     total = cls + box_weight * box + ctr_weight * ctr. num_pos is the local (this process)
-    number of positive locations, detached. Everything is computed in float32 (autocast off).
+    number of positive locations, detached; num_pos_avg the normaliser (world mean, >= 1).
+    Everything is computed in float32 (autocast off).
     """
 
     def __init__(
@@ -226,4 +227,5 @@ class FCOSLoss(nn.Module):
             "ctr": ctr_loss,
             "total": total,
             "num_pos": num_pos_local.detach(),
+            "num_pos_avg": num_pos_avg.detach(),
         }

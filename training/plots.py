@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 
 from training.runlog import read_log
 
-LOSS_KEYS = ("total", "cls", "box", "ctr")
+LOSS_KEYS = ("total", "cls", "box", "ctr", "kd")  # training.loop.LOSS_KEYS
 
 
 def _series(records: list[dict[str, Any]], x_key: str, y_key: str) -> tuple[list, list]:
@@ -56,6 +56,8 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 5))
     for key in LOSS_KEYS:
         xs, ys = _series(iters, "x", key)
+        if not any(ys):  # absent, or kd without a teacher (all zeros)
+            continue
         if xs:
             ax.plot(xs, ys, alpha=0.35, linewidth=0.8, label=f"{key} (iter)")
         xs, ys = _series(epochs, "epoch", key)

@@ -34,6 +34,7 @@ from training.checkpointing import (
 )
 from training.config import TrainConfig, save_config
 from training.data_setup import DataBundle, build_data
+from training.distill import build_teacher
 from training.ema import ModelEMA
 from training.loop import LOSS_KEYS, StepContext, TrainForward, train_one_epoch, use_autocast
 from training.losses import FCOSLoss
@@ -120,7 +121,12 @@ class Trainer:
             world_size=self.info.world_size, log_interval=max(1, cfg.log_interval),
             progress=cfg.progress, is_main=self.info.is_main, log=self.log,
             params=[p for p in self.model.parameters() if p.requires_grad],
+            distill_weight=cfg.distill_weight,
         )  # fmt: skip
+        if cfg.distill_from:
+            self.ctx.teacher = build_teacher(self.model_cfg, cfg.distill_from, self.device)
+            self._print(f"distilling class scores from {cfg.distill_from} "
+                        f"(weight {cfg.distill_weight})")  # fmt: skip
 
     def _print(self, msg: str) -> None:
         if self.info.is_main:

@@ -153,7 +153,7 @@ def test_fcos_loss_end_to_end(tiny: FCOS) -> None:
     crit = FCOSLoss(tiny.cfg.num_classes, tiny.cfg.strides)
     tiny.zero_grad()
     out = crit(*tiny.forward_train(images), boxes, labels, (128, 128))
-    assert set(out) == {"cls", "box", "ctr", "total", "num_pos"}
+    assert set(out) == {"cls", "box", "ctr", "total", "num_pos", "num_pos_avg"}
     for k in ("cls", "box", "ctr", "total"):
         assert out[k].shape == () and out[k].dtype == torch.float32
         assert torch.isfinite(out[k]) and out[k].item() > 0
