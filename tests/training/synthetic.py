@@ -13,6 +13,7 @@ from PIL import Image
 from model.checkpoint import save_weights_only
 from model.config import get_preset
 from model.fcos import FCOS
+from training.cli import main
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
 
@@ -88,13 +89,26 @@ def tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def save_random_weights(path: Path, seed: int = 0, preset: str = "tiny", **extra: object) -> FCOS:
-    """A `preset` model with its init perturbed (torch seed `seed`), saved full precision as a
-    weights-only file with `extra` keys; returns the model."""
+def save_random_weights(
+    path: Path, seed: int = 0, preset: str = "tiny", classes: tuple[str, ...] | None = None,
+    half: bool = False, **extra: object,
+) -> FCOS:  # fmt: skip
+    """A `preset` model (its default classes, or `classes`) with its init perturbed (torch seed
+    `seed`), saved as a weights-only file (fp16 storage with `half`) with `extra` keys; returns
+    the model."""
     torch.manual_seed(seed)
-    model = FCOS(get_preset(preset))
+    model = FCOS(get_preset(preset, class_names=classes) if classes else get_preset(preset))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    save_weights_only(model, path, half=False, **extra)
+    save_weights_only(model, path, half=half, **extra)
     return model
+
+
+def run_tiny(tmp_path: Path, *flags: str) -> Path:
+    """Train one epoch of `tiny_args` with `flags` on a fresh 4-image make_voc tree under
+    tmp_path; returns the run directory."""
+    make_voc(tmp_path / "data" / "VOC", num_images=4, seed=2)
+    run = tmp_path / "run"
+    assert main(tiny_args(tmp_path / "data", run, "--epochs", "1", *flags)) == 0
+    return run

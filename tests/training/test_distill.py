@@ -13,8 +13,14 @@ import torch
 from model.checkpoint import save_weights_only
 from model.config import get_preset
 from model.fcos import FCOS
-from tests.training.synthetic import make_voc, single_thread, tiny_args
-from training.cli import main, resolve_config
+from tests.training.synthetic import (
+    make_voc,
+    run_tiny,
+    save_random_weights,
+    single_thread,
+    tiny_args,
+)
+from training.cli import resolve_config
 from training.distill import build_teacher, soft_focal_distill
 from training.loop import train_step
 from training.trainer import Trainer
@@ -74,12 +80,7 @@ def test_build_teacher_is_frozen_in_eval_mode_with_the_file_weights(tmp_path: Pa
 
 
 def _teacher_file(path: Path) -> None:
-    torch.manual_seed(11)
-    model = FCOS(get_preset("tiny", class_names=("red", "green")))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    save_weights_only(model, path, epoch=9)
+    save_random_weights(path, seed=11, classes=("red", "green"), half=True, epoch=9)
 
 
 def test_train_step_adds_the_weighted_distillation_term(
@@ -110,12 +111,8 @@ def test_train_step_adds_the_weighted_distillation_term(
 def test_a_distilled_run_logs_the_term_and_saves_the_flag(
     tmp_path: Path, single_thread: None
 ) -> None:
-    make_voc(tmp_path / "data" / "VOC", num_images=4, seed=2)
     _teacher_file(tmp_path / "t.pt")
-    run = tmp_path / "run"
-    args = tiny_args(tmp_path / "data", run, "--epochs", "1", "--distill-from",
-                     str(tmp_path / "t.pt"))  # fmt: skip
-    assert main(args) == 0
+    run = run_tiny(tmp_path, "--distill-from", str(tmp_path / "t.pt"))
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r.get("type") == "epoch"]
     assert epochs and epochs[-1]["kd"] > 0

@@ -7,11 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import save_weights_only
-from model.config import get_preset
 from model.fcos import FCOS
-from tests.training.synthetic import make_voc, single_thread, tiny_args
-from training.cli import main, resolve_config
+from tests.training.synthetic import (
+    make_voc,
+    run_tiny,
+    save_random_weights,
+    single_thread,
+    tiny_args,
+)
+from training.cli import resolve_config
 from training.loop import train_step
 from training.trainer import Trainer
 
@@ -20,13 +24,7 @@ __all__ = ["single_thread"]
 
 def _perturbed_weights(path: Path, classes: tuple[str, ...] = ("red", "green")) -> FCOS:
     """A tiny model whose weights differ from any fresh initialisation, saved as fp16."""
-    torch.manual_seed(123)
-    model = FCOS(get_preset("tiny", class_names=classes))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    save_weights_only(model, path, epoch=7)
-    return model
+    return save_random_weights(path, seed=123, classes=classes, half=True, epoch=7)
 
 
 def test_init_weights_start_the_model_and_ema_with_a_fresh_schedule(
@@ -47,12 +45,8 @@ def test_init_weights_start_the_model_and_ema_with_a_fresh_schedule(
 
 
 def test_init_weights_run_trains_from_them(tmp_path: Path, single_thread: None) -> None:
-    make_voc(tmp_path / "data" / "VOC", num_images=4, seed=2)
     _perturbed_weights(tmp_path / "w.pt")
-    run = tmp_path / "run"
-    args = tiny_args(tmp_path / "data", run, "--epochs", "1", "--init-weights",
-                     str(tmp_path / "w.pt"))  # fmt: skip
-    assert main(args) == 0
+    run = run_tiny(tmp_path, "--init-weights", str(tmp_path / "w.pt"))
     final = torch.load(run / "final.pt", weights_only=False)
     assert final["epoch"] == 1 and final["train_config"]["init_weights"] == str(tmp_path / "w.pt")
 
