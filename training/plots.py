@@ -56,12 +56,10 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 5))
     for key in LOSS_KEYS:
         xs, ys = _series(iters, "x", key)
-        if not any(ys):  # absent, or kd without a teacher (all zeros)
-            continue
-        if xs:
+        if any(ys):  # kd is all zeros without a teacher: not drawn
             ax.plot(xs, ys, alpha=0.35, linewidth=0.8, label=f"{key} (iter)")
         xs, ys = _series(epochs, "epoch", key)
-        if xs:
+        if any(ys):
             ax.plot(xs, ys, marker="o", label=f"{key} (epoch mean)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")

@@ -124,7 +124,10 @@ class Trainer:
             distill_weight=cfg.distill_weight,
         )  # fmt: skip
         if cfg.distill_from:
-            self.ctx.teacher = build_teacher(self.model_cfg, cfg.distill_from, self.device)
+            teacher = build_teacher(self.model_cfg, cfg.distill_from, self.device)
+            if self.channels_last:  # the batch is channels_last too
+                teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.ctx.teacher = teacher
             self._print(f"distilling class scores from {cfg.distill_from} "
                         f"(weight {cfg.distill_weight})")  # fmt: skip
 
