@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,29 @@ def test_compare_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture
     for argv in (["--compare", str(a)], [], [str(a), "--compare", str(a), "--output", str(out)]):
         with pytest.raises(SystemExit):
             plots.main(argv)
+
+
+@pytest.mark.parametrize("kd", [0.0, 0.02])
+def test_losses_plot_draws_the_distillation_term_only_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kd: float
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    losses = {"total": 1.0, "cls": 0.4, "box": 0.3, "ctr": 0.3, "kd": kd}
+    records = [
+        {"type": "iter", "epoch": 1, "iter": i, "iters_per_epoch": 2, "lr": 1e-3, **losses}
+        for i in (1, 2)
+    ] + [{"type": "epoch", "epoch": 1, "lr": 1e-3, **losses}]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    labels: dict[str, list[str]] = {}
+    save = plots._save
+
+    def spy(fig: Any, path: Path) -> Path:
+        labels[path.name] = [line.get_label() for line in fig.axes[0].get_lines()]
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    plots.make_plots(run)
+    keys = ["total", "cls", "box", "ctr"] + (["kd"] if kd else [])
+    kinds = ("(iter)", "(epoch mean)")
+    assert labels["losses.png"] == [f"{k} {kind}" for k in keys for kind in kinds]
