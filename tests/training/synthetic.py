@@ -105,6 +105,13 @@ def save_random_weights(
     return model
 
 
+def tiny_batch() -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """A (2, 3, 128, 128) uint8 noise batch with one box (xyxy px) and label per image."""
+    images = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)
+    boxes = [torch.tensor([[10.0, 12.0, 60.0, 70.0]]), torch.tensor([[30.0, 5.0, 120.0, 90.0]])]
+    return images, boxes, [torch.tensor([0]), torch.tensor([1])]
+
+
 def run_tiny(tmp_path: Path, *flags: str) -> Path:
     """Train one epoch of `tiny_args` with `flags` on a fresh 4-image make_voc tree under
     tmp_path; returns the run directory."""

@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import save_weights_only
 from model.config import get_preset
-from model.fcos import FCOS
 from tests.training.synthetic import (
     make_voc,
     run_tiny,
     save_random_weights,
     single_thread,
     tiny_args,
+    tiny_batch,
 )
 from training.cli import resolve_config
 from training.distill import build_teacher, soft_focal_distill
@@ -65,11 +64,8 @@ def test_soft_focal_distill_moves_the_student_only_towards_the_teacher() -> None
 
 
 def test_build_teacher_is_frozen_in_eval_mode_with_the_file_weights(tmp_path: Path) -> None:
-    torch.manual_seed(5)
-    cfg = get_preset("tiny", class_names=("red", "green"))
-    source = FCOS(cfg)
-    save_weights_only(source, tmp_path / "t.pt", epoch=3)
-    teacher = build_teacher(cfg, tmp_path / "t.pt", torch.device("cpu"))
+    source = save_random_weights(tmp_path / "t.pt", seed=5, classes=("red", "green"), half=True)
+    teacher = build_teacher(source.cfg, tmp_path / "t.pt", torch.device("cpu"))
     assert not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
     for name, value in teacher.state_dict().items():
@@ -88,9 +84,7 @@ def test_train_step_adds_the_weighted_distillation_term(
 ) -> None:
     make_voc(tmp_path / "data" / "VOC", num_images=2, seed=4)
     _teacher_file(tmp_path / "t.pt")
-    images = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)
-    boxes = [torch.tensor([[10.0, 12.0, 60.0, 70.0]]), torch.tensor([[30.0, 5.0, 120.0, 90.0]])]
-    labels = [torch.tensor([0]), torch.tensor([1])]
+    images, boxes, labels = tiny_batch()
     plain = Trainer(resolve_config(tiny_args(tmp_path / "data", tmp_path / "a")))
     assert plain.ctx.teacher is None
     total, cls, box, ctr, kd = train_step(plain.ctx, plain.ctx.normalize(images), boxes, labels)

@@ -14,6 +14,7 @@ from tests.training.synthetic import (
     save_random_weights,
     single_thread,
     tiny_args,
+    tiny_batch,
 )
 from training.cli import resolve_config
 from training.loop import train_step
@@ -68,9 +69,7 @@ def test_cpu_amp_switches_bf16_autocast_on_cpu(
     flags = ["--cpu-amp"] if cpu_amp else []
     trainer = Trainer(resolve_config(tiny_args(tmp_path / "data", tmp_path / "run", *flags)))
     assert trainer.ctx.amp is cpu_amp
-    images = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)
-    boxes = [torch.tensor([[10.0, 12.0, 60.0, 70.0]]), torch.tensor([[30.0, 5.0, 120.0, 90.0]])]
-    labels = [torch.tensor([0]), torch.tensor([1])]
+    images, boxes, labels = tiny_batch()
     seen: list[torch.dtype] = []
     hook = trainer.model.head.cls_logits.register_forward_hook(
         lambda _m, _i, out: seen.append(out.dtype)
