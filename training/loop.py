@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,10 @@ from training.ema import ModelEMA
 from training.losses import FCOSLoss
 from training.runlog import RunLog
 from training.schedule import WarmupCosine
+from training.targets import pad_targets
 
 LOSS_KEYS = ("total", "cls", "box", "ctr", "kd")  # kd: 0 without a teacher
+Tensors3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TrainForward(nn.Module):
@@ -68,19 +70,30 @@ def use_autocast(device: torch.device, amp: bool, cpu_amp: bool) -> bool:
     return amp and (device.type == "cuda" or cpu_amp)
 
 
-def _to_device(batch: Any, ctx: StepContext) -> tuple[torch.Tensor, list, list]:
-    images, boxes, labels = batch[0], batch[1], batch[2]
-    images = images.to(ctx.device, non_blocking=True)
+def batch_to_device(batch: Any, ctx: StepContext) -> Tensors3:
+    """A loader batch -> normalised images (B, 3, H, W), boxes (B, M, 4), labels (B, M).
+
+    The targets are padded on the host (training.targets.pad_targets) and move in two copies,
+    where per-image tensors took 2 B.
+    """
+    images = batch[0].to(ctx.device, non_blocking=True)
     if ctx.channels_last:  # reorder the uint8 batch (1 byte/px); normalising keeps the format
         images = images.contiguous(memory_format=torch.channels_last)
     images = ctx.normalize(images)
-    boxes = [b.to(ctx.device, non_blocking=True) for b in boxes]
-    labels = [lab.to(ctx.device, non_blocking=True) for lab in labels]
-    return images, boxes, labels
+    boxes, labels = pad_targets(batch[1], batch[2], "cpu")  # (B, M, 4), (B, M) -1 = padding
+    return images, boxes.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
 
 
-def train_step(ctx: StepContext, images: torch.Tensor, boxes: list, labels: list) -> torch.Tensor:
-    """One optimisation step; returns the detached (5,) [total, cls, box, ctr, kd] losses."""
+def train_step(
+    ctx: StepContext,
+    images: torch.Tensor,
+    boxes: Sequence[torch.Tensor] | torch.Tensor,
+    labels: Sequence[torch.Tensor] | torch.Tensor,
+) -> torch.Tensor:
+    """One optimisation step; returns the detached (5,) [total, cls, box, ctr, kd] losses.
+
+    boxes and labels: per-image lists or padded tensors (training.targets.pad_targets).
+    """
     ctx.scheduler.apply(ctx.optimizer)
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):
         cls, box, ctr = ctx.forward(images)
@@ -125,7 +138,7 @@ def train_one_epoch(
     start = win_start = time.perf_counter()
     lr = ctx.scheduler.lr()
     for i, batch in enumerate(loader):
-        images, boxes, labels = _to_device(batch, ctx)
+        images, boxes, labels = batch_to_device(batch, ctx)
         lr = ctx.scheduler.lr()
         step_losses = train_step(ctx, images, boxes, labels)
         sums += step_losses

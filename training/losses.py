@@ -114,7 +114,8 @@ class FCOSLoss(nn.Module):
 
     forward(cls_logits (B, P, C), box_pred (B, P, 4), ctr_logits (B, P, 1), boxes, labels,
     image_hw) -> {"cls", "box", "ctr", "total", "num_pos", "num_pos_avg"}: boxes[i] (M_i, 4)
-    xyxy input px, labels[i] (M_i,) int class ids, image_hw the (padded) input (H, W) of the batch.
+    xyxy input px, labels[i] (M_i,) int class ids (or both padded: training.targets.pad_targets),
+    image_hw the (padded) input (H, W) of the batch.
     total = cls + box_weight * box + ctr_weight * ctr. num_pos is the local (this process)
     number of positive locations, detached; num_pos_avg the normaliser (world mean, >= 1).
     Everything is computed in float32 (autocast off).
@@ -162,8 +163,8 @@ class FCOSLoss(nn.Module):
         cls_logits: Tensor,
         box_pred: Tensor,
         ctr_logits: Tensor,
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
+        boxes: Sequence[Tensor] | Tensor,
+        labels: Sequence[Tensor] | Tensor,
         image_hw: tuple[int, int],
     ) -> dict[str, Tensor]:
         device = cls_logits.device
@@ -177,8 +178,8 @@ class FCOSLoss(nn.Module):
         cls_logits: Tensor,
         box_pred: Tensor,
         ctr_logits: Tensor,
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
+        boxes: Sequence[Tensor] | Tensor,
+        labels: Sequence[Tensor] | Tensor,
         image_hw: tuple[int, int],
     ) -> dict[str, Tensor]:
         batch, num_points, num_classes = cls_logits.shape
@@ -198,28 +199,25 @@ class FCOSLoss(nn.Module):
         num_pos_local = pos.sum().float()
         num_pos_avg = _world_mean(num_pos_local).clamp(min=1.0)
 
+        # Masks instead of gathering the positives: no nonzero(), so no host sync in the step.
         onehot = torch.zeros_like(cls_logits)  # (B, P, C)
-        pos_b, pos_p = pos.nonzero(as_tuple=True)
-        onehot[pos_b, pos_p, cls_t[pos_b, pos_p]] = 1.0
+        onehot.scatter_(2, cls_t.clamp(min=0)[..., None], pos[..., None].to(onehot.dtype))
         cls_loss = sigmoid_focal_loss(
             cls_logits.reshape(-1, num_classes), onehot.reshape(-1, num_classes),
             self.focal_alpha, self.focal_gamma,
         ) / num_pos_avg  # fmt: skip
 
-        box_pos_pred = box_pred[pos_b, pos_p]  # (K, 4) stride units
-        box_pos_tgt = box_t[pos_b, pos_p]  # (K, 4) stride units
-        ctr_tgt = centerness_target(box_pos_tgt)  # (K,)
+        ctr_tgt = centerness_target(box_t.reshape(-1, 4)).reshape(batch, num_points)  # (B, P)
+        ctr_tgt = torch.where(pos, ctr_tgt, torch.zeros_like(ctr_tgt))  # 0 on background
         ctr_sum_avg = _world_mean(ctr_tgt.sum()).clamp(min=1e-6)
-        ctr_pos_logits = ctr_logits[pos_b, pos_p, 0]  # (K,)
-        if box_pos_pred.shape[0] > 0:
-            box_loss = (self.box_loss_fn(box_pos_pred, box_pos_tgt) * ctr_tgt).sum() / ctr_sum_avg
-            ctr_loss = (
-                F.binary_cross_entropy_with_logits(ctr_pos_logits, ctr_tgt, reduction="sum")
-                / num_pos_avg
-            )
-        else:  # keep every output in the graph (DDP expects gradients for all parameters)
-            box_loss = box_pred.sum() * 0.0
-            ctr_loss = ctr_logits.sum() * 0.0
+        box_terms = self.box_loss_fn(box_pred.reshape(-1, 4), box_t.reshape(-1, 4))
+        box_terms = torch.where(pos.reshape(-1), box_terms * ctr_tgt.reshape(-1), 0.0)  # (B*P,)
+        # Without positives every term is 0 and still in the graph (DDP expects gradients).
+        box_loss = box_terms.sum() / ctr_sum_avg
+        ctr_terms = F.binary_cross_entropy_with_logits(
+            ctr_logits[..., 0], ctr_tgt, reduction="none"
+        )  # (B, P)
+        ctr_loss = torch.where(pos, ctr_terms, 0.0).sum() / num_pos_avg
         total = cls_loss + self.box_weight * box_loss + self.ctr_weight * ctr_loss
         return {
             "cls": cls_loss,

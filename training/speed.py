@@ -2,6 +2,7 @@
 
     python -m training.speed --preset r18-gn --size 512 --batch-size 8 --iters 5
     python -m training.speed --preset r18-gn --batch-size 32 --iters 50 --compile   # on a GPU
+    python -m training.speed --preset r18-gn-lite --size 384 --batch-size 64 --count-ops
 
 Runs the trainer's own step (training.loop.train_step: bf16 autocast + channels_last on
 CUDA, loss, backward, clip, AdamW, EMA). Compare with the img/s in a run's log.jsonl: if
@@ -12,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from model.config import get_preset
 from model.fcos import FCOS
 from training.data_setup import device_normalizer
 from training.distributed import configure_cuda, pick_device
 from training.ema import ModelEMA
-from training.loop import StepContext, TrainForward, train_step, use_autocast
+from training.loop import StepContext, TrainForward, batch_to_device, train_step, use_autocast
 from training.losses import FCOSLoss
 from training.optim import build_optimizer
 from training.schedule import WarmupCosine
@@ -40,12 +44,11 @@ def synthetic_batch(
     return images, boxes, labels
 
 
-def measure(
-    preset: str, size: int, batch: int, iters: int, warmup: int = 2, device: str = "",
-    amp: bool = True, channels_last: bool = True, compile_model: bool = False,
-    cpu_amp: bool = False,
-) -> float:  # fmt: skip
-    """Images per second of full training steps (after `warmup` untimed steps)."""
+def _step_fn(
+    preset: str, size: int, batch: int, device: str, amp: bool, channels_last: bool,
+    compile_model: bool, cpu_amp: bool,
+) -> tuple[Callable[[], torch.Tensor], torch.device]:  # fmt: skip
+    """The trainer's step on one fixed synthetic batch, as a closure, and its device."""
     dev = pick_device(device, 0)
     cuda = dev.type == "cuda"
     if cuda:
@@ -72,23 +75,47 @@ def measure(
         images = images.pin_memory()
     model.train()
 
-    def step() -> torch.Tensor:
-        x = images.to(dev, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return train_step(
-            ctx, ctx.normalize(x), [b.to(dev) for b in boxes], [lab.to(dev) for lab in labels]
-        )
+    def step() -> torch.Tensor:  # the trainer's own transfer (targets padded on the host)
+        return train_step(ctx, *batch_to_device((images, boxes, labels), ctx))
 
+    return step, dev
+
+
+def measure(
+    preset: str, size: int, batch: int, iters: int, warmup: int = 2, device: str = "",
+    amp: bool = True, channels_last: bool = True, compile_model: bool = False,
+    cpu_amp: bool = False,
+) -> float:  # fmt: skip
+    """Images per second of full training steps (after `warmup` untimed steps)."""
+    step, dev = _step_fn(preset, size, batch, device, amp, channels_last, compile_model, cpu_amp)
     for _ in range(warmup):
         step()
-    if cuda:
+    if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     start = time.perf_counter()
     for _ in range(iters):
         losses = step()
     float(losses[0])  # wait for the last step
     return batch * iters / (time.perf_counter() - start)
+
+
+def step_ops(
+    preset: str, size: int, batch: int, device: str = "", amp: bool = True,
+    channels_last: bool = True, cpu_amp: bool = False,
+) -> int:  # fmt: skip
+    """Operations one step dispatches (after a warm-up step): on CUDA the kernels and copies
+    the profiler sees on the device, elsewhere the leaf ATen ops. A small model's GPU step is
+    launch-bound, so its time follows this count more than its FLOPs."""
+    step, dev = _step_fn(preset, size, batch, device, amp, channels_last, False, cpu_amp)
+    step()
+    cuda = dev.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        float(step()[0])
+    events = prof.events()
+    if cuda:
+        return sum(1 for e in events if e.device_type == DeviceType.CUDA)
+    return sum(1 for e in events if not e.cpu_children)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-amp", action="store_true", help="bf16 autocast on CPU too")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--count-ops",
+        action="store_true",
+        help="also count the operations one step dispatches (torch.profiler)",
+    )
     a = p.parse_args(argv)
     img_s = measure(
         a.preset,
@@ -124,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.preset} {a.size}px batch {a.batch_size}: {img_s:.2f} img/s "
         f"({pick_device(a.device, 0)}, {torch.get_num_threads()} threads)"
     )
+    if a.count_ops:
+        ops = step_ops(a.preset, a.size, a.batch_size, a.device, a.amp, a.channels_last, a.cpu_amp)
+        print(f"{ops} operations per step")
     return 0
 
 

@@ -13,7 +13,7 @@ from model.config import get_preset
 from model.fcos import FCOS
 from training.config import BOX_LOSS_NAMES
 from training.losses import BOX_LOSSES, FCOSLoss, giou_loss, iou_loss, sigmoid_focal_loss
-from training.targets import batch_targets, centerness_target, make_points
+from training.targets import batch_targets, centerness_target, make_points, pad_targets
 
 
 def _sig(x: float) -> float:
@@ -184,6 +184,18 @@ def test_fcos_loss_matches_manual_normalisation() -> None:
     assert out["num_pos"].item() == n.item()
     weighted = FCOSLoss(c, box_weight=2.0, ctr_weight=0.5)(cls, box, ctr, boxes, labels, hw)
     torch.testing.assert_close(weighted["total"], out["cls"] + 2.0 * out["box"] + 0.5 * out["ctr"])
+
+
+def test_fcos_loss_padded_targets_equal_lists() -> None:
+    hw, c = (64, 96), 4
+    _, cls, box, ctr = _random_head_outputs(3, 3, hw, c)
+    boxes = [torch.tensor([[5.0, 5, 50, 40], [30, 10, 90, 60]]), torch.zeros((0, 4)),
+             torch.tensor([[0.0, 0, 20, 30]])]  # fmt: skip
+    labels = [torch.tensor([1, 3]), torch.zeros((0,), dtype=torch.int64), torch.tensor([0])]
+    listed = FCOSLoss(c)(cls, box, ctr, boxes, labels, hw)
+    padded = FCOSLoss(c)(cls, box, ctr, *pad_targets(boxes, labels), hw)
+    for k in ("cls", "box", "ctr", "total", "num_pos"):
+        assert torch.equal(listed[k], padded[k]), k
 
 
 def test_fcos_loss_no_boxes_at_all(tiny: FCOS) -> None:

@@ -14,10 +14,12 @@ from training.targets import (
     DEFAULT_RANGES,
     DEFAULT_STRIDES,
     assign_targets,
+    assign_targets_padded,
     batch_targets,
     centerness_target,
     level_ranges,
     make_points,
+    pad_targets,
 )
 
 STRIDES = DEFAULT_STRIDES
@@ -186,17 +188,20 @@ def _naive_assign(pts, strides, rng, boxes, labels, radius):  # type: ignore[no-
     return cls_t
 
 
+def _random_image_boxes(gen: torch.Generator, m: int, hw: tuple[int, int]) -> torch.Tensor:
+    xy = torch.rand(m, 2, generator=gen) * torch.tensor([hw[1], hw[0]])
+    wh = torch.rand(m, 2, generator=gen) * 150 + 2
+    return torch.cat([xy - wh / 2, xy + wh / 2], dim=1).round()  # (M, 4) xyxy, ties likely
+
+
 @pytest.mark.parametrize("radius", [None, 1.5, 2.5])
 def test_matches_naive_reference(radius: float | None) -> None:
     gen = torch.Generator().manual_seed(0)
     h, w = 96, 160
     pts, strides, rng = make_points(h, w, STRIDES, "cpu")
     for _ in range(5):
-        m = 12
-        xy = torch.rand(m, 2, generator=gen) * torch.tensor([w, h])
-        wh = torch.rand(m, 2, generator=gen) * 150 + 2
-        boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=1).round()  # (M, 4) xyxy
-        labels = torch.randint(0, 20, (m,), generator=gen)
+        boxes = _random_image_boxes(gen, 12, (h, w))  # (M, 4) xyxy
+        labels = torch.randint(0, 20, (12,), generator=gen)
         cls_t, box_t, matched = assign_targets(pts, strides, rng, boxes, labels, radius)
         ref = _naive_assign(
             pts.tolist(), strides.tolist(), rng.tolist(), boxes.tolist(), labels.tolist(), radius
@@ -218,6 +223,61 @@ def test_batch_targets_stacks() -> None:
     assert cls_t.shape == (2, 86) and box_t.shape == (2, 86, 4) and matched.shape == (2, 86)
     assert _pos(cls_t[0]) == [0, 1, 8, 9]
     assert (cls_t[1] == -1).all()
+
+
+def test_pad_targets_layout() -> None:
+    boxes = [torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8]]), torch.zeros((0, 4)), torch.ones(1, 4)]
+    labels = [torch.tensor([3, 0]), torch.zeros((0,), dtype=torch.int64), torch.tensor([7])]
+    pb, pl = pad_targets(boxes, labels)
+    assert pb.shape == (3, 2, 4) and pb.dtype == torch.float32
+    assert pl.tolist() == [[3, 0], [-1, -1], [7, -1]]
+    assert pb[0].tolist() == boxes[0].tolist() and (pb[1] == 0).all() and (pb[2, 1] == 0).all()
+    no_labels = [torch.zeros(0, dtype=torch.int64)] * 2
+    empty_b, empty_l = pad_targets([torch.zeros((0, 4))] * 2, no_labels)
+    assert empty_b.shape == (2, 0, 4) and empty_l.shape == (2, 0)
+    assert pad_targets([], [])[0].shape == (0, 0, 4)
+    with pytest.raises(ValueError, match="2 boxes but 1 labels"):
+        pad_targets([boxes[0]], [torch.tensor([1])])
+    with pytest.raises(ValueError, match="box tensors"):
+        pad_targets(boxes, labels[:2])
+
+
+@pytest.mark.parametrize("radius", [None, 1.5])
+@pytest.mark.parametrize("max_elements", [1 << 25, 1])  # one piece; one image per piece
+def test_padded_batch_matches_per_image_assignment(radius: float | None, max_elements: int) -> None:
+    gen = torch.Generator().manual_seed(3)
+    hw = (96, 160)
+    pts, strides, rng = make_points(hw[0], hw[1], STRIDES, "cpu")
+    counts = [12, 0, 1, 30, 5, 0]
+    boxes = [_random_image_boxes(gen, m, hw) for m in counts]
+    labels = [torch.randint(0, 20, (m,), generator=gen) for m in counts]
+    pb, pl = pad_targets(boxes, labels)
+    cls_t, box_t, matched = assign_targets_padded(pts, strides, rng, pb, pl, radius, max_elements)
+    assert cls_t.shape == (6, pts.shape[0]) and box_t.shape == (6, pts.shape[0], 4)
+    for i, (b, lab) in enumerate(zip(boxes, labels, strict=True)):
+        ref = _naive_assign(pts.tolist(), strides.tolist(), rng.tolist(), b.tolist(), lab.tolist(),
+                            radius)  # fmt: skip
+        assert cls_t[i].tolist() == ref
+        one = assign_targets(pts, strides, rng, b, lab, radius)
+        assert torch.equal(cls_t[i], one[0]) and torch.equal(matched[i], one[2])
+        torch.testing.assert_close(box_t[i], one[1], atol=0, rtol=0)
+    assert (cls_t[1] == -1).all() and (box_t[1] == 0).all() and (matched[1] == -1).all()
+    assert (cls_t[3] >= 0).any()
+    listed = batch_targets(pts, strides, rng, boxes, labels, radius)
+    for got, want in zip(listed, (cls_t, box_t, matched), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_batch_targets_takes_padded_tensors_and_refuses_a_mix() -> None:
+    pts, strides, rng = make_points(64, 64, STRIDES, "cpu")
+    pb = torch.tensor([[[0.0, 0, 20, 20], [0, 0, 0, 0]]])  # the second box is padding
+    pl = torch.tensor([[3, -1]])
+    cls_t, _, matched = batch_targets(pts, strides, rng, pb, pl, 1.5)
+    assert _pos(cls_t[0]) == [0, 1, 8, 9] and set(matched[0].tolist()) == {-1, 0}
+    with pytest.raises(TypeError, match="both"):
+        batch_targets(pts, strides, rng, pb, [torch.tensor([3])], 1.5)
+    with pytest.raises(ValueError, match=r"\(B, M, 4\)"):
+        assign_targets_padded(pts, strides, rng, pb[0], pl[0], 1.5)
 
 
 def test_centerness_target_hand_cases() -> None:
