@@ -32,6 +32,13 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT
 init=()
 [ -n "${INIT-models/default.pt}" ] && init=(--init-weights "${INIT-models/default.pt}")
 df -h /dev/shm | tail -1 | tee -a "$OUT/train.log"
+# The step's speed and kernel count on synthetic batches (~20 s; SPEED_CHECK=0 skips it): the
+# record that says whether the step or the loader limits the run (models/TRAINING_LOG.md).
+if [ "${SPEED_CHECK:-1}" = 1 ]; then
+  timeout 60 $PY -m training.speed --preset "${PRESET:-r18-gn-lite}" --size "${SIZE:-384}" \
+    --batch-size "${BATCH:-64}" --iters 20 --count-ops 2>&1 | grep -E "img/s|per step" \
+    | tee -a "$OUT/train.log"
+fi
 # train EXTRA_FLAGS...: one fit whose budget is the call's limit minus what has been spent so
 # far, ~40 s for the cache and CUDA start-up, and ~60 s for the shards and slack after it.
 train() {
