@@ -32,10 +32,22 @@ MODEL = REPO / "models" / "default.onnx"
 GOLDEN = Path(__file__).with_name("golden_default.json")
 VOC_ROOT = REPO.parent / "shared" / "data" / "voc2012-640"
 
-# Tolerances for the golden check. Exact on the machine that wrote them; the slack covers
-# other CPUs' INT8/fp32 kernels (VNNI vs AVX2 accumulation, FMA order).
+def _cpu_has_vnni() -> bool:
+    """Whether this CPU has VNNI: ONNX Runtime's u8s8 INT8 dot products are then exact int32
+    sums. Without it (AVX2 only) they go through VPMADDUBSW, whose int16 pairs can saturate."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+# Tolerances for the golden check. Exact on the machine that wrote them (AVX-512 VNNI); the
+# slack covers other CPUs' kernels (FMA order; INT8 saturation without VNNI). On an AVX2-only
+# AMD EPYC the worst checked box moved 4.98 px (IoU 0.917 with the golden box), scores stayed
+# within 0.01, and val mAP@0.5 was 0.3566 against 0.3576 (`python -m training.evaluate`).
 SCORE_ATOL = 0.03
-BOX_ATOL_PX = 3.0
+BOX_ATOL_PX = 3.0 if _cpu_has_vnni() else 6.0
 # The fixed input's top detections (candidate threshold 0.01 so that even a weak model's
 # strongest guesses are pinned) are stored; so is the peak probability of every class.
 GOLDEN_CFG = PostprocessConfig(score_threshold=0.01, max_detections=10)
