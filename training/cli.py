@@ -15,12 +15,13 @@ import typing
 from typing import Any
 
 from model.config import CENTERNESS_BRANCHES, PRESETS
-from training.config import BOX_LOSS_NAMES, TrainConfig, load_json
+from training.config import BOX_LOSS_NAMES, HSV_PLACES, TrainConfig, load_json
 
 CHOICES: dict[str, list[str]] = {
     "preset": sorted(PRESETS),
     "dataset_format": ["voc", "coco"],
     "box_loss": list(BOX_LOSS_NAMES),
+    "hsv_on": list(HSV_PLACES),
     "centerness_branch": list(CENTERNESS_BRANCHES),
 }
 
@@ -62,6 +63,9 @@ HELP: dict[str, str] = {
     "aspect_jitter": "stretch each image or Mosaic tile: its width/height ratio times a "
     "log-uniform factor in [1/(1+j), 1+j], area kept (0 = off)",
     "no_aug_epochs": "final epochs without mosaic and mixup",
+    "hsv_on": "where the HSV jitter is applied: loader (workers, a Pillow lookup table), "
+    "device (the loader only draws it; exact, on the batch after the copy) or auto (device "
+    "on CUDA, else loader). The same draws either way",
     "device": "cuda, cuda:N or cpu (default: cuda if available)",
     "amp": "bf16 autocast on CUDA",
     "cpu_amp": "bf16 autocast on CPU as well: about 3x faster steps on a CPU with native bf16 "

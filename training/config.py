@@ -15,6 +15,8 @@ from model.config import CENTERNESS_BRANCHES, VOC_CLASSES, dataclass_from_dict, 
 
 CONFIG_FILENAME = "train_config.json"
 BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.losses.BOX_LOSSES
+# Where the HSV jitter is applied: auto = on the device when it is a GPU, else in the loader.
+HSV_PLACES: tuple[str, ...] = ("auto", "loader", "device")
 
 
 @dataclass
@@ -66,6 +68,7 @@ class TrainConfig:
     hsv_h: float = 0.015
     hsv_s: float = 0.7
     hsv_v: float = 0.4
+    hsv_on: str = "auto"  # auto | loader | device: where the HSV jitter is applied
     mosaic_prob: float = 0.5
     mixup_prob: float = 0.0
     mixup_beta: float = 1.5
@@ -125,6 +128,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError("drop_path must be in [0, 1)")
+        if self.hsv_on not in HSV_PLACES:
+            raise ValueError(f"hsv_on must be one of {HSV_PLACES}, not {self.hsv_on!r}")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
         if self.distill_weight < 0:

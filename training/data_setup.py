@@ -46,6 +46,7 @@ class DataBundle:
     val_samples: list[Sample]
     stream: EpochStream  # .epoch(n) -> that epoch's batches; len() = batches per epoch
     normalize: Callable[[torch.Tensor], torch.Tensor]
+    hsv_on_device: bool = False  # batches carry (B, 3) HSV gains for the device to apply
 
 
 def _voc_parts(data_root: str, spec: str) -> list[tuple[Path, str]]:
@@ -87,6 +88,18 @@ def augment_config(cfg: TrainConfig) -> AugmentConfig | None:
     )  # fmt: skip
 
 
+def hsv_place_is_device(place: str, device: torch.device) -> bool:
+    """--hsv-on `place` (auto | loader | device) on `device`: whether the device applies it."""
+    return place == "device" or (place == "auto" and device.type == "cuda")
+
+
+def hsv_on_device(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the loader only draws the HSV jitter and the device applies it (--hsv-on)."""
+    if not cfg.augment or max(cfg.hsv_h, cfg.hsv_s, cfg.hsv_v) <= 0:
+        return False
+    return hsv_place_is_device(cfg.hsv_on, device)
+
+
 def device_normalizer(
     mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -116,9 +129,10 @@ def build_data(
     preset = get_preset(cfg.preset)
     size = cfg.input_size or preset.input_size
     mean, std = tuple(preset.mean), tuple(preset.std)
+    hsv_device = hsv_on_device(cfg, info.device)
     dataset = DetectionDataset(
         train_samples, size, mean, std, augment=augment_config(cfg), cache=cfg.cache_images,
-        seed=cfg.seed, normalize_on_device=True,
+        seed=cfg.seed, normalize_on_device=True, hsv_on_device=hsv_device,
     )  # fmt: skip
     inner = DistributedSampler(
         dataset,
@@ -142,4 +156,5 @@ def build_data(
         val_samples,
         EpochStream(loader, batches),
         device_normalizer(mean, std, info.device),
+        hsv_device,
     )

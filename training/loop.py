@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.data.hsv_device import hsv_jitter_batch
 from training.distill import soft_focal_distill
 from training.ema import ModelEMA
 from training.losses import FCOSLoss
@@ -74,9 +75,12 @@ def batch_to_device(batch: Any, ctx: StepContext) -> Tensors3:
     """A loader batch -> normalised images (B, 3, H, W), boxes (B, M, 4), labels (B, M).
 
     The targets are padded on the host (training.targets.pad_targets) and move in two copies,
-    where per-image tensors took 2 B.
+    where per-image tensors took 2 B. A batch with a 4th element, (B, 3) HSV gains drawn by the
+    loader (--hsv-on device), gets its colour jitter here, before normalising.
     """
     images = batch[0].to(ctx.device, non_blocking=True)
+    if len(batch) > 3:
+        images = hsv_jitter_batch(images, batch[3].to(ctx.device, non_blocking=True))
     if ctx.channels_last:  # reorder the uint8 batch (1 byte/px); normalising keeps the format
         images = images.contiguous(memory_format=torch.channels_last)
     images = ctx.normalize(images)

@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from model.config import get_preset
 from model.fcos import FCOS
-from training.data_setup import device_normalizer
+from training.config import HSV_PLACES
+from training.data.color import draw_hsv
+from training.data_setup import device_normalizer, hsv_place_is_device
 from training.distributed import configure_cuda, pick_device
 from training.ema import ModelEMA
 from training.loop import StepContext, TrainForward, batch_to_device, train_step, use_autocast
@@ -44,50 +48,67 @@ def synthetic_batch(
     return images, boxes, labels
 
 
-def _step_fn(
-    preset: str, size: int, batch: int, device: str, amp: bool, channels_last: bool,
-    compile_model: bool, cpu_amp: bool,
-) -> tuple[Callable[[], torch.Tensor], torch.device]:  # fmt: skip
+@dataclass(frozen=True)
+class StepSpec:
+    """The step to time: model preset, input size, batch and the trainer's runtime switches.
+    hsv_on: auto | loader | device, as the trainer's --hsv-on; with the device (auto: on CUDA)
+    the batch carries HSV gains and the step includes applying them (training.data.hsv_device).
+    """
+
+    preset: str = "r18-gn"
+    size: int = 512
+    batch: int = 8
+    device: str = ""
+    amp: bool = True
+    channels_last: bool = True
+    compile_model: bool = False
+    cpu_amp: bool = False
+    hsv_on: str = "auto"
+
+    def hsv_on_device(self, dev: torch.device) -> bool:
+        return hsv_place_is_device(self.hsv_on, dev)
+
+
+def _step_fn(spec: StepSpec) -> tuple[Callable[[], torch.Tensor], torch.device]:
     """The trainer's step on one fixed synthetic batch, as a closure, and its device."""
-    dev = pick_device(device, 0)
+    dev = pick_device(spec.device, 0)
     cuda = dev.type == "cuda"
     if cuda:
         configure_cuda()
-    cfg = get_preset(preset, input_size=size)
+    cfg = get_preset(spec.preset, input_size=spec.size)
     model = FCOS(cfg).to(dev)
-    channels_last = channels_last and cuda
+    channels_last = spec.channels_last and cuda
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     forward: torch.nn.Module = TrainForward(model)
-    if compile_model:
+    if spec.compile_model:
         forward = torch.compile(forward)  # type: ignore[assignment]
     optimizer = build_optimizer(model, 1e-4, 0.05, (0.9, 0.999), fused=cuda)
     ctx = StepContext(
         model=model, forward=forward, loss_fn=FCOSLoss(cfg.num_classes, cfg.strides),
         optimizer=optimizer, scheduler=WarmupCosine(1e-4, 10**6, 0), ema=ModelEMA(model),
         device=dev, normalize=device_normalizer(cfg.mean, cfg.std, dev),
-        amp=use_autocast(dev, amp, cpu_amp),
+        amp=use_autocast(dev, spec.amp, spec.cpu_amp),
         channels_last=channels_last, grad_clip=1.0, params=list(model.parameters()),
     )  # fmt: skip
     gen = torch.Generator().manual_seed(0)
-    images, boxes, labels = synthetic_batch(batch, size, cfg.num_classes, gen)
+    batch: tuple = synthetic_batch(spec.batch, spec.size, cfg.num_classes, gen)
+    if spec.hsv_on_device(dev):  # the loader's draws at the default jitter
+        rng = np.random.default_rng(0)
+        batch = (*batch, torch.from_numpy(np.stack([draw_hsv(rng) for _ in range(spec.batch)])))
     if cuda:
-        images = images.pin_memory()
+        batch = (batch[0].pin_memory(), *batch[1:])
     model.train()
 
     def step() -> torch.Tensor:  # the trainer's own transfer (targets padded on the host)
-        return train_step(ctx, *batch_to_device((images, boxes, labels), ctx))
+        return train_step(ctx, *batch_to_device(batch, ctx))
 
     return step, dev
 
 
-def measure(
-    preset: str, size: int, batch: int, iters: int, warmup: int = 2, device: str = "",
-    amp: bool = True, channels_last: bool = True, compile_model: bool = False,
-    cpu_amp: bool = False,
-) -> float:  # fmt: skip
+def measure(spec: StepSpec, iters: int, warmup: int = 2) -> float:
     """Images per second of full training steps (after `warmup` untimed steps)."""
-    step, dev = _step_fn(preset, size, batch, device, amp, channels_last, compile_model, cpu_amp)
+    step, dev = _step_fn(spec)
     for _ in range(warmup):
         step()
     if dev.type == "cuda":
@@ -96,17 +117,14 @@ def measure(
     for _ in range(iters):
         losses = step()
     float(losses[0])  # wait for the last step
-    return batch * iters / (time.perf_counter() - start)
+    return spec.batch * iters / (time.perf_counter() - start)
 
 
-def step_ops(
-    preset: str, size: int, batch: int, device: str = "", amp: bool = True,
-    channels_last: bool = True, cpu_amp: bool = False,
-) -> int:  # fmt: skip
+def step_ops(spec: StepSpec) -> int:
     """Operations one step dispatches (after a warm-up step): on CUDA the kernels and copies
     the profiler sees on the device, elsewhere the leaf ATen ops. A small model's GPU step is
     launch-bound, so its time follows this count more than its FLOPs."""
-    step, dev = _step_fn(preset, size, batch, device, amp, channels_last, False, cpu_amp)
+    step, dev = _step_fn(replace(spec, compile_model=False))
     step()
     cuda = dev.type == "cuda"
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
@@ -135,30 +153,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
     p.add_argument(
+        "--hsv-on",
+        choices=HSV_PLACES,
+        default="auto",
+        help="as the trainer's flag: device (auto: on CUDA) puts the HSV jitter in the step",
+    )
+    p.add_argument(
         "--count-ops",
         action="store_true",
         help="also count the operations one step dispatches (torch.profiler)",
     )
     a = p.parse_args(argv)
-    img_s = measure(
-        a.preset,
-        a.size,
-        a.batch_size,
-        a.iters,
-        a.warmup,
-        a.device,
-        a.amp,
-        a.channels_last,
-        a.compile,
-        a.cpu_amp,
-    )
+    spec = StepSpec(
+        a.preset, a.size, a.batch_size, a.device, a.amp, a.channels_last, a.compile,
+        a.cpu_amp, a.hsv_on,
+    )  # fmt: skip
+    img_s = measure(spec, a.iters, a.warmup)
+    dev = pick_device(a.device, 0)
+    hsv = "HSV on the device" if spec.hsv_on_device(dev) else "no HSV in the step"
     print(
         f"{a.preset} {a.size}px batch {a.batch_size}: {img_s:.2f} img/s "
-        f"({pick_device(a.device, 0)}, {torch.get_num_threads()} threads)"
+        f"({dev}, {torch.get_num_threads()} threads, {hsv})"
     )
     if a.count_ops:
-        ops = step_ops(a.preset, a.size, a.batch_size, a.device, a.amp, a.channels_last, a.cpu_amp)
-        print(f"{ops} operations per step")
+        print(f"{step_ops(spec)} operations per step")
     return 0
 
 

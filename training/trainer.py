@@ -65,6 +65,8 @@ class Trainer:
         seed_everything(cfg.seed)
 
         self.data: DataBundle = build_data(cfg, self.info, self._mosaic_mixup)
+        if self.data.hsv_on_device:
+            self._print(f"HSV jitter: drawn by the loader, applied on {self.device}")
         base = get_preset(cfg.preset, class_names=self.data.class_names)
         self.model_cfg = base.replace(
             input_size=cfg.input_size or base.input_size, centerness_branch=cfg.centerness_branch

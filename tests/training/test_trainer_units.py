@@ -134,9 +134,9 @@ def test_config_precedence_and_roundtrip(tmp_path) -> None:
 
 
 def test_speed_tool_runs_the_training_step(single_thread: None) -> None:
-    from training.speed import measure
+    from training.speed import StepSpec, measure
 
-    assert measure("tiny", 128, 2, iters=1, warmup=1, device="cpu") > 0
+    assert measure(StepSpec("tiny", 128, 2, device="cpu"), iters=1, warmup=1) > 0
 
 
 @pytest.mark.parametrize(("flag", "radius"), [("1.5", 1.5), ("0", None), ("2", 2.0)])

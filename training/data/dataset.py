@@ -13,13 +13,14 @@ from export.preprocess import Letterbox, letterbox_size
 from model.config import IMAGENET_MEAN, IMAGENET_STD
 from training.data.images import build_cache, decode_rgb, scale_boxes
 from training.data.normalize import normalize_batch, normalize_image, to_chw_uint8
-from training.data.pipeline import AugmentConfig, train_view
+from training.data.pipeline import AugmentConfig, train_view, train_view_hsv_deferred
 from training.data.sample import Sample
 from training.data.transforms import Item, letterbox, mean_color
 
 __all__ = ["AugmentConfig", "DetectionDataset", "collate", "normalize_batch"]
 
-Batch = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
+TensorItem = tuple[torch.Tensor, ...]  # image, boxes, labels (+ (3,) HSV gains: hsv_on_device)
+Batch = tuple[torch.Tensor | list[torch.Tensor], ...]
 
 
 class DetectionDataset(Dataset):
@@ -37,6 +38,9 @@ class DetectionDataset(Dataset):
         `iter(loader)`; with `persistent_workers=True` workers would not see the change.
     normalize_on_device: images are returned as uint8 (3,S,S) (padding = the mean colour);
         normalise the batch on the GPU with `normalize_batch(images, mean, std)`.
+    hsv_on_device: (training, with normalize_on_device) the HSV jitter is drawn but not
+        applied; items get a 4th element, its (3,) float64 gains, for
+        `training.data.hsv_device.hsv_jitter_batch` on the batch. Same draws, same geometry.
     drop_difficult: leave difficult / iscrowd objects out of the targets.
     """
 
@@ -52,9 +56,12 @@ class DetectionDataset(Dataset):
         normalize_on_device: bool = False,
         drop_difficult: bool = True,
         cache_workers: int | None = None,
+        hsv_on_device: bool = False,
     ) -> None:
         if size <= 0:
             raise ValueError(f"size must be positive, got {size}")
+        if hsv_on_device and not (normalize_on_device and augment is not None):
+            raise ValueError("hsv_on_device needs augment and normalize_on_device (uint8 items)")
         self.samples = list(samples)
         self.size = int(size)
         self.mean = tuple(float(m) for m in mean)
@@ -62,6 +69,7 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.seed = int(seed)
         self.normalize_on_device = normalize_on_device
+        self.hsv_on_device = hsv_on_device
         self.drop_difficult = drop_difficult
         self.pad_value = mean_color(self.mean)
         self.epoch = 0
@@ -115,26 +123,23 @@ class DetectionDataset(Dataset):
         _, rw, rh, _, _ = letterbox_size(s.width, s.height, self.size)
         return Letterbox(rw / s.width, rh / s.height, s.width, s.height, self.size, self.size)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> TensorItem:
+        hsv: np.ndarray | None = None
         if self.augment is None:
             image, boxes, labels = letterbox(*self.raw_item(index), self.size, self.pad_value)
         else:
-            image, boxes, labels = train_view(
-                self.raw_item,
-                index,
-                len(self),
-                self.size,
-                self.augment,
-                self.rng(index),
-                self.pad_value,
-                self.mosaic_enabled,
-                self.mixup_enabled,
-            )
-        return (
+            args = (self.raw_item, index, len(self), self.size, self.augment, self.rng(index))
+            switches = (self.pad_value, self.mosaic_enabled, self.mixup_enabled)
+            if self.hsv_on_device:
+                (image, boxes, labels), hsv = train_view_hsv_deferred(*args, *switches)
+            else:
+                image, boxes, labels = train_view(*args, *switches)
+        item = (
             self._image_tensor(image, index),
             torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
         )
+        return item if hsv is None else (*item, torch.from_numpy(hsv))  # float64, as drawn
 
     def _image_tensor(self, canvas: np.ndarray, index: int) -> torch.Tensor:
         if self.normalize_on_device:
@@ -149,7 +154,11 @@ class DetectionDataset(Dataset):
         return out
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> Batch:
-    """-> (images (B,3,S,S), [boxes (N_i,4)], [labels (N_i,)])."""
+def collate(batch: Sequence[TensorItem]) -> Batch:
+    """-> (images (B,3,S,S), [boxes (N_i,4)], [labels (N_i,)]), plus (B,3) HSV gains when
+    the items carry them (hsv_on_device)."""
     images = torch.stack([item[0] for item in batch])
-    return images, [item[1] for item in batch], [item[2] for item in batch]
+    out: Batch = (images, [item[1] for item in batch], [item[2] for item in batch])
+    if batch and len(batch[0]) > 3:
+        out = (*out, torch.stack([item[3] for item in batch]))
+    return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data.color import hsv_jitter
+from training.data.color import apply_hsv, draw_hsv
 from training.data.mosaic import mixup, mosaic
 from training.data.transforms import (
     Item,
@@ -97,6 +97,27 @@ def train_view(
     Mosaic (odds mosaic_prob) or a single view; MixUp with a (flipped at random) single view
     of a random item (odds mixup_prob); HSV jitter; horizontal flip; a final clip + size
     filter. The image may be a non-contiguous view (the flip is not copied)."""
+    (image, boxes, labels), hsv = train_view_hsv_deferred(
+        get, index, num_items, size, cfg, rng, pad_value, use_mosaic, use_mixup
+    )
+    return apply_hsv(image, hsv), boxes, labels
+
+
+def train_view_hsv_deferred(
+    get: ItemGetter,
+    index: int,
+    num_items: int,
+    size: int,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+    pad_value: PadValue,
+    use_mosaic: bool = True,
+    use_mixup: bool = True,
+) -> tuple[Item, np.ndarray]:
+    """`train_view` with its HSV jitter drawn but not applied: -> (item, (3,) `draw_hsv`
+    gains). The draws from `rng` are train_view's, so the geometry is the same item's, and
+    `apply_hsv(image, gains)` (or training.data.hsv_device on a batch) gives its colours:
+    the jitter is per pixel, so it commutes with the flip."""
     if use_mosaic and cfg.mosaic_prob > 0 and rng.random() < cfg.mosaic_prob:
         partners = [int(j) for j in rng.integers(0, num_items, size=3)]
         tiles = [get(index)] + [get(j) for j in partners]
@@ -116,7 +137,7 @@ def train_view(
     if use_mixup and cfg.mixup_prob > 0 and rng.random() < cfg.mixup_prob:
         other = single_view(get, int(rng.integers(0, num_items)), size, cfg, rng, pad_value)
         image, boxes, labels = mixup((image, boxes, labels), other, rng, cfg.mixup_beta)
-    image = hsv_jitter(image, rng, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v)
+    hsv = draw_hsv(rng, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v)
     image, boxes = random_hflip(image, boxes, rng, cfg.flip_prob)
     boxes, labels = filter_boxes(boxes, labels, size, size, cfg.min_box_size, 0.0)
-    return image, boxes, labels
+    return (image, boxes, labels), hsv
