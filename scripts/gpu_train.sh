@@ -39,6 +39,15 @@ if [ "${SPEED_CHECK:-1}" = 1 ]; then
     --batch-size "${BATCH:-64}" --iters 20 --count-ops 2>&1 | grep -E "img/s|per step" \
     | tee -a "$OUT/train.log"
 fi
+# The trainer's loader alone with this run's flags (~20 s with the cache; LOADER_CHECK=0 skips
+# it): the smaller of its img/s and the step's bounds the run. On CUDA, --hsv-on auto leaves the
+# HSV jitter to the GPU, so the step above includes it and the workers only draw it.
+if [ "${LOADER_CHECK:-1}" = 1 ]; then
+  timeout 120 $PY -m training.loader_speed --data-root "$DATA" --train-split train \
+    --val-split '' --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" \
+    --workers "${WORKERS:-14}" --cache-images --mosaic-prob "${MOSAIC:-0.8}" \
+    --mixup-prob "${MIXUP:-0.15}" "$@" --batches 40 2>&1 | grep "img/s" | tee -a "$OUT/train.log"
+fi
 # train EXTRA_FLAGS...: one fit whose budget is the call's limit minus what has been spent so
 # far, ~40 s for the cache and CUDA start-up, and ~60 s for the shards and slack after it.
 train() {

@@ -43,6 +43,7 @@ def test_gpu_train_script_fits_and_returns_shards(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "training exit 0" in log and "retrying plain" not in log, log
     assert "tiny 64px batch 2:" in log and "operations per step" in log, log  # the speed check
+    assert "loader 64px batch 2, 0 workers" in log and "img/s" in log, log  # the loader check
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2, 3]
     (plan,) = [r for r in records if r["type"] == "plan"]
