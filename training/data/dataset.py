@@ -11,9 +11,10 @@ from torch.utils.data import Dataset
 
 from export.preprocess import Letterbox, letterbox_size
 from model.config import IMAGENET_MEAN, IMAGENET_STD
+from training.data.color import apply_hsv
 from training.data.images import build_cache, decode_rgb, scale_boxes
 from training.data.normalize import normalize_batch, normalize_image, to_chw_uint8
-from training.data.pipeline import AugmentConfig, train_view, train_view_hsv_deferred
+from training.data.pipeline import AugmentConfig, train_view_hsv_deferred
 from training.data.sample import Sample
 from training.data.transforms import Item, letterbox, mean_color
 
@@ -29,7 +30,7 @@ class DetectionDataset(Dataset):
     augment: None = evaluation: the image is resized so its longer side is `size` (sizes and
         resampling of `export.preprocess.preprocess`), placed top-left; the float output equals
         export's tensor on that region and is 0 elsewhere. Otherwise the training pipeline of
-        `pipeline.train_view` (scale jitter, crop, flip, HSV, Mosaic, MixUp).
+        `pipeline.train_view_hsv_deferred` (scale jitter, crop, flip, HSV, Mosaic, MixUp).
     cache: decode every image once into memory (uint8; in training pre-shrunk so the longer
         side is <= ceil(size * scale_max), in eval to the letterbox size). The cache is shared
         copy-on-write by forked DataLoader workers.
@@ -130,10 +131,9 @@ class DetectionDataset(Dataset):
         else:
             args = (self.raw_item, index, len(self), self.size, self.augment, self.rng(index))
             switches = (self.pad_value, self.mosaic_enabled, self.mixup_enabled)
-            if self.hsv_on_device:
-                (image, boxes, labels), hsv = train_view_hsv_deferred(*args, *switches)
-            else:
-                image, boxes, labels = train_view(*args, *switches)
+            (image, boxes, labels), hsv = train_view_hsv_deferred(*args, *switches)
+            if not self.hsv_on_device:
+                image, hsv = apply_hsv(image, hsv), None
         item = (
             self._image_tensor(image, index),
             torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),

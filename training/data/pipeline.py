@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from training.data.transforms import (
     random_scale_letterbox,
 )
 
+P = ParamSpec("P")
 ItemGetter = Callable[[int], Item]  # index -> (image HxWx3 uint8, boxes (N,4), labels (N,))
 
 
@@ -82,27 +84,6 @@ def single_view(
     return image, boxes, labels
 
 
-def train_view(
-    get: ItemGetter,
-    index: int,
-    num_items: int,
-    size: int,
-    cfg: AugmentConfig,
-    rng: np.random.Generator,
-    pad_value: PadValue,
-    use_mosaic: bool = True,
-    use_mixup: bool = True,
-) -> Item:
-    """The full training pipeline for item `index` (partners drawn from 0..num_items-1):
-    Mosaic (odds mosaic_prob) or a single view; MixUp with a (flipped at random) single view
-    of a random item (odds mixup_prob); HSV jitter; horizontal flip; a final clip + size
-    filter. The image may be a non-contiguous view (the flip is not copied)."""
-    (image, boxes, labels), hsv = train_view_hsv_deferred(
-        get, index, num_items, size, cfg, rng, pad_value, use_mosaic, use_mixup
-    )
-    return apply_hsv(image, hsv), boxes, labels
-
-
 def train_view_hsv_deferred(
     get: ItemGetter,
     index: int,
@@ -114,10 +95,12 @@ def train_view_hsv_deferred(
     use_mosaic: bool = True,
     use_mixup: bool = True,
 ) -> tuple[Item, np.ndarray]:
-    """`train_view` with its HSV jitter drawn but not applied: -> (item, (3,) `draw_hsv`
-    gains). The draws from `rng` are train_view's, so the geometry is the same item's, and
-    `apply_hsv(image, gains)` (or training.data.hsv_device on a batch) gives its colours:
-    the jitter is per pixel, so it commutes with the flip."""
+    """The full training pipeline for item `index` (partners drawn from 0..num_items-1):
+    Mosaic (odds mosaic_prob) or a single view; MixUp with a (flipped at random) single view
+    of a random item (odds mixup_prob); HSV jitter drawn; horizontal flip; a final clip + size
+    filter. -> (item, (3,) `draw_hsv` gains): the jitter is not applied, so that a batch can
+    get it on the device (training.data.hsv_device); `train_view` applies it here. The jitter
+    is per pixel, so it commutes with the flip. The image may be a non-contiguous view."""
     if use_mosaic and cfg.mosaic_prob > 0 and rng.random() < cfg.mosaic_prob:
         partners = [int(j) for j in rng.integers(0, num_items, size=3)]
         tiles = [get(index)] + [get(j) for j in partners]
@@ -141,3 +124,16 @@ def train_view_hsv_deferred(
     image, boxes = random_hflip(image, boxes, rng, cfg.flip_prob)
     boxes, labels = filter_boxes(boxes, labels, size, size, cfg.min_box_size, 0.0)
     return (image, boxes, labels), hsv
+
+
+def _hsv_applied(view: Callable[P, tuple[Item, np.ndarray]]) -> Callable[P, Item]:
+    def apply(*args: P.args, **kwargs: P.kwargs) -> Item:
+        (image, boxes, labels), gains = view(*args, **kwargs)
+        return apply_hsv(image, gains), boxes, labels
+
+    apply.__doc__ = f"{view.__name__} with its HSV jitter applied on the host -> the item."
+    return apply
+
+
+# The full training pipeline (train_view_hsv_deferred's arguments) -> the augmented item.
+train_view = _hsv_applied(train_view_hsv_deferred)
