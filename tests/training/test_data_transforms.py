@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.data.color import hsv_jitter
+from training.data.color import apply_hsv, draw_hsv
 from training.data.mosaic import mixup, mosaic
 from training.data.pipeline import AugmentConfig, train_view
 from training.data.transforms import (
@@ -216,6 +216,10 @@ def test_mixup_is_the_union_of_both() -> None:
     assert image.dtype == np.uint8 and image.shape == (64, 64, 3)
     lo, hi = sorted((int(image[10, 10, 0]), int(image[40, 40, 0])))
     assert lo > 0 and hi < 255  # both pictures are blended in
+
+
+def hsv_jitter(image: np.ndarray, rng: np.random.Generator, *spread: float) -> np.ndarray:
+    return apply_hsv(image, draw_hsv(rng, *spread))
 
 
 def test_hsv_jitter_changes_colour_only() -> None:

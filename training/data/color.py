@@ -75,14 +75,3 @@ def apply_hsv(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
         return image
     lut = hsv_lut(float(gains[0]), float(gains[1]), float(gains[2]))
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).filter(lut))
-
-
-def hsv_jitter(
-    image: np.ndarray,
-    rng: np.random.Generator,
-    hue: float = 0.015,
-    sat: float = 0.7,
-    val: float = 0.4,
-) -> np.ndarray:
-    """Random HSV jitter (`draw_hsv`'s distribution). Returns a new HxWx3 uint8 image."""
-    return apply_hsv(image, draw_hsv(rng, hue, sat, val))
