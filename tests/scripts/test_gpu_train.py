@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import load_model
+from tests.scripts.returned import load_returned
 from tests.training.synthetic import make_voc
-from training.shards import join
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,10 +48,6 @@ def test_gpu_train_script_fits_and_returns_shards(tmp_path: Path) -> None:
     (plan,) = [r for r in records if r["type"] == "plan"]
     assert plan["epochs"] == 3 and plan["budget_s"] == 30 * 60
     for name in ("best", "last"):
-        shards = sorted(out.glob(f"{name}-*-of-*.pt"))
-        assert shards, name
-        join(list(shards), tmp_path / f"{name}.pt")
-        model, _ = load_model(tmp_path / f"{name}.pt")
-        assert model.cfg.class_names == ("red", "green") and model.cfg.input_size == 64
+        load_returned(out, name, tmp_path)
     last = torch.load(run / "last.pt", weights_only=False)
     assert last["epoch"] == 3
