@@ -27,6 +27,9 @@ common=(--data-root "$DATA" --train-split train --val-split '' --preset "${PRESE
   --plot-interval-s 1e9 --init-weights "${INIT:-.devdata/init.pt}" --weight-decay 0.075
   --scale-min 0.3 --scale-max 2.0 --aspect-jitter 0.3 --mosaic-prob 1.0 --mixup-prob 1.0)
 for spec in "$@"; do
+  if [[ $spec != *:* ]]; then
+    echo "a run is NAME:FLAGS, got '$spec'" | tee -a "$OUT/finetune.log"; exit 2
+  fi
   name=${spec%%:*}
   read -r -a flags <<<"${spec#*:}"
   left=$(( ${BUDGET_S:-200} - ($(date +%s) - t0) ))

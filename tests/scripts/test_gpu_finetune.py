@@ -60,3 +60,8 @@ def test_gpu_finetune_script_trains_each_run_and_returns_shards(tmp_path: Path) 
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert "skip late:" in (tmp_path / "out2" / "finetune.log").read_text()
     assert not (runs / "late").exists()
+    # A run without its NAME: prefix is refused before anything trains.
+    bad = subprocess.run(["bash", "scripts/gpu_finetune.sh", "--seed 3"], cwd=ROOT,
+                         env={**env, "OUT": str(tmp_path / "out3")}, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "a run is NAME:FLAGS" in bad.stdout, bad.stdout + bad.stderr
