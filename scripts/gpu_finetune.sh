@@ -10,16 +10,10 @@
 # models/default.* files moved out of the tree (tree + tarball + init weights ~63 MB of 64 MiB).
 # BUDGET_S is the script's wall time: a run starts only with 60 s or more of it left, and is
 # stopped at the budget. No validation runs there: evaluate the shards on the original JPEGs.
-# The defaults are stage 37's (models/TRAINING_LOG.md): 16 epochs at batch 64 from the first
-# GPU run's final EMA weights, Mosaic 1.0 + MixUp 1.0 where a run does not switch them off.
+# The defaults are stages 38 and 39's (models/TRAINING_LOG.md): 16 epochs at batch 64 from stage
+# 37's final EMA weights, Mosaic 1.0 + MixUp 1.0 where a run does not switch them off.
 set -uo pipefail
-OUT=${OUT:-out}
-DATA=${DATA:-/tmp/voc416}
-PY=${PY:-python3}
-mkdir -p "$OUT" "$DATA"
-t0=$(date +%s)
-tar -xzf "${TARBALL:-.devdata/voc416.tgz}" -C "$DATA" || exit 1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_setup.sh"
 common=(--data-root "$DATA" --train-split train --val-split '' --preset "${PRESET:-r18-gn-lite}"
   --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" --lr-base-batch 0 --warmup-epochs 1
   --epochs "${EPOCHS:-16}" --ema-decay "${EMA:-0.995}" --ema-tau "${EMA_TAU:-30}"

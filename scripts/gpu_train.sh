@@ -22,14 +22,8 @@
 #   bash scripts/gpu_train.sh --weight-decay 0.075 --scale-min 0.3 --scale-max 2.0 --aspect-jitter 0.3
 # and scripts/gpu_finetune.sh spent the rest of that lease on short runs from its weights.
 set -uo pipefail
-OUT=${OUT:-out}
-DATA=${DATA:-/tmp/voc416}
 RUN=${RUN:-runs/gpu}
-PY=${PY:-python3}
-mkdir -p "$OUT" "$DATA"
-t0=$(date +%s)
-tar -xzf "${TARBALL:-.devdata/voc416.tgz}" -C "$DATA" || exit 1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_setup.sh"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/train.log"
 init=()
