@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from export.postprocess import PostprocessConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "default.onnx"
 MiB = 1024 * 1024
@@ -61,7 +63,8 @@ class Settings(BaseSettings):
         description="default API threshold (the default model's operating point)",
     )
     max_detections: int = Field(100, ge=1, le=1000, description="default cap per image")
-    nms_iou: float = Field(0.6, gt=0.0, le=1.0)
+    nms_iou: float = Field(PostprocessConfig.nms_iou, gt=0.0, le=1.0,
+                           description="class-wise NMS IoU (the evaluation's default)")
     threads: int = Field(default_factory=default_threads, ge=1, description="ORT intra-op")
     flip_tta: bool = Field(
         False,

@@ -4,7 +4,7 @@
         --split val --score-threshold 0.4 --json errors.json
 
 Runs the model like `python -m training.evaluate` (the service's pre- and post-processing,
-with the settings the service uses for that threshold on the final score, NMS IoU 0.6 and
+with the settings the service uses for that threshold on the final score, NMS IoU 0.5 and
 at most 100 detections per image)
 and labels every detection correct, ignored, duplicate, localisation, confusion or background
 (`training.metrics.errors`). Prints per class: objects and the share found, detections and

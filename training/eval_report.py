@@ -63,6 +63,11 @@ def format_table(metrics: dict[str, Any], model: str | None = None, split: str |
             lines.append(f"{label:<26} {sizes}")
         else:
             lines.append(f"{label:<26} {_fmt(value)}")
+    ci = metrics.get("map50_ci95")
+    if ci:
+        lines.append(f"{'mAP@0.5 95% interval':<26} {_fmt(ci['low']).strip()} - "
+                     f"{_fmt(ci['high']).strip()} (bias-corrected bootstrap, {ci['draws']} "
+                     f"draws of the images: mean {ci['mean']:.4f}, std {ci['std']:.4f})")
     lines.append(f"{'images/s':<26} {metrics['images_per_s']:.1f}")
     return "\n".join(lines)
 

@@ -34,6 +34,8 @@ from export.preprocess import Letterbox, load_image, preprocess
 from training.eval_data import add_data_args, class_mapping, load_split
 from training.eval_report import DRAW_SCORE_THRESHOLD, format_table, json_safe, save_annotated
 from training.metrics import GroundTruth, Predictions, coco_evaluate, voc_evaluate
+from training.metrics.bootstrap import bootstrap_map
+from training.metrics.voc import voc_records
 
 if TYPE_CHECKING:
     import torch
@@ -190,6 +192,8 @@ def evaluate_detector(
     save_images: str | Path | None = None,
     num_images: int = 8,
     draw_threshold: float = DRAW_SCORE_THRESHOLD,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Run `detector` on `samples` and compute the metrics.
 
@@ -199,8 +203,10 @@ def evaluate_detector(
     Returns {"map50" (VOC all-point mAP@0.5), "map50_95", "ap50", "ap75", "ap_small",
     "ap_medium", "ap_large" (COCO-style), "per_class" {name: VOC AP@0.5},
     "per_class_map50_95" {name: AP}, "num_images", "images_per_s", "seconds"}. A metric with
-    no ground truth to score is nan. `postprocess`: the service's decode, thresholds and NMS
-    (defaults: candidate threshold 0.05, NMS IoU 0.6, 100 detections, which COCO AP also caps).
+    no ground truth to score is nan. `bootstrap` > 0 adds "map50_ci95": mAP@0.5's 95% interval
+    over that many draws of the images with replacement (`training.metrics.bootstrap`, `seed`).
+    `postprocess`: the service's decode, thresholds and NMS
+    (defaults: candidate threshold 0.05, NMS IoU 0.5, 100 detections, which COCO AP also caps).
     """
     model_names = tuple(detector.metadata.class_names)
     to_model = class_mapping(model_names, class_names)
@@ -216,6 +222,10 @@ def evaluate_detector(
         for sample, det in list(zip(samples, dets, strict=True))[:num_images]:
             save_annotated(sample, det, model_names, class_names, out_dir, draw_threshold)
     n = len(samples)
+    extra: dict[str, Any] = {}
+    if bootstrap > 0:
+        records = voc_records(gts, preds, len(model_names))
+        extra["map50_ci95"] = bootstrap_map(records, bootstrap, seed).as_dict()
     return {
         "map50": voc.map,
         "map50_95": coco.ap,
@@ -232,6 +242,7 @@ def evaluate_detector(
         "num_images": n,
         "images_per_s": n / seconds if seconds > 0 else float("nan"),
         "seconds": seconds,
+        **extra,
     }
 
 
@@ -254,6 +265,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flip-tta", action="store_true",
                    help="average each image with its mirror image (two inferences per image)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="also report mAP@0.5's 95%% interval over N resamples of the images")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
     return p.parse_args(argv)
 
 
@@ -270,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_detector(detector, samples, dataset_classes, postprocess=postprocess,
                                 batch_size=args.batch_size, save_images=args.save_images,
                                 num_images=args.num_images,
-                                draw_threshold=args.draw_threshold)  # fmt: skip
+                                draw_threshold=args.draw_threshold,
+                                bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
     shown = f"{args.model} (flip TTA)" if args.flip_tta else str(args.model)
     print(format_table(metrics, shown, args.split))
     if args.json:

@@ -33,7 +33,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.model_path == DEFAULT_MODEL_PATH == REPO_ROOT / "models" / "default.onnx"
     assert (s.host, s.port, s.score_threshold, s.max_detections) == ("0.0.0.0", 8000, 0.4, 100)
-    assert (s.nms_iou, s.max_upload_bytes, s.max_pixels) == (0.6, 10 * 1024 * 1024, 40_000_000)
+    assert (s.nms_iou, s.max_upload_bytes, s.max_pixels) == (0.5, 10 * 1024 * 1024, 40_000_000)
     assert s.threads >= 1 and s.max_queue == 16
 
 

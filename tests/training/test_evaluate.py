@@ -78,6 +78,22 @@ def test_cli_onnx_end_to_end(tiny_onnx_path: Path, voc_root: Path, tmp_path: Pat
         assert im.size == (200, 150)
     table = capsys.readouterr().out
     assert "mAP@0.5" in table and "AP@[.5:.95]" in table and "images/s" in table
+    assert "interval" not in table and "map50_ci95" not in json.loads(out_json.read_text())
+
+
+def test_cli_bootstrap_interval(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out_json = tmp_path / "m.json"
+    argv = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--split", "val",
+            "--json", str(out_json), "--bootstrap", "40", "--seed", "3"]
+    assert ev.main(argv) == 0
+    data = check_metrics_json(out_json, 3)
+    ci = data["map50_ci95"]
+    assert ci["value"] == pytest.approx(data["map50"]) and ci["low"] <= ci["high"]
+    assert 0 < ci["draws"] <= 40  # a draw without any scored object has no mAP
+    assert "95% interval" in capsys.readouterr().out
+    assert ev.main(argv) == 0  # the same seed draws the same images
+    assert json.loads(out_json.read_text())["map50_ci95"] == ci
 
 
 @pytest.mark.slow  # a fresh interpreter that imports torch (through the VOC loader)
@@ -104,7 +120,7 @@ def test_cli_errors_when_dataset_lacks_a_model_class(tiny_onnx_path: Path, voc_r
 
 
 @pytest.mark.parametrize(("flags", "centerness", "nms_iou"), [
-    ((), True, 0.6), (("--no-centerness",), False, 0.6), (("--nms-iou", "0.5"), True, 0.5)])
+    ((), True, 0.5), (("--no-centerness",), False, 0.5), (("--nms-iou", "0.6"), True, 0.6)])
 def test_postprocessing_flags_reach_postprocessing(
     monkeypatch: pytest.MonkeyPatch, tiny_onnx_path: Path, voc_root: Path,
     flags: tuple[str, ...], centerness: bool, nms_iou: float,
@@ -171,7 +187,10 @@ def test_perfect_detections_give_map_one(monkeypatch: pytest.MonkeyPatch, voc_ro
     m = ev.evaluate_detector(Fake(), samples, VOC_CLASSES)  # type: ignore[arg-type]
     assert m["map50"] == pytest.approx(1.0) and m["map50_95"] == pytest.approx(1.0)
     assert m["per_class"] == {"person": 1.0, "cat": 1.0, "dog": 1.0}
-    assert m["num_images"] == 3
+    assert m["num_images"] == 3 and "map50_ci95" not in m
+    m = ev.evaluate_detector(Fake(), samples, VOC_CLASSES, bootstrap=50)  # type: ignore[arg-type]
+    ci = m["map50_ci95"]
+    assert ci["value"] == ci["low"] == ci["high"] == pytest.approx(1.0) and ci["draws"] == 50
 
 
 def test_torch_detector_checkpoint_batching_and_train_mode(voc_root: Path, tmp_path: Path

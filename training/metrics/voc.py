@@ -87,20 +87,36 @@ def match_image(
     return tp, ignored
 
 
-def voc_evaluate(
+@dataclass(frozen=True)
+class VocRecords:
+    """Every detection's VOC match, kept per class with its image: what `voc_evaluate` reduces
+    to AP. Matching never looks across images, so a resampled set of images (a bootstrap) is
+    scored from these records by weighting each image, without matching again."""
+
+    scores: list[np.ndarray]  # per class (D_c,) float64, in rank order (descending, stable)
+    tp: list[np.ndarray]  # per class (D_c,) bool; the rest are FP (ignored ones are dropped)
+    image: list[np.ndarray]  # per class (D_c,) int64, the detection's image index
+    npos: np.ndarray  # (I, C) int64 non-difficult objects per image and class
+
+    @property
+    def num_images(self) -> int:
+        return int(self.npos.shape[0])
+
+
+def voc_records(
     gts: Sequence[GroundTruth],
     preds: Sequence[Predictions],
     num_classes: int,
     iou_threshold: float = 0.5,
-) -> VocResult:
-    """Per-class AP and mAP over images (gts[i] and preds[i] describe the same image)."""
+) -> VocRecords:
+    """Match every image's detections to its ground truth (gts[i] and preds[i]: one image)."""
     check_inputs(gts, preds, num_classes)
     scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     tps: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
-    fps: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
-    npos = np.zeros(num_classes, np.int64)
-    for gt, pred in zip(gts, preds, strict=True):
-        np.add.at(npos, gt.labels[~gt.difficult], 1)
+    images: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    npos = np.zeros((len(gts), num_classes), np.int64)
+    for i, (gt, pred) in enumerate(zip(gts, preds, strict=True)):
+        np.add.at(npos[i], gt.labels[~gt.difficult], 1)
         for c in np.unique(pred.labels):
             sel = np.flatnonzero(pred.labels == c)
             sel = sel[np.argsort(-pred.scores[sel], kind="stable")]
@@ -110,22 +126,60 @@ def voc_evaluate(
             keep = ~ignored
             scores[c].append(pred.scores[sel][keep])
             tps[c].append(tp[keep])
-            fps[c].append(~tp[keep])
-    ap = np.full(num_classes, np.nan)
+            images[c].append(np.full(int(keep.sum()), i, np.int64))
+
+    def ranked(parts: list[np.ndarray], dtype: type, order: np.ndarray) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype)[order] if parts else np.zeros(0, dtype)
+
+    out_s, out_tp, out_img = [], [], []
     for c in range(num_classes):
-        if npos[c] == 0:
-            continue
-        if not scores[c]:
-            ap[c] = 0.0
-            continue
-        s = np.concatenate(scores[c])
+        s = np.concatenate(scores[c]) if scores[c] else np.zeros(0)
         order = np.argsort(-s, kind="stable")
-        tp_cum = np.cumsum(np.concatenate(tps[c])[order])
-        fp_cum = np.cumsum(np.concatenate(fps[c])[order])
+        out_s.append(s[order])
+        out_tp.append(ranked(tps[c], bool, order))
+        out_img.append(ranked(images[c], np.int64, order))
+    return VocRecords(out_s, out_tp, out_img, npos)
+
+
+def weighted_ap(records: VocRecords, weights: np.ndarray | None = None) -> np.ndarray:
+    """(C,) VOC AP of the image set in which image i appears weights[i] times (None: once each).
+
+    Equal to `voc_evaluate` on that set with the images repeated: copies of a detection share
+    its match, and a run of equal (recall, precision) steps has the area of the single step.
+    (With tied scores, the copies of an image's tied detections rank together, d1 d1 d2 d2,
+    where a repeated list would interleave them; ties are arbitrary either way.)
+    A class with no non-difficult object in the set is nan; one with objects but no
+    detections is 0.
+    """
+    w = (np.ones(records.num_images) if weights is None
+         else np.asarray(weights, dtype=np.float64).reshape(-1))  # (I,)
+    if w.shape[0] != records.num_images:
+        raise ValueError(f"{w.shape[0]} weights for {records.num_images} images")
+    npos = w @ records.npos  # (C,)
+    ap = np.full(npos.shape[0], np.nan)
+    for c in range(npos.shape[0]):
+        if npos[c] <= 0:
+            continue
+        wd = w[records.image[c]]  # (D_c,)
+        tp = records.tp[c]
+        tp_cum = np.cumsum(np.where(tp, wd, 0.0))
+        fp_cum = np.cumsum(np.where(tp, 0.0, wd))
         if tp_cum.size == 0:
             ap[c] = 0.0
             continue
         recall = tp_cum / npos[c]
         precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
         ap[c] = all_point_ap(recall, precision)
-    return VocResult(ap, nanmean_or_nan(ap), npos)
+    return ap
+
+
+def voc_evaluate(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Predictions],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+) -> VocResult:
+    """Per-class AP and mAP over images (gts[i] and preds[i] describe the same image)."""
+    records = voc_records(gts, preds, num_classes, iou_threshold)
+    ap = weighted_ap(records)
+    return VocResult(ap, nanmean_or_nan(ap), records.npos.sum(axis=0))

@@ -1,0 +1,65 @@
+"""`python -m training.compare` end to end on the tiny ONNX model and synthetic VOC tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from export.postprocess import PostprocessConfig
+from tests.training.test_evaluate import write_voc
+from training import compare as cmp
+from training import evaluate as ev
+
+
+@pytest.fixture()
+def voc_root(tmp_path: Path) -> Path:
+    return write_voc(tmp_path / "voc")
+
+
+def test_a_model_against_itself(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp.json"
+    rc = cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                   "--bootstrap", "30", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["diff"]["value"] == data["diff"]["low"] == data["diff"]["high"] == 0.0
+    assert data["a_wins"] == 0.0 and data["a"] == data["b"]
+    assert data["split"] == "val" and "NMS IoU 0.5" in data["model"]
+    text = capsys.readouterr().out
+    assert "A - B  +0.0000" in text and "paired draws" in text
+
+
+def test_two_settings_score_as_evaluate_does(tiny_onnx_path: Path, voc_root: Path,
+                                             tmp_path: Path) -> None:
+    out = tmp_path / "cmp.json"
+    rc = cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                   "--nms-iou", "0.6", "--against", str(tiny_onnx_path),
+                   "--against-nms-iou", "0.3", "--bootstrap", "20", "--seed", "1",
+                   "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    from model.config import VOC_CLASSES
+    from training.data.voc import load_voc
+
+    samples = load_voc(voc_root, "val")
+    detector = ev.load_detector(tiny_onnx_path)
+
+    for key, iou in (("a", 0.6), ("b", 0.3)):
+        m = ev.evaluate_detector(detector, samples, VOC_CLASSES,
+                                 postprocess=PostprocessConfig(nms_iou=iou))
+        assert data[key]["value"] == pytest.approx(m["map50"], abs=1e-12)
+    assert data["diff"]["value"] == pytest.approx(data["a"]["value"] - data["b"]["value"])
+    assert "NMS IoU 0.3" in data["against"]
+
+
+def test_bad_input(tiny_onnx_path: Path, voc_root: Path,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                  "--bootstrap", "0"])
+    rc = cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                   "--classes", "cat,dog"])
+    assert rc == 2 and "lack the model's classes" in capsys.readouterr().err
