@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 
 from export.postprocess import PostprocessConfig
-from tests.training.test_evaluate import write_voc
 from training import compare as cmp
 from training import evaluate as ev
-
-
-@pytest.fixture()
-def voc_root(tmp_path: Path) -> Path:
-    return write_voc(tmp_path / "voc")
 
 
 def test_a_model_against_itself(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,

@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 
 from export.postprocess import Detections, PostprocessConfig
-from tests.training.test_evaluate import write_voc
 from training import errors as er
 from training.metrics import GroundTruth, Predictions
 from training.metrics.errors import KINDS, error_breakdown
 
 NAMES = ("cat", "dog", "person")
-
-
-@pytest.fixture()
-def voc_root(tmp_path: Path) -> Path:
-    return write_voc(tmp_path / "voc")
 
 
 def test_cli_end_to_end(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,

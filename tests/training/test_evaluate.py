@@ -47,11 +47,6 @@ def write_voc(root: Path) -> Path:
     return root
 
 
-@pytest.fixture()
-def voc_root(tmp_path: Path) -> Path:
-    return write_voc(tmp_path / "voc")
-
-
 def check_metrics_json(path: Path, num_images: int) -> dict:
     data = json.loads(path.read_text())
     for key in (*METRIC_KEYS, "per_class", "num_images", "model", "split"):
