@@ -33,9 +33,9 @@ from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
 from training.eval_data import add_data_args, class_mapping, load_split
 from training.eval_report import DRAW_SCORE_THRESHOLD, format_table, json_safe, save_annotated
-from training.metrics import GroundTruth, Predictions, coco_evaluate, voc_evaluate
+from training.metrics import GroundTruth, Predictions, coco_evaluate
 from training.metrics.bootstrap import bootstrap_map
-from training.metrics.voc import voc_records
+from training.metrics.voc import voc_records, voc_result
 
 if TYPE_CHECKING:
     import torch
@@ -214,7 +214,8 @@ def evaluate_detector(
     dets = run_detector(detector, samples, postprocess, batch_size, workers)
     seconds = time.perf_counter() - t0
     gts, preds = metric_inputs(samples, dets, to_model)
-    voc = voc_evaluate(gts, preds, len(model_names))
+    records = voc_records(gts, preds, len(model_names))  # matched once, also for the bootstrap
+    voc = voc_result(records)
     coco = coco_evaluate(gts, preds, len(model_names), max_dets=postprocess.max_detections)
     if save_images is not None and num_images > 0:
         out_dir = Path(save_images)
@@ -224,7 +225,6 @@ def evaluate_detector(
     n = len(samples)
     extra: dict[str, Any] = {}
     if bootstrap > 0:
-        records = voc_records(gts, preds, len(model_names))
         extra["map50_ci95"] = bootstrap_map(records, bootstrap, seed).as_dict()
     return {
         "map50": voc.map,

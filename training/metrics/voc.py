@@ -180,6 +180,10 @@ def voc_evaluate(
     iou_threshold: float = 0.5,
 ) -> VocResult:
     """Per-class AP and mAP over images (gts[i] and preds[i] describe the same image)."""
-    records = voc_records(gts, preds, num_classes, iou_threshold)
+    return voc_result(voc_records(gts, preds, num_classes, iou_threshold))
+
+
+def voc_result(records: VocRecords) -> VocResult:
+    """Per-class AP and mAP of the images as they are, from their matches."""
     ap = weighted_ap(records)
     return VocResult(ap, nanmean_or_nan(ap), records.npos.sum(axis=0))
