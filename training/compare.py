@@ -17,17 +17,23 @@ when the paired interval excludes 0, because both are scored on the same hard im
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from export.postprocess import PostprocessConfig
-from training.eval_data import add_data_args, load_split
+from training.eval_data import add_data_args, class_mapping, load_split
 from training.eval_report import json_safe
 from training.evaluate import load_detector, metric_inputs, run_detector
 from training.metrics.bootstrap import Interval, PairedResult, paired_bootstrap
 from training.metrics.voc import VocRecords, voc_records
+
+if TYPE_CHECKING:
+    from export.detector import Inferer
+    from training.data.sample import Sample
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -51,12 +57,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _records(path: str, nms_iou: float, args: argparse.Namespace) -> VocRecords:
-    detector = load_detector(path, args.threads or None)
-    _, to_model, samples = load_split(args, detector.metadata.class_names)
+def _records(detector: Inferer, nms_iou: float, dataset_classes: Sequence[str],
+             samples: Sequence[Sample]) -> VocRecords:
+    names = detector.metadata.class_names
     dets = run_detector(detector, samples, PostprocessConfig(nms_iou=nms_iou))
-    gts, preds = metric_inputs(samples, dets, to_model)
-    return voc_records(gts, preds, len(detector.metadata.class_names))
+    gts, preds = metric_inputs(samples, dets, class_mapping(names, dataset_classes))
+    return voc_records(gts, preds, len(names))
 
 
 def format_result(res: PairedResult, a: str, b: str) -> str:
@@ -78,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     b_path = args.against or args.model
     b_iou = args.nms_iou if args.against_nms_iou is None else args.against_nms_iou
     try:
-        rec_a = _records(args.model, args.nms_iou, args)
-        rec_b = _records(b_path, b_iou, args)
+        det_a = load_detector(args.model, args.threads or None)
+        det_b = det_a if b_path == args.model else load_detector(b_path, args.threads or None)
+        dataset_classes, _, samples = load_split(args, det_a.metadata.class_names)
+        rec_a = _records(det_a, args.nms_iou, dataset_classes, samples)
+        rec_b = _records(det_b, b_iou, dataset_classes, samples)
         res = paired_bootstrap(rec_a, rec_b, args.bootstrap, args.seed)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -88,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name_b = f"{b_path} (NMS IoU {b_iou})"
     print(format_result(res, name_a, name_b))
     if args.json:
-        payload = {**res.as_dict(), "model": name_a, "against": name_b, "split": args.split,
-                   "seed": args.seed}
+        payload = {**dataclasses.asdict(res), "model": name_a, "against": name_b,
+                   "split": args.split, "seed": args.seed}
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
 

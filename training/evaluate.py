@@ -14,6 +14,7 @@ imports `model.config`, whose package may still pull torch in).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -225,7 +226,7 @@ def evaluate_detector(
     n = len(samples)
     extra: dict[str, Any] = {}
     if bootstrap > 0:
-        extra["map50_ci95"] = bootstrap_map(records, bootstrap, seed).as_dict()
+        extra["map50_ci95"] = dataclasses.asdict(bootstrap_map(records, bootstrap, seed))
     return {
         "map50": voc.map,
         "map50_95": coco.ap,

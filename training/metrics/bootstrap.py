@@ -49,10 +49,6 @@ class Interval:
     std: float  # the draws' standard deviation
     draws: int  # draws with a finite statistic
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"value": self.value, "low": self.low, "high": self.high, "mean": self.mean,
-                "std": self.std, "draws": self.draws}
-
 
 def bc_interval(value: float, samples: np.ndarray, level: float = 0.95) -> Interval:
     """Efron's bias-corrected percentile interval of `value` from its bootstrap `samples`.
@@ -85,10 +81,6 @@ class PairedResult:
     b: Interval  # model B's, on the same draws
     diff: Interval  # A - B
     a_wins: float  # share of the draws in which A scores higher than B
-
-    def as_dict(self) -> dict[str, object]:
-        return {"a": self.a.as_dict(), "b": self.b.as_dict(), "diff": self.diff.as_dict(),
-                "a_wins": self.a_wins}
 
 
 def paired_bootstrap(
