@@ -1,4 +1,4 @@
-"""The raw-output detector interface shared by the runtime, flip TTA, parity and evaluation."""
+"""The raw-output detector interface shared by the runtime, parity and evaluation."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ import onnxruntime as ort
 from PIL import Image
 
 from export.detector import Outputs
-from export.flip_tta import flip_average
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess
@@ -52,16 +51,11 @@ class DetectionResult:
 class OnnxDetector:
     """Loads an exported FCOS ONNX file and runs the full image -> detections pipeline."""
 
-    def __init__(
-        self, path: str | Path, threads: int | None = None, flip_tta: bool = False
-    ) -> None:
-        """`flip_tta`: average every inference with its mirror image's (export.flip_tta;
-        two runs per image)."""
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
         self.session = make_session(self.path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_strings(meta)
-        self.flip_tta = flip_tta
 
     def run(self, tensor: np.ndarray) -> Outputs:
         """One session run: (N, 3, H, W) float32 -> (N, P, C), (N, P, 4), (N, P, 1)."""
@@ -69,10 +63,7 @@ class OnnxDetector:
         return cls, box, ctr
 
     def infer(self, tensor: np.ndarray) -> Outputs:
-        """(N, 3, H, W) float32 -> raw outputs (N, P, C), (N, P, 4), (N, P, 1); flip-averaged
-        when `flip_tta` is on."""
-        if self.flip_tta:
-            return flip_average(self.run, tensor, self.metadata.strides)
+        """(N, 3, H, W) float32 -> raw outputs (N, P, C), (N, P, 4), (N, P, 1)."""
         return self.run(tensor)
 
     def detect_image(

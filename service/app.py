@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import FastAPI
 
@@ -30,7 +29,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings if settings is not None else Settings()
         logging.getLogger("service.access").disabled = not s.access_log
-        engine = Engine(s, metrics, loader or partial(load_onnx, flip_tta=s.flip_tta))
+        engine = Engine(s, metrics, loader or load_onnx)
         app.state.settings, app.state.engine = s, engine
         loading = asyncio.create_task(engine.load())  # background: live now, ready later
         try:

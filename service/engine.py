@@ -41,8 +41,8 @@ class Detector(Protocol):
 Loader = Callable[[Path, int], Detector]
 
 
-def load_onnx(path: Path, threads: int, flip_tta: bool = False) -> Detector:
-    return OnnxDetector(path, threads=threads, flip_tta=flip_tta)
+def load_onnx(path: Path, threads: int) -> Detector:
+    return OnnxDetector(path, threads=threads)
 
 
 @dataclass

@@ -184,10 +184,7 @@ async def ready(request: Request) -> HealthStatus:
 
 @router.get("/model", response_model=ModelInfo, responses={503: _ERROR_RESPONSES[503]})
 async def model_info(request: Request) -> ModelInfo:
-    engine = _engine(request)
-    return ModelInfo.from_metadata(
-        engine.require_ready().metadata, flip_tta=engine.settings.flip_tta
-    )
+    return ModelInfo.from_metadata(_engine(request).require_ready().metadata)
 
 
 @router.get(

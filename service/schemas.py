@@ -55,14 +55,13 @@ class ModelInfo(BaseModel):
     strides: list[int]
     mean: list[float]
     std: list[float]
-    flip_tta: bool = False  # the service's DETECTOR_FLIP_TTA: each image also run mirrored
 
     @classmethod
-    def from_metadata(cls, m: ModelMetadata, flip_tta: bool = False) -> ModelInfo:
+    def from_metadata(cls, m: ModelMetadata) -> ModelInfo:
         return cls(
             name=m.name, version=m.version, preset=m.preset, precision=m.precision,
             classes=list(m.class_names), input_size=m.input_size, strides=list(m.strides),
-            mean=list(m.mean), std=list(m.std), flip_tta=flip_tta,
+            mean=list(m.mean), std=list(m.std),
         )  # fmt: skip
 
 

@@ -66,11 +66,6 @@ class Settings(BaseSettings):
     nms_iou: float = Field(PostprocessConfig.nms_iou, gt=0.0, le=1.0,
                            description="class-wise NMS IoU (the evaluation's default)")
     threads: int = Field(default_factory=default_threads, ge=1, description="ORT intra-op")
-    flip_tta: bool = Field(
-        False,
-        description="average each image with its mirror image: higher accuracy (the card's "
-        "flip-TTA rows), two inferences per request",
-    )
     warmup: bool = Field(True, description="one dummy inference before reporting ready")
 
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from export.detector import Inferer, Outputs
-from export.flip_tta import FlipTTADetector
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
@@ -89,24 +88,20 @@ class TorchDetector:
         return cls, box, ctr
 
 
-def load_detector(
-    path: str | Path, threads: int | None = None, flip_tta: bool = False
-) -> Inferer:
+def load_detector(path: str | Path, threads: int | None = None) -> Inferer:
     """An `.onnx` file -> OnnxDetector; anything else is read as a PyTorch checkpoint.
 
     `threads`: intra-op threads of ONNX Runtime, or torch.set_num_threads for a checkpoint.
-    `flip_tta`: average each image's outputs with its mirror image's (export.flip_tta).
     """
     if Path(path).suffix.lower() == ".onnx":
         from export.runtime import OnnxDetector
 
-        return OnnxDetector(path, threads, flip_tta=flip_tta)
+        return OnnxDetector(path, threads)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    detector = TorchDetector.from_checkpoint(path)
-    return FlipTTADetector(detector) if flip_tta else detector
+    return TorchDetector.from_checkpoint(path)
 
 
 def _prepare(sample: Sample, meta: ModelMetadata) -> tuple[np.ndarray, Letterbox]:
@@ -263,8 +258,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call")
     p.add_argument("--no-centerness", dest="centerness", action="store_false",
                    help="ablation: score by the class probability alone, centre-ness unused")
-    p.add_argument("--flip-tta", action="store_true",
-                   help="average each image with its mirror image (two inferences per image)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="also report mAP@0.5's 95%% interval over N resamples of the images")
@@ -274,7 +267,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    detector = load_detector(args.model, args.threads or None, flip_tta=args.flip_tta)
+    detector = load_detector(args.model, args.threads or None)
     try:
         dataset_classes, _, samples = load_split(args, detector.metadata.class_names)
     except ValueError as exc:
@@ -287,11 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 num_images=args.num_images,
                                 draw_threshold=args.draw_threshold,
                                 bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
-    shown = f"{args.model} (flip TTA)" if args.flip_tta else str(args.model)
-    print(format_table(metrics, shown, args.split))
+    print(format_table(metrics, str(args.model), args.split))
     if args.json:
         payload = {**metrics, "model": str(args.model), "split": args.split,
-                   "flip_tta": args.flip_tta, "nms_iou": args.nms_iou}
+                   "nms_iou": args.nms_iou}
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
 

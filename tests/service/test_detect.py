@@ -103,18 +103,6 @@ def test_model_endpoint(client: TestClient) -> None:
     assert body["input_size"] == 128 and body["strides"] == [8, 16, 32, 64, 128]
 
 
-def test_flip_tta_setting(serve: Any) -> None:
-    """DETECTOR_FLIP_TTA: the default loader builds a flip-averaging detector; /model says so."""
-    with serve(flip_tta=True) as (app, c):
-        assert c.get("/model").json()["flip_tta"] is True
-        assert app.state.engine.detector.flip_tta
-        r = c.post("/detect", files={"image": ("a.jpg", jpeg(320, 240), "image/jpeg")})
-        assert r.status_code == 200, r.text
-        check_schema(r.json(), 320, 240)
-    with serve() as (_, c):
-        assert c.get("/model").json()["flip_tta"] is False
-
-
 def test_health(client: TestClient) -> None:
     assert client.get("/health/live").json() == {"status": "alive"}
     assert client.get("/health/ready").json() == {"status": "ready"}

@@ -133,19 +133,6 @@ def test_postprocessing_flags_reach_postprocessing(
     assert [(cfg.centerness, cfg.nms_iou) for cfg in seen] == [(centerness, nms_iou)]
 
 
-def test_flip_tta_flag(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,
-                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from export.runtime import OnnxDetector
-
-    out_json = tmp_path / "m.json"
-    argv = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--json", str(out_json)]
-    assert ev.main([*argv, "--flip-tta"]) == 0
-    assert check_metrics_json(out_json, 3)["flip_tta"] is True
-    assert "(flip TTA)" in capsys.readouterr().out
-    detector = ev.load_detector(tiny_onnx_path, 1, flip_tta=True)
-    assert isinstance(detector, OnnxDetector) and detector.flip_tta
-
-
 def test_class_mapping() -> None:
     m = ev.class_mapping(["cat", "dog"], ["dog", "bird", "cat"])
     assert m.tolist() == [1, -1, 0]
@@ -215,11 +202,6 @@ def test_torch_detector_checkpoint_batching_and_train_mode(voc_root: Path, tmp_p
     rc = ev.main(["--model", str(ckpt), "--data-root", str(voc_root), "--json", str(out_json)])
     assert rc == 0
     check_metrics_json(out_json, 3)
-    from export.flip_tta import FlipTTADetector
-
-    tta = ev.load_detector(ckpt, 1, flip_tta=True)
-    assert isinstance(tta, FlipTTADetector)
-    assert ev.evaluate_detector(tta, samples, names, workers=1)["num_images"] == 3
 
 
 def test_draw_detections_and_json_safe() -> None:
