@@ -10,20 +10,8 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(groups, channels), channels)
 
 
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a residual branch for a random `rate` of the samples, scale the
-    rest by 1 / (1 - rate) so the expectation is unchanged. Identity at inference."""
-    if rate <= 0.0 or not training:
-        return x
-    keep = 1.0 - rate
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1, 1)
-    return x * mask / keep
-
-
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with GN; 1x1 projection shortcut when shape changes. The residual branch
-    is dropped per sample with probability `drop_path_rate` while training (stochastic depth;
-    a training setting, not part of the weights or of ModelConfig)."""
+    """Two 3x3 convs with GN; 1x1 projection shortcut when shape changes."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, groups: int) -> None:
         super().__init__()
@@ -37,12 +25,11 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), group_norm(out_ch, groups)
             )
-        self.drop_path_rate = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = drop_path(self.bn2(self.conv2(out)), self.drop_path_rate, self.training)
+        out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
 
 
@@ -82,17 +69,6 @@ class ResNet18GN(nn.Module):
     def blocks(self) -> list[BasicBlock]:
         """The residual blocks, input to output."""
         return [m for m in self.modules() if isinstance(m, BasicBlock)]
-
-    def set_drop_path(self, rate: float) -> list[float]:
-        """Stochastic depth rising linearly from 0 (first block) to `rate` (last block), as in
-        Huang et al. 2016; returns the per-block rates."""
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"drop path rate must be in [0, 1), not {rate}")
-        blocks = self.blocks()
-        rates = [rate * i / max(len(blocks) - 1, 1) for i in range(len(blocks))]
-        for block, r in zip(blocks, rates, strict=True):
-            block.drop_path_rate = r
-        return rates
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -36,13 +36,7 @@ HELP: dict[str, str] = {
     "model from; optimiser, schedule and epochs start afresh (ignored with --resume)",
     "centerness_branch": "the head tower that predicts centre-ness: reg (the paper's later "
     "version, the default) or cls (its first version)",
-    "drop_path": "backbone stochastic depth: each residual branch is skipped per sample with "
-    "a probability rising linearly from 0 (first block) to this (last block); 0 = off",
     "box_loss": "box regression loss on positives: giou (1 - GIoU) or iou (1 - IoU)",
-    "distill_from": "checkpoint or weights file of a teacher with the run's preset and "
-    "classes: its class probabilities become soft targets for the student's (training/"
-    "distill.py); '' = off",
-    "distill_weight": "weight of the distillation term in the total loss",
     "dataset_format": "voc or coco",
     "data_root": "VOC: the VOCdevkit directory (splits are relative to it)",
     "train_split": "VOC: '+'-joined DIR/SPLIT entries under --data-root, e.g. "

@@ -17,6 +17,9 @@ CONFIG_FILENAME = "train_config.json"
 BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.losses.BOX_LOSSES
 # Where the HSV jitter is applied: auto = on the device when it is a GPU, else in the loader.
 HSV_PLACES: tuple[str, ...] = ("auto", "loader", "device")
+# Options of removed experiments that older checkpoints' train_config still carry (see
+# models/TRAINING_LOG.md: stochastic depth, class distillation).
+REMOVED_FIELDS: frozenset[str] = frozenset({"drop_path", "distill_from", "distill_weight"})
 
 
 @dataclass
@@ -27,7 +30,6 @@ class TrainConfig:
     backbone_weights: str = ""  # torchvision-format ResNet-18 state dict (see backbone_weights.py)
     init_weights: str = ""  # whole-model weights to start from (fresh optimiser and schedule)
     centerness_branch: str = "reg"  # tower that predicts centre-ness: reg or cls (ablation)
-    drop_path: float = 0.0  # backbone stochastic depth, last block's rate (0 = off)
     # Data
     dataset_format: str = "voc"  # voc | coco
     data_root: str = "data/VOCdevkit"  # VOC: the VOCdevkit directory
@@ -57,8 +59,6 @@ class TrainConfig:
     # Loss
     center_radius: float = 1.5  # centre sampling, in strides; 0 = off (the whole box)
     box_loss: str = "giou"  # giou | iou (1 - IoU, the ablation)
-    distill_from: str = ""  # teacher weights for class distillation (training/distill.py)
-    distill_weight: float = 1.0  # weight of that term (used only with distill_from)
     # Augmentation (training/data AugmentConfig fields)
     augment: bool = True
     scale_min: float = 0.5
@@ -99,7 +99,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return dataclass_from_dict(cls, d)
+        """Fields of removed features (REMOVED_FIELDS) in older configs are dropped; any other
+        unknown field is an error."""
+        return dataclass_from_dict(cls, {k: v for k, v in d.items() if k not in REMOVED_FIELDS})
 
     def replace(self, **changes: Any) -> TrainConfig:
         merged = self.to_dict()
@@ -126,14 +128,10 @@ class TrainConfig:
                 f"centerness_branch must be one of {CENTERNESS_BRANCHES}, "
                 f"not {self.centerness_branch!r}"
             )
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError("drop_path must be in [0, 1)")
         if self.hsv_on not in HSV_PLACES:
             raise ValueError(f"hsv_on must be one of {HSV_PLACES}, not {self.hsv_on!r}")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
-        if self.distill_weight < 0:
-            raise ValueError("distill_weight must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
         if self.dataset_format == "coco" and not (self.coco_train_json and self.coco_train_images):

@@ -19,14 +19,13 @@ import torch
 from torch import nn
 
 from training.data.hsv_device import hsv_jitter_batch
-from training.distill import soft_focal_distill
 from training.ema import ModelEMA
 from training.losses import FCOSLoss
 from training.runlog import RunLog
 from training.schedule import WarmupCosine
 from training.targets import pad_targets
 
-LOSS_KEYS = ("total", "cls", "box", "ctr", "kd")  # kd: 0 without a teacher
+LOSS_KEYS = ("total", "cls", "box", "ctr")
 Tensors3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -62,8 +61,6 @@ class StepContext:
     is_main: bool = True
     log: RunLog | None = None
     params: list[nn.Parameter] = field(default_factory=list)
-    teacher: nn.Module | None = None  # frozen FCOS for class distillation (training/distill.py)
-    distill_weight: float = 1.0
 
 
 def use_autocast(device: torch.device, amp: bool, cpu_amp: bool) -> bool:
@@ -94,23 +91,14 @@ def train_step(
     boxes: Sequence[torch.Tensor] | torch.Tensor,
     labels: Sequence[torch.Tensor] | torch.Tensor,
 ) -> torch.Tensor:
-    """One optimisation step; returns the detached (5,) [total, cls, box, ctr, kd] losses.
+    """One optimisation step; returns the detached (4,) [total, cls, box, ctr] losses.
 
     boxes and labels: per-image lists or padded tensors (training.targets.pad_targets).
     """
     ctx.scheduler.apply(ctx.optimizer)
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):
         cls, box, ctr = ctx.forward(images)
-        if ctx.teacher is not None:
-            with torch.no_grad():
-                teacher_cls = ctx.teacher.forward_train(images)[0]  # type: ignore[operator]
     losses = ctx.loss_fn(cls, box, ctr, boxes, labels, tuple(images.shape[-2:]))
-    if ctx.teacher is not None:
-        kd = soft_focal_distill(cls, teacher_cls) / losses["num_pos_avg"]
-        losses["total"] = losses["total"] + ctx.distill_weight * kd
-    else:
-        kd = torch.zeros((), device=cls.device)
-    losses["kd"] = kd
     ctx.optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     if ctx.grad_clip > 0:

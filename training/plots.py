@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 
 from training.runlog import read_log
 
-LOSS_KEYS = ("total", "cls", "box", "ctr", "kd")  # training.loop.LOSS_KEYS
+LOSS_KEYS = ("total", "cls", "box", "ctr")  # training.loop.LOSS_KEYS
 
 
 def _series(records: list[dict[str, Any]], x_key: str, y_key: str) -> tuple[list, list]:
@@ -56,7 +56,7 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 5))
     for key in LOSS_KEYS:
         xs, ys = _series(iters, "x", key)
-        if any(ys):  # kd is all zeros without a teacher: not drawn
+        if any(ys):
             ax.plot(xs, ys, alpha=0.35, linewidth=0.8, label=f"{key} (iter)")
         xs, ys = _series(epochs, "epoch", key)
         if any(ys):

@@ -34,7 +34,6 @@ from training.checkpointing import (
 )
 from training.config import TrainConfig, save_config
 from training.data_setup import DataBundle, build_data
-from training.distill import build_teacher
 from training.ema import ModelEMA
 from training.loop import LOSS_KEYS, StepContext, TrainForward, train_one_epoch, use_autocast
 from training.losses import FCOSLoss
@@ -72,7 +71,6 @@ class Trainer:
             input_size=cfg.input_size or base.input_size, centerness_branch=cfg.centerness_branch
         )
         self.model = FCOS(self.model_cfg)
-        self.model.backbone.set_drop_path(cfg.drop_path)
         if cfg.backbone_weights:
             report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
             self._print(report.summary())
@@ -123,15 +121,7 @@ class Trainer:
             world_size=self.info.world_size, log_interval=max(1, cfg.log_interval),
             progress=cfg.progress, is_main=self.info.is_main, log=self.log,
             params=[p for p in self.model.parameters() if p.requires_grad],
-            distill_weight=cfg.distill_weight,
         )  # fmt: skip
-        if cfg.distill_from:
-            teacher = build_teacher(self.model_cfg, cfg.distill_from, self.device)
-            if self.channels_last:  # the batch is channels_last too
-                teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            self.ctx.teacher = teacher
-            self._print(f"distilling class scores from {cfg.distill_from} "
-                        f"(weight {cfg.distill_weight})")  # fmt: skip
 
     def _print(self, msg: str) -> None:
         if self.info.is_main:
