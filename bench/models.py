@@ -63,8 +63,8 @@ def export_models(
     calibration_images: int,
 ) -> dict[str, ExportedModel]:
     """Export `model` to fp32 ONNX (always, INT8 is made from it) and INT8 if asked."""
-    from export.onnx_export import export_onnx
-    from export.quantize import quantize_int8
+    from export.exporter.onnx_export import export_onnx
+    from export.exporter.quantize import quantize_int8
 
     out: dict[str, ExportedModel] = {}
     t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def existing_model(path: Path) -> ExportedModel:
     """An ONNX file timed as is (the bundled default): precision from its metadata."""
     import onnx
 
-    from export.proto_metadata import read_metadata
+    from export.exporter.proto_metadata import read_metadata
 
     meta = read_metadata(onnx.load(str(path), load_external_data=False))
     return ExportedModel(meta.precision, path, path.stat().st_size / 1e6, 0.0,

@@ -1,2 +1,3 @@
-"""ONNX export (torch side: export.onnx_export, export.quantize, export.__main__) and the
-NumPy-only pre/post-processing shared by evaluation, parity tests and the service."""
+"""The torch-free runtime (boxes, preprocess, postprocess, metadata, errors, runtime, inferer):
+NumPy + Pillow + ONNX Runtime, shared by evaluation, parity tests and the service. The offline
+exporter (torch, onnx) lives apart in export.exporter, run as `python -m export`."""

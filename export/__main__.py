@@ -1,10 +1,10 @@
-"""`python -m export --help`: see export.cli."""
+"""`python -m export --help`: see export.exporter.cli."""
 
 from __future__ import annotations
 
 import sys
 
-from export.cli import main
+from export.exporter.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from export.detector import Outputs
+from export.inferer import Outputs
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess

@@ -13,13 +13,13 @@ TINY_CLASSES: tuple[str, ...] = ("cat", "dog", "person")
 @pytest.fixture(scope="session")
 def tiny_onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `tiny` preset (classes cat, dog, person; input size 128), torch seed 0, default
-    initialisation, exported once per session with export.onnx_export.export_onnx (fp32).
+    initialisation, exported once per session with export.exporter.onnx_export.export_onnx (fp32).
 
     With the default init the class logits sit near the prior (-4.6): few or no detections.
     """
     import torch
 
-    from export.onnx_export import export_onnx
+    from export.exporter.onnx_export import export_onnx
     from model import FCOS, get_preset
 
     torch.manual_seed(0)

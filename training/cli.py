@@ -78,7 +78,7 @@ HELP: dict[str, str] = {
     "stop_epoch": "stop after this epoch (resume later with --resume)",
     "time_budget_min": "wall-clock minutes for the whole fit: after 2 probe epochs (and one "
     "validation) the epoch count is set to what fits, --epochs being the ceiling; keep "
-    "--warmup-epochs >= 2 so the cosine is unchanged (see training/budget.py)",
+    "--warmup-epochs >= 2 so the cosine is unchanged (see training/engine/budget.py)",
 }
 
 
@@ -137,7 +137,7 @@ def resolve_config(argv: list[str] | None = None) -> TrainConfig:
     merged: dict[str, Any] = {}
     resume = args.get("resume")
     if resume and not config_file:
-        from training.checkpointing import load_for_resume
+        from training.engine.checkpointing import load_for_resume
 
         saved = load_for_resume(resume)["train_config"]
         merged.update({k: v for k, v in saved.items() if k not in RUN_ONLY})

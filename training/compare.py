@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from export.postprocess import PostprocessConfig
-from training.eval_data import add_data_args, class_mapping, load_split
-from training.eval_report import json_safe
 from training.evaluate import load_detector, metric_inputs, run_detector
+from training.evaluation.data import add_data_args, class_mapping, load_split
+from training.evaluation.report import json_safe
 from training.metrics.bootstrap import Interval, PairedResult, paired_bootstrap
 from training.metrics.voc import VocRecords, voc_records
 
 if TYPE_CHECKING:
-    from export.detector import Inferer
+    from export.inferer import Inferer
     from training.data.sample import Sample
 
 

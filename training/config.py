@@ -14,7 +14,7 @@ from typing import Any
 from model.config import CENTERNESS_BRANCHES, VOC_CLASSES, dataclass_from_dict, dataclass_to_dict
 
 CONFIG_FILENAME = "train_config.json"
-BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.losses.BOX_LOSSES
+BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.engine.losses.BOX_LOSSES
 # Where the HSV jitter is applied: auto = on the device when it is a GPU, else in the loader.
 HSV_PLACES: tuple[str, ...] = ("auto", "loader", "device")
 # Options of removed experiments that older checkpoints' train_config still carry (see
@@ -92,7 +92,7 @@ class TrainConfig:
     output_dir: str = "runs/fcos"
     resume: str = ""  # a last.pt to continue from
     stop_epoch: int = 0  # > 0: stop after this epoch (time-sliced jobs; resume later)
-    time_budget_min: float = 0.0  # > 0: fit the epoch count to this wall time (training/budget.py)
+    time_budget_min: float = 0.0  # > 0: fit the epoch count to this wall time (engine/budget.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_to_dict(self)

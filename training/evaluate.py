@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from export.detector import Inferer, Outputs
+from export.inferer import Inferer, Outputs
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
-from training.eval_data import add_data_args, class_mapping, load_split
-from training.eval_report import DRAW_SCORE_THRESHOLD, format_table, json_safe, save_annotated
+from training.evaluation.data import add_data_args, class_mapping, load_split
+from training.evaluation.report import DRAW_SCORE_THRESHOLD, format_table, json_safe, save_annotated
 from training.metrics import GroundTruth, Predictions, coco_evaluate
 from training.metrics.bootstrap import bootstrap_map
 from training.metrics.voc import voc_records, voc_result

@@ -20,9 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from training.runlog import read_log
+from training.engine.runlog import read_log
 
-LOSS_KEYS = ("total", "cls", "box", "ctr")  # training.loop.LOSS_KEYS
+LOSS_KEYS = ("total", "cls", "box", "ctr")  # training.engine.loop.LOSS_KEYS
 
 
 def _series(records: list[dict[str, Any]], x_key: str, y_key: str) -> tuple[list, list]:

@@ -1,7 +1,7 @@
 """The trainer: builds everything from a TrainConfig and runs the epochs.
 
 Rank 0 alone writes the run directory (config, log.jsonl, plots, checkpoints) and evaluates;
-the other ranks wait at a barrier. See training/checkpointing.py for what is saved.
+the other ranks wait at a barrier. See training/engine/checkpointing.py for what is saved.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from torch.nn.parallel import DistributedDataParallel
 from model.checkpoint import save_weights_only
 from model.config import get_preset
 from model.fcos import FCOS
-from training import distributed as dist_utils
-from training.backbone_weights import load_backbone_weights
-from training.budget import PROBE_EPOCHS, plan_epochs
-from training.checkpointing import (
+from training.config import TrainConfig, save_config
+from training.data.setup import DataBundle, build_data
+from training.engine import distributed as dist_utils
+from training.engine.backbone_weights import load_backbone_weights
+from training.engine.budget import PROBE_EPOCHS, plan_epochs
+from training.engine.checkpointing import (
     atomic_save,
     build_checkpoint,
     load_for_resume,
@@ -32,15 +34,13 @@ from training.checkpointing import (
     restore_training_state,
     rng_state,
 )
-from training.config import TrainConfig, save_config
-from training.data_setup import DataBundle, build_data
-from training.ema import ModelEMA
-from training.loop import LOSS_KEYS, StepContext, TrainForward, train_one_epoch, use_autocast
-from training.losses import FCOSLoss
-from training.optim import build_optimizer
-from training.runlog import RunLog, brief_metrics
-from training.schedule import WarmupCosine
-from training.validate import evaluate_model
+from training.engine.ema import ModelEMA
+from training.engine.loop import LOSS_KEYS, StepContext, TrainForward, train_one_epoch, use_autocast
+from training.engine.losses import FCOSLoss
+from training.engine.optim import build_optimizer
+from training.engine.runlog import RunLog, brief_metrics
+from training.engine.schedule import WarmupCosine
+from training.engine.validation import evaluate_model
 
 
 def seed_everything(seed: int) -> None:

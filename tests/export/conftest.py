@@ -34,7 +34,7 @@ def perturbed_tiny() -> FCOS:
 
 @pytest.fixture(scope="session")
 def perturbed_onnx(perturbed_tiny: FCOS, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.onnx_export import export_onnx
+    from export.exporter.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("perturbed") / "tiny.onnx"
     return export_onnx(perturbed_tiny, path, version="1.2.3", name="tiny-test")
@@ -42,7 +42,7 @@ def perturbed_onnx(perturbed_tiny: FCOS, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def test_card() -> Image.Image:
-    from export.parity import synthetic_image
+    from export.exporter.parity import synthetic_image
 
     return synthetic_image(160, 120, seed=0)
 
@@ -51,7 +51,7 @@ def test_card() -> Image.Image:
 def calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five PNGs of different sizes/aspects (letterboxed shapes differ) and one non-image."""
     root = tmp_path_factory.mktemp("calib")
-    from export.parity import synthetic_image
+    from export.exporter.parity import synthetic_image
 
     for i, (w, h) in enumerate([(160, 120), (120, 160), (128, 128), (200, 100), (96, 150)]):
         synthetic_image(w, h, seed=10 + i).save(root / f"img_{i:02d}.png")

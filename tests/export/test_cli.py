@@ -39,7 +39,7 @@ def test_module_smoke_preset_random_init(tmp_path: Path) -> None:
 
 def test_checkpoint_and_int8(perturbed_tiny: FCOS, calibration_dir: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from export.cli import main
+    from export.exporter.cli import main
     from model.checkpoint import save_weights_only
 
     ckpt = tmp_path / "model.pt"
@@ -70,7 +70,7 @@ def test_checkpoint_and_int8(perturbed_tiny: FCOS, calibration_dir: Path, tmp_pa
 )  # fmt: skip
 def test_errors_exit_2_with_a_message(args: list[str], message: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from export.cli import main
+    from export.exporter.cli import main
 
     assert main([*args, "--output", str(tmp_path / "x.onnx")]) == 2
     assert message in capsys.readouterr().err
@@ -78,7 +78,7 @@ def test_errors_exit_2_with_a_message(args: list[str], message: str, tmp_path: P
 
 
 def test_bad_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from export.cli import main
+    from export.exporter.cli import main
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -95,7 +95,7 @@ def test_bad_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ],
 )
 def test_usage_errors(args: list[str], tmp_path: Path) -> None:
-    from export.cli import main
+    from export.exporter.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main([*args, "--output", str(tmp_path / "x.onnx")])
@@ -103,7 +103,7 @@ def test_usage_errors(args: list[str], tmp_path: Path) -> None:
 
 
 def test_output_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from export.cli import main
+    from export.exporter.cli import main
 
     assert main(["--preset", "tiny", "--random-init", "--output", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err

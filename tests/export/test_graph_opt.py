@@ -1,4 +1,5 @@
-"""The exact speed rewrites (export.graph_opt, pool_before_relu) and the INT8 layer choices.
+"""The exact speed rewrites (export.exporter.graph_opt, pool_before_relu) and the INT8 layer
+choices.
 
 The optimised graph must compute what the plain export computes (fp32: to float rounding of
 a reordered Mul + Add, in practice bit-identical on ORT), and the INT8 file must keep the
@@ -38,7 +39,7 @@ def _num_group_norms(model: FCOS) -> int:
 
 @pytest.fixture(scope="module")
 def plain_onnx(perturbed_tiny: FCOS, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.onnx_export import export_onnx
+    from export.exporter.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("plain") / "plain.onnx"
     return export_onnx(perturbed_tiny, path, optimize=False)
@@ -68,7 +69,7 @@ def test_optimised_graph_computes_the_same(perturbed_onnx: Path, plain_onnx: Pat
 
 
 def test_fp32_conv_names_found_from_structure(perturbed_onnx: Path) -> None:
-    from export.quantize import fp32_conv_names
+    from export.exporter.quantize import fp32_conv_names
 
     proto = onnx.load(str(perturbed_onnx))
     stem = fp32_conv_names(proto, ["stem"])
@@ -83,7 +84,7 @@ def test_fp32_conv_names_found_from_structure(perturbed_onnx: Path) -> None:
 @pytest.mark.parametrize("keep", [("stem", "predictions"), ()], ids=["default", "all-int8"])
 def test_int8_keeps_chosen_convs_fp32(perturbed_onnx: Path, calibration_dir: Path,
                                       tmp_path: Path, keep: tuple[str, ...]) -> None:  # fmt: skip
-    from export.quantize import quantize_int8
+    from export.exporter.quantize import quantize_int8
 
     out = quantize_int8(perturbed_onnx, tmp_path / "q.onnx", calibration_dir, 2, keep_fp32=keep)
     graph = onnx.load(str(out)).graph

@@ -28,7 +28,7 @@ ATOL = {"cls_logits": 1e-4, "box_distances": 1e-3, "centerness_logits": 1e-4}
 
 
 def _torch_outputs(model: FCOS, x: np.ndarray) -> list[np.ndarray]:
-    from export.parity import torch_runner
+    from export.exporter.parity import torch_runner
 
     return list(torch_runner(model)(x))
 
@@ -105,7 +105,7 @@ def test_ort_matches_pytorch(perturbed_tiny: FCOS, perturbed_onnx: Path, shape: 
 
 def test_same_detections_after_postprocess(perturbed_tiny: FCOS, perturbed_onnx: Path,
                                            test_card: object) -> None:  # fmt: skip
-    from export.parity import Tolerance, parity_report
+    from export.exporter.parity import Tolerance, parity_report
 
     tol = Tolerance(cls_logits=1e-4, box_distances=1e-3, centerness_logits=1e-4,
                     det_box=1e-2, det_score=1e-4)  # fmt: skip
@@ -120,7 +120,7 @@ def test_same_detections_after_postprocess(perturbed_tiny: FCOS, perturbed_onnx:
 @pytest.mark.slow  # the torch.export-based exporter takes ~20 s of CPU for the tiny model
 def test_dynamo_exporter_is_equivalent(perturbed_tiny: FCOS, tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
-    from export.onnx_export import export_onnx
+    from export.exporter.onnx_export import export_onnx
 
     path = export_onnx(perturbed_tiny, tmp_path / "dynamo.onnx", dynamo=True)
     x = np.random.default_rng(3).standard_normal((2, 3, 96, 160)).astype(np.float32)
@@ -132,7 +132,7 @@ def test_dynamo_exporter_is_equivalent(perturbed_tiny: FCOS, tmp_path: Path) -> 
 
 
 def test_rejects_old_opset(perturbed_tiny: FCOS, tmp_path: Path) -> None:
-    from export.onnx_export import export_onnx
+    from export.exporter.onnx_export import export_onnx
 
     with pytest.raises(ValueError, match="opset"):
         export_onnx(perturbed_tiny, tmp_path / "old.onnx", opset=13)
@@ -140,7 +140,7 @@ def test_rejects_old_opset(perturbed_tiny: FCOS, tmp_path: Path) -> None:
 
 
 def test_model_is_left_unchanged(perturbed_tiny: FCOS, tmp_path: Path) -> None:
-    from export.onnx_export import export_onnx
+    from export.exporter.onnx_export import export_onnx
 
     before = {k: v.clone() for k, v in perturbed_tiny.state_dict().items()}
     perturbed_tiny.train()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def test_report_table_and_ok(perturbed_tiny: FCOS, perturbed_onnx: Path,
                              test_card: Image.Image) -> None:  # fmt: skip
-    from export.parity import parity_report
+    from export.exporter.parity import parity_report
 
     report = parity_report(perturbed_tiny, perturbed_onnx, test_card, sizes=(128, 64))
     text = str(report)
@@ -31,7 +31,7 @@ def test_report_flags_a_different_model(perturbed_tiny: FCOS, perturbed_onnx: Pa
 
     import torch
 
-    from export.parity import parity_report
+    from export.exporter.parity import parity_report
 
     other = copy.deepcopy(perturbed_tiny)
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_report_flags_a_different_model(perturbed_tiny: FCOS, perturbed_onnx: Pa
 
 
 def test_match_detections() -> None:
-    from export.parity import Tolerance, match_detections
+    from export.exporter.parity import Tolerance, match_detections
 
     ref = Detections(np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32),
                      np.array([0.9, 0.8], np.float32), np.array([0, 1]))  # fmt: skip

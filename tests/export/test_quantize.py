@@ -23,7 +23,7 @@ from export.runtime import make_session
 @pytest.fixture(scope="module")
 def int8_path(perturbed_onnx: Path, calibration_dir: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Path:  # fmt: skip
-    from export.quantize import quantize_int8
+    from export.exporter.quantize import quantize_int8
 
     out = tmp_path_factory.mktemp("int8") / "tiny.int8.onnx"
     return quantize_int8(perturbed_onnx, out, calibration_dir, num_images=4)
@@ -67,7 +67,7 @@ def test_int8_outputs_close_to_fp32(int8_path: Path, perturbed_onnx: Path,
 def test_histogram_methods_with_mixed_shapes(
     perturbed_onnx: Path, calibration_dir: Path, tmp_path: Path, method: str
 ) -> None:
-    from export.quantize import quantize_int8
+    from export.exporter.quantize import quantize_int8
 
     out = quantize_int8(perturbed_onnx, tmp_path / "q.onnx", calibration_dir, 3, method)
     meta = make_session(out, threads=1).get_modelmeta().custom_metadata_map
@@ -76,7 +76,7 @@ def test_histogram_methods_with_mixed_shapes(
 
 def test_quantization_is_deterministic(perturbed_onnx: Path, calibration_dir: Path,
                                        tmp_path: Path) -> None:  # fmt: skip
-    from export.quantize import quantize_int8
+    from export.exporter.quantize import quantize_int8
 
     a = quantize_int8(perturbed_onnx, tmp_path / "a.onnx", calibration_dir, 2)
     b = quantize_int8(perturbed_onnx, tmp_path / "b.onnx", calibration_dir, 2)
@@ -84,7 +84,7 @@ def test_quantization_is_deterministic(perturbed_onnx: Path, calibration_dir: Pa
 
 
 def test_calibration_files_sorted_first_n(calibration_dir: Path) -> None:
-    from export.quantize import calibration_files
+    from export.exporter.quantize import calibration_files
 
     files = calibration_files(calibration_dir, 3)
     assert [f.name for f in files] == ["img_00.png", "img_01.png", "img_02.png"]
@@ -92,7 +92,7 @@ def test_calibration_files_sorted_first_n(calibration_dir: Path) -> None:
 
 
 def test_calibration_errors(perturbed_onnx: Path, tmp_path: Path) -> None:
-    from export.quantize import calibration_files, quantize_int8
+    from export.exporter.quantize import calibration_files, quantize_int8
 
     with pytest.raises(FileNotFoundError, match="not found"):
         calibration_files(tmp_path / "missing", 4)

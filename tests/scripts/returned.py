@@ -6,7 +6,7 @@ from pathlib import Path
 
 from model.checkpoint import load_model
 from model.fcos import FCOS
-from training.shards import join
+from training.tools.shards import join
 
 
 def load_returned(out: Path, name: str, work: Path) -> FCOS:

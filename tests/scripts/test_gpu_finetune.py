@@ -1,7 +1,7 @@
-"""scripts/gpu_finetune.sh end to end on the CPU: tarball + init weights -> runs -> fp16 shards.
+"""scripts/gpu/finetune.sh end to end on the CPU: tarball + init weights -> runs -> fp16 shards.
 
-Like gpu_train.sh, it gets what is left of one GPU lease, so a flag the trainer no longer takes
-must fail here, not there: two runs on a tiny synthetic VOC tree, and a third that the wall
+Like scripts/gpu/train.sh, it gets what is left of one GPU lease, so a flag the trainer no longer
+takes must fail here, not there: two runs on a tiny synthetic VOC tree, and a third that the wall
 budget skips.
 """
 
@@ -39,7 +39,7 @@ def test_gpu_finetune_script_trains_each_run_and_returns_shards(tmp_path: Path) 
         "plain:--mosaic-prob 0 --mixup-prob 0 --lr 1e-4 --seed 1 --device cpu --classes red,green",
         "mixed:--no-aug-epochs 1 --lr 2e-4 --seed 2 --device cpu --classes red,green",
     ]
-    proc = subprocess.run(["bash", "scripts/gpu_finetune.sh", *specs], cwd=ROOT, env=env,
+    proc = subprocess.run(["bash", "scripts/gpu/finetune.sh", *specs], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     log = (out / "finetune.log").read_text()
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -54,14 +54,14 @@ def test_gpu_finetune_script_trains_each_run_and_returns_shards(tmp_path: Path) 
         assert moved, f"{name}: the weights did not change from the init"
     # A run with under 60 s of the budget left is skipped, not started.
     env["BUDGET_S"] = "30"
-    skipped = subprocess.run(["bash", "scripts/gpu_finetune.sh", "late:--seed 3"], cwd=ROOT,
+    skipped = subprocess.run(["bash", "scripts/gpu/finetune.sh", "late:--seed 3"], cwd=ROOT,
                              env={**env, "OUT": str(tmp_path / "out2")}, capture_output=True,
                              text=True, timeout=120)  # fmt: skip
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert "skip late:" in (tmp_path / "out2" / "finetune.log").read_text()
     assert not (runs / "late").exists()
     # A run without its NAME: prefix is refused before anything trains.
-    bad = subprocess.run(["bash", "scripts/gpu_finetune.sh", "--seed 3"], cwd=ROOT,
+    bad = subprocess.run(["bash", "scripts/gpu/finetune.sh", "--seed 3"], cwd=ROOT,
                          env={**env, "OUT": str(tmp_path / "out3")}, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "a run is NAME:FLAGS" in bad.stdout, bad.stdout + bad.stderr

@@ -1,4 +1,4 @@
-"""scripts/gpu_train.sh end to end on the CPU: tarball -> time-boxed fit -> fp16 shards in $OUT.
+"""scripts/gpu/train.sh end to end on the CPU: tarball -> time-boxed fit -> fp16 shards in $OUT.
 
 A GPU session has one 10-minute call for this script, so a flag it passes that the trainer no
 longer takes would waste it: here it runs on a tiny synthetic VOC tree with every knob it has.
@@ -36,7 +36,7 @@ def test_gpu_train_script_fits_and_returns_shards(tmp_path: Path) -> None:
         "EVAL_EVERY": "1", "CKPT_EVERY": "2", "NO_AUG": "1", "OMP_NUM_THREADS": "1",
     }  # fmt: skip
     args = ["--classes", "red,green", "--device", "cpu", "--max-val-images", "2"]
-    proc = subprocess.run(["bash", "scripts/gpu_train.sh", *args], cwd=ROOT, env=env,
+    proc = subprocess.run(["bash", "scripts/gpu/train.sh", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     log = (out / "train.log").read_text()
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -60,7 +60,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny preset with perturbed weights, a sharper and lower class prior and larger
     boxes: ~50 detections >= 0.05 on the 640x480 test card, scores up to ~0.8."""
     torch = pytest.importorskip("torch", reason="building the test model needs torch")
-    from export.onnx_export import export_onnx
+    from export.exporter.onnx_export import export_onnx
     from model import FCOS, get_preset
 
     torch.manual_seed(0)
@@ -90,7 +90,7 @@ def server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def test_card(tmp_path: Path) -> Path:
-    from export.parity import synthetic_image
+    from export.exporter.parity import synthetic_image
 
     path = tmp_path / "test-card.png"
     synthetic_image(640, 480, seed=0).save(path)

@@ -1,4 +1,4 @@
-"""training.average_weights: the mean of weight files, checked against a hand-made mean."""
+"""training.tools.average_weights: the mean of weight files, checked against a hand-made mean."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from model.checkpoint import load_model
 from model.fcos import FCOS
-from training.average_weights import average_states, main
+from training.tools.average_weights import average_states, main
 
 from .synthetic import save_random_weights
 

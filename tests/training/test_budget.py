@@ -1,10 +1,10 @@
-"""training.budget.plan_epochs against a plain simulation of the run it plans."""
+"""training.engine.budget.plan_epochs against a plain simulation of the run it plans."""
 
 from __future__ import annotations
 
 import pytest
 
-from training.budget import plan_epochs
+from training.engine.budget import plan_epochs
 
 
 def simulated_cost(done: int, total: int, epoch_s: float, eval_s: float, interval: int) -> float:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tests.training.synthetic import make_voc, single_thread, tiny_args
 from training import trainer as trainer_module
 from training.cli import main
-from training.data_stream import EpochBatches, EpochStream, Key
+from training.data.stream import EpochBatches, EpochStream, Key
 
 __all__ = ["single_thread"]
 

@@ -205,7 +205,7 @@ def test_torch_detector_checkpoint_batching_and_train_mode(voc_root: Path, tmp_p
 
 
 def test_draw_detections_and_json_safe() -> None:
-    from training.eval_report import DET_COLOUR, GT_COLOUR, draw_detections, json_safe
+    from training.evaluation.report import DET_COLOUR, GT_COLOUR, draw_detections, json_safe
 
     image = Image.new("RGB", (120, 90), (128, 128, 128))
     det = Detections(np.array([[60, 40, 110, 80], [0, 0, 5, 5]], np.float32),

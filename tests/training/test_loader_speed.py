@@ -1,4 +1,4 @@
-"""python -m training.loader_speed: the trainer's loader timed across epoch boundaries, with
+"""python -m training.tools.loader_speed: the trainer's loader timed across epoch boundaries, with
 the HSV jitter in the loader or left to the device."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from tests.training.synthetic import make_voc, single_thread, tiny_args
 from training.cli import resolve_config
-from training.loader_speed import batches, main, measure
+from training.tools.loader_speed import batches, main, measure
 
 __all__ = ["single_thread"]
 
@@ -25,8 +25,8 @@ def test_measures_the_trainers_loader(
 
 
 def test_batches_run_on_into_the_next_epochs(tmp_path: Path, single_thread: None) -> None:
-    from training.data_setup import build_data
-    from training.distributed import DistInfo
+    from training.data.setup import build_data
+    from training.engine.distributed import DistInfo
 
     make_voc(tmp_path / "data" / "VOC", num_images=5, seed=3)
     cfg = resolve_config(tiny_args(tmp_path / "data", tmp_path / "run"))

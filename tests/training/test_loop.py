@@ -13,8 +13,8 @@ from tests.training.synthetic import make_voc, run_tiny, single_thread, tiny_arg
 from training.cli import resolve_config
 from training.config import TrainConfig
 from training.data.hsv_device import hsv_jitter_batch
-from training.data_setup import hsv_on_device
-from training.loop import batch_to_device, train_step
+from training.data.setup import hsv_on_device
+from training.engine.loop import batch_to_device, train_step
 from training.trainer import Trainer
 
 __all__ = ["single_thread"]

@@ -1,4 +1,4 @@
-"""Tests for FCOS losses (training.losses): hand-computed values and end-to-end checks."""
+"""Tests for FCOS losses (training.engine.losses): hand-computed values and end-to-end checks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from model.config import get_preset
 from model.fcos import FCOS
 from training.config import BOX_LOSS_NAMES
-from training.losses import BOX_LOSSES, FCOSLoss, giou_loss, iou_loss, sigmoid_focal_loss
-from training.targets import batch_targets, centerness_target, make_points, pad_targets
+from training.engine.losses import BOX_LOSSES, FCOSLoss, giou_loss, iou_loss, sigmoid_focal_loss
+from training.engine.targets import batch_targets, centerness_target, make_points, pad_targets
 
 
 def _sig(x: float) -> float:

@@ -1,4 +1,4 @@
-"""training.shards: fp16 shards under a size cap, joined back into a loadable weights file."""
+"""training.tools.shards: fp16 shards under a size cap, joined back into a loadable weights file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from model.checkpoint import load_model
 from model.fcos import FCOS
-from training.shards import join, main, partition, split
+from training.tools.shards import join, main, partition, split
 
 from .synthetic import save_random_weights
 

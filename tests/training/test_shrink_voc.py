@@ -1,4 +1,4 @@
-"""training.shrink_voc: a smaller VOC copy that loads with the same objects, boxes scaled."""
+"""training.tools.shrink_voc: a smaller VOC copy that loads with the same objects, boxes scaled."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.training.synthetic import make_voc
 from training.data.voc import load_voc
-from training.shrink_voc import main, scale_voc_box, scaled_size, shrink_voc
+from training.tools.shrink_voc import main, scale_voc_box, scaled_size, shrink_voc
 
 
 def test_scaled_size_and_box_golden() -> None:

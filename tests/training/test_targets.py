@@ -1,4 +1,4 @@
-"""Golden tests for FCOS target assignment (training.targets)."""
+"""Golden tests for FCOS target assignment (training.engine.targets)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from export.postprocess import level_sizes as np_level_sizes
 from export.postprocess import locations
-from training.targets import (
+from training.engine.targets import (
     DEFAULT_RANGES,
     DEFAULT_STRIDES,
     assign_targets,

@@ -7,7 +7,7 @@ import torch
 
 from model.config import get_preset
 from model.fcos import FCOS
-from training.backbone_weights import load_backbone_weights
+from training.engine.backbone_weights import load_backbone_weights
 
 
 def _bn(prefix: str, ch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.training.synthetic import make_voc, single_thread, tiny_args
-from training.budget import PROBE_EPOCHS
 from training.cli import main, resolve_config
+from training.engine.budget import PROBE_EPOCHS
 
 __all__ = ["single_thread"]
 

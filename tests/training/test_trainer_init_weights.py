@@ -17,7 +17,7 @@ from tests.training.synthetic import (
     tiny_batch,
 )
 from training.cli import resolve_config
-from training.loop import train_step
+from training.engine.loop import train_step
 from training.trainer import Trainer
 
 __all__ = ["single_thread"]

@@ -15,12 +15,12 @@ from torch import nn
 from model.config import get_preset
 from model.fcos import FCOS
 from tests.training.synthetic import single_thread
-from training.checkpointing import rng_state, set_rng_state
 from training.cli import resolve_config
 from training.config import TrainConfig
-from training.ema import ModelEMA
-from training.optim import build_optimizer, split_decay
-from training.schedule import WarmupCosine, lr_at
+from training.engine.checkpointing import rng_state, set_rng_state
+from training.engine.ema import ModelEMA
+from training.engine.optim import build_optimizer, split_decay
+from training.engine.schedule import WarmupCosine, lr_at
 
 __all__ = ["single_thread"]
 
@@ -134,7 +134,7 @@ def test_config_precedence_and_roundtrip(tmp_path) -> None:
 
 
 def test_speed_tool_runs_the_training_step(single_thread: None) -> None:
-    from training.speed import StepSpec, measure
+    from training.tools.speed import StepSpec, measure
 
     assert measure(StepSpec("tiny", 128, 2, device="cpu"), iters=1, warmup=1) > 0
 
@@ -158,7 +158,7 @@ def test_negative_center_radius_is_refused() -> None:
 
 def test_ablation_flags_reach_the_loss_and_the_model(tmp_path, single_thread: None) -> None:
     from tests.training.synthetic import make_voc, tiny_args
-    from training.losses import giou_loss, iou_loss
+    from training.engine.losses import giou_loss, iou_loss
     from training.trainer import Trainer
 
     make_voc(tmp_path / "data" / "VOC", num_images=2, seed=1)

@@ -19,8 +19,8 @@ import torch
 
 from model.checkpoint import FORMAT, load_checkpoint_dict, weights_of
 from model.fcos import FCOS
-from training.ema import ModelEMA
-from training.schedule import WarmupCosine
+from training.engine.ema import ModelEMA
+from training.engine.schedule import WarmupCosine
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Short fine-tunes from one weights file on a lent GPU machine, for what is left of a lease
-# after scripts/gpu_train.sh: each argument is one run, "NAME:FLAGS", trained in turn and
-# returned as fp16 shards ($OUT/NAME-i-of-n.pt; python -m training.shards join rebuilds it).
+# after scripts/gpu/train.sh: each argument is one run, "NAME:FLAGS", trained in turn and
+# returned as fp16 shards ($OUT/NAME-i-of-n.pt; python -m training.tools.shards join rebuilds it).
 #
-# Before the call, on the development machine (see gpu_train.sh for the data tarball):
-#   cp runs/gpu/last.pt .devdata/init.pt   # the weights joined from gpu_train.sh's shards
-# The call: command `bash scripts/gpu_finetune.sh "tail:--mosaic-prob 0 --mixup-prob 0 --lr 6e-5
+# Before the call, on the development machine (see train.sh for the data tarball):
+#   cp runs/gpu/last.pt .devdata/init.pt   # the weights joined from train.sh's shards
+# The call: command `bash scripts/gpu/finetune.sh "tail:--mosaic-prob 0 --mixup-prob 0 --lr 6e-5
 # --seed 1" "mix:--no-aug-epochs 8 --lr 1.5e-4 --seed 2"`, carry [".devdata"], with both
 # models/default.* files moved out of the tree (tree + tarball + init weights ~63 MB of 64 MiB).
 # BUDGET_S is the script's wall time: a run starts only with 60 s or more of it left, and is
@@ -13,7 +13,7 @@
 # The defaults are stages 38 and 39's (models/TRAINING_LOG.md): 16 epochs at batch 64 from stage
 # 37's final EMA weights, Mosaic 1.0 + MixUp 1.0 where a run does not switch them off.
 set -uo pipefail
-source "$(dirname "$0")/gpu_setup.sh"
+source "$(dirname "$0")/setup.sh"
 common=(--data-root "$DATA" --train-split train --val-split '' --preset "${PRESET:-r18-gn-lite}"
   --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" --lr-base-batch 0 --warmup-epochs 1
   --epochs "${EPOCHS:-16}" --ema-decay "${EMA:-0.995}" --ema-tau "${EMA_TAU:-30}"
@@ -34,7 +34,7 @@ for spec in "$@"; do
   timeout "$(( left - 8 ))" $PY -m training "${common[@]}" --output-dir "${RUNS:-runs}/$name" \
     "${flags[@]}" 2>&1 | tee -a "$OUT/finetune.log" | grep -E "^epoch 1/|^done|Error"
   if [ -f "${RUNS:-runs}/$name/final.pt" ]; then
-    $PY -m training.shards split "${RUNS:-runs}/$name/final.pt" "$OUT" --prefix "$name" \
+    $PY -m training.tools.shards split "${RUNS:-runs}/$name/final.pt" "$OUT" --prefix "$name" \
       | tee -a "$OUT/finetune.log"
   else
     echo "run $name: no final weights" | tee -a "$OUT/finetune.log"

@@ -5,7 +5,7 @@ This writes a copy in the same VOC layout (Annotations, JPEGImages, ImageSets/Ma
 are resized to `--size` (longer side; the aspect ratio is kept) and re-encoded, and whose XML
 boxes and <size> are scaled to match, so that `training` reads it exactly like the original.
 
-  python -m training.shrink_voc --src ../shared/data/voc2012-640 --dst /tmp/voc-416 \
+  python -m training.tools.shrink_voc --src ../shared/data/voc2012-640 --dst /tmp/voc-416 \
       --size 416 --splits train,val --format webp --quality 75
 
 Box coordinates stay in VOC's 1-based inclusive convention: the continuous box
@@ -101,7 +101,7 @@ def shrink_voc(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.shrink_voc", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.tools.shrink_voc", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--src", required=True, type=Path, help="VOC folder (Annotations, ...)")
     p.add_argument("--dst", required=True, type=Path, help="output folder (created)")

@@ -1,4 +1,4 @@
-# Sourced by scripts/gpu_train.sh and scripts/gpu_finetune.sh: the common start of a GPU call.
+# Sourced by scripts/gpu/train.sh and scripts/gpu/finetune.sh: the common start of a GPU call.
 # Sets OUT (what comes back), DATA (where the VOC tarball is unpacked), PY and t0 (the call's
 # start, for the scripts' wall budgets), unpacks TARBALL, and puts the repo on PYTHONPATH.
 OUT=${OUT:-out}

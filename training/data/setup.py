@@ -2,7 +2,7 @@
 
 Fast path: the dataset yields uint8 images (4x fewer bytes through pinned memory and the
 host-to-device copy) and the batch is normalised on the device. Workers are persistent and one
-iterator serves the whole run (training/data_stream.py); the epoch and the Mosaic/MixUp switches
+iterator serves the whole run (training/data/stream.py); the epoch and the Mosaic/MixUp switches
 travel *inside the sampled keys*, so every item stays a pure function of (seed, epoch, index).
 """
 
@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from model.config import get_preset
 from training.config import TrainConfig
 from training.data import AugmentConfig, DetectionDataset, Sample, collate, load_coco, load_voc
-from training.data_stream import EpochBatches, EpochStream, Key
-from training.distributed import DistInfo
+from training.data.stream import EpochBatches, EpochStream, Key
+from training.engine.distributed import DistInfo
 
 
 class EpochDataset(Dataset):

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from training.data.hsv_device import hsv_jitter_batch
-from training.ema import ModelEMA
-from training.losses import FCOSLoss
-from training.runlog import RunLog
-from training.schedule import WarmupCosine
-from training.targets import pad_targets
+from training.engine.ema import ModelEMA
+from training.engine.losses import FCOSLoss
+from training.engine.runlog import RunLog
+from training.engine.schedule import WarmupCosine
+from training.engine.targets import pad_targets
 
 LOSS_KEYS = ("total", "cls", "box", "ctr")
 Tensors3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -71,7 +71,7 @@ def use_autocast(device: torch.device, amp: bool, cpu_amp: bool) -> bool:
 def batch_to_device(batch: Any, ctx: StepContext) -> Tensors3:
     """A loader batch -> normalised images (B, 3, H, W), boxes (B, M, 4), labels (B, M).
 
-    The targets are padded on the host (training.targets.pad_targets) and move in two copies,
+    The targets are padded on the host (training.engine.targets.pad_targets) and move in two copies,
     where per-image tensors took 2 B. A batch with a 4th element, (B, 3) HSV gains drawn by the
     loader (--hsv-on device), gets its colour jitter here, before normalising.
     """
@@ -93,7 +93,7 @@ def train_step(
 ) -> torch.Tensor:
     """One optimisation step; returns the detached (4,) [total, cls, box, ctr] losses.
 
-    boxes and labels: per-image lists or padded tensors (training.targets.pad_targets).
+    boxes and labels: per-image lists or padded tensors (training.engine.targets.pad_targets).
     """
     ctx.scheduler.apply(ctx.optimizer)
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):

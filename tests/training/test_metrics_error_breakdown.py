@@ -1,4 +1,4 @@
-"""training.metrics.errors: hand-built cases per error kind, empty inputs, and a plain-loop
+"""training.metrics.error_breakdown: hand-built cases per error kind, empty inputs, and a plain-loop
 reference on random data."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from training.metrics import GroundTruth, Predictions, voc_evaluate
-from training.metrics.errors import KINDS, error_breakdown
+from training.metrics.error_breakdown import KINDS, error_breakdown
 
 CAT, DOG, PERSON = 0, 1, 2
 

@@ -4,7 +4,7 @@ Each input is read like `--init-weights` reads it (EMA weights preferred); float
 are averaged in float32, integer ones (none in FCOS today) taken from the first file, and the
 result is written in `model.checkpoint.save_weights_only`'s export-ready format (fp16).
 
-  python -m training.average_weights runs/a/best.pt runs/b/best.pt models/default.pt
+  python -m training.tools.average_weights runs/a/best.pt runs/b/best.pt models/default.pt
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def average_files(paths: Sequence[str | Path], dst: str | Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.average_weights", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.tools.average_weights",
+                                description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="two or more checkpoints or weights files")
     p.add_argument("output", help="the averaged weights file to write")

@@ -1,5 +1,6 @@
-"""The data side of the evaluation CLIs (`training.evaluate`, `training.errors`): their shared
-flags, the split they read and how dataset class ids map to the model's."""
+"""The data side of the evaluation CLIs (`training.evaluate`, `training.compare`,
+`training.evaluation.error_analysis`): their shared flags, the split they read and how dataset
+class ids map to the model's."""
 
 from __future__ import annotations
 

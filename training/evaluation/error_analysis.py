@@ -1,13 +1,13 @@
 """Error analysis at an operating point: what the detections above a score threshold get wrong.
 
-    python -m training.errors --model models/default.onnx --data-root ../shared/data/voc2012-640 \
-        --split val --score-threshold 0.4 --json errors.json
+    python -m training.evaluation.error_analysis --model models/default.onnx \
+        --data-root ../shared/data/voc2012-640 --split val --score-threshold 0.4 --json errors.json
 
 Runs the model like `python -m training.evaluate` (the service's pre- and post-processing,
 with the settings the service uses for that threshold on the final score, NMS IoU 0.5 and
 at most 100 detections per image)
 and labels every detection correct, ignored, duplicate, localisation, confusion or background
-(`training.metrics.errors`). Prints per class: objects and the share found, detections and
+(`training.metrics.error_breakdown`). Prints per class: objects and the share found, detections and
 the share correct, and how many of each error kind; then the misses by object size and the
 most frequent confusions (predicted class -> true class).
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from export.postprocess import PostprocessConfig, candidate_config
-from training.eval_data import add_data_args, load_split
 from training.evaluate import load_detector, metric_inputs, run_detector
-from training.metrics.errors import KINDS, SIZES, ErrorBreakdown, error_breakdown
+from training.evaluation.data import add_data_args, load_split
+from training.metrics.error_breakdown import KINDS, SIZES, ErrorBreakdown, error_breakdown
 
 
 def _share(num: int, den: int) -> str:
@@ -84,7 +84,8 @@ def format_breakdown(b: ErrorBreakdown, class_names: Sequence[str], top: int = 1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.errors", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.evaluation.error_analysis",
+                                description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
     p.add_argument("--score-threshold", type=float, default=0.4,

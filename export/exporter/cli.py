@@ -117,7 +117,7 @@ def _parity_sizes(a: argparse.Namespace, input_size: int) -> list[int]:
 
 
 def _parity_image(a: argparse.Namespace) -> Image.Image:
-    from export.parity import synthetic_image
+    from export.exporter.parity import synthetic_image
     from export.preprocess import load_image
 
     if a.parity_image is None:
@@ -139,7 +139,9 @@ def run(a: argparse.Namespace) -> int:
     if a.int8_output is not None and a.int8_output.resolve() == a.output.resolve():
         raise CliError("--int8-output must differ from --output")
     if a.int8:
-        from export.quantize import calibration_files  # no torch in export.quantize
+        from export.exporter.quantize import (
+            calibration_files,  # no torch in export.exporter.quantize
+        )
 
         try:
             calibration_files(a.calibration_data, a.calibration_images)
@@ -148,7 +150,7 @@ def run(a: argparse.Namespace) -> int:
     image = None if a.no_parity else _parity_image(a)
     model = _load_model(a)
     sizes = _parity_sizes(a, model.cfg.input_size)
-    from export.onnx_export import export_onnx  # torch-heavy imports after argument checks
+    from export.exporter.onnx_export import export_onnx  # torch-heavy imports after argument checks
 
     t0 = time.perf_counter()
     out = export_onnx(model, a.output, a.version, a.opset, a.name, dynamo=a.dynamo,
@@ -157,7 +159,7 @@ def run(a: argparse.Namespace) -> int:
     print(f"wrote {out} ({size_mb:.2f} MB, fp32, {time.perf_counter() - t0:.1f} s)")
     status = 0
     if image is not None:
-        from export.parity import parity_report
+        from export.exporter.parity import parity_report
 
         report = parity_report(model, out, image, sizes)
         print(report)
@@ -167,7 +169,7 @@ def run(a: argparse.Namespace) -> int:
             )
             status = EXIT_PARITY
     if a.int8:
-        from export.quantize import quantize_int8
+        from export.exporter.quantize import quantize_int8
 
         int8_out = a.int8_output or out.with_name(f"{out.stem}.int8.onnx")
         try:
@@ -178,7 +180,7 @@ def run(a: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
         print(f"wrote {int8_out} ({int8_out.stat().st_size / 1e6:.2f} MB, int8 QDQ)")
         if image is not None:
-            from export.parity import INT8_TOLERANCE, onnx_parity_report
+            from export.exporter.parity import INT8_TOLERANCE, onnx_parity_report
 
             print("INT8 vs fp32 (informational, loose tolerances; does not affect exit status)")
             print(onnx_parity_report(out, int8_out, image, sizes, INT8_TOLERANCE))

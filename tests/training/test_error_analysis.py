@@ -1,4 +1,5 @@
-"""`python -m training.errors` end to end on the tiny synthetic VOC tree, and its report."""
+"""`python -m training.evaluation.error_analysis` end to end on the tiny synthetic VOC tree,
+and its report."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 
 from export.postprocess import Detections, PostprocessConfig
-from training import errors as er
+from training.evaluation import error_analysis as er
 from training.metrics import GroundTruth, Predictions
-from training.metrics.errors import KINDS, error_breakdown
+from training.metrics.error_breakdown import KINDS, error_breakdown
 
 NAMES = ("cat", "dog", "person")
 

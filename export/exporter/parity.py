@@ -16,12 +16,12 @@ import onnx
 import torch
 from PIL import Image
 
-from export.detector import Outputs
+from export.exporter.onnx_export import model_metadata
+from export.exporter.proto_metadata import read_metadata
+from export.inferer import Outputs
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from export.onnx_export import model_metadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, preprocess
-from export.proto_metadata import read_metadata
 from export.runtime import make_session
 from model.fcos import FCOS
 

@@ -1,10 +1,10 @@
 """Training-step throughput on synthetic batches (no data loading): the model side's img/s.
 
-    python -m training.speed --preset r18-gn --size 512 --batch-size 8 --iters 5
-    python -m training.speed --preset r18-gn --batch-size 32 --iters 50 --compile   # on a GPU
-    python -m training.speed --preset r18-gn-lite --size 384 --batch-size 64 --count-ops
+    python -m training.tools.speed --preset r18-gn --size 512 --batch-size 8 --iters 5
+    python -m training.tools.speed --preset r18-gn --batch-size 32 --iters 50 --compile   # on a GPU
+    python -m training.tools.speed --preset r18-gn-lite --size 384 --batch-size 64 --count-ops
 
-Runs the trainer's own step (training.loop.train_step: bf16 autocast + channels_last on
+Runs the trainer's own step (training.engine.loop.train_step: bf16 autocast + channels_last on
 CUDA, loss, backward, clip, AdamW, EMA). Compare with the img/s in a run's log.jsonl: if
 that is much lower, the data pipeline (workers, --cache-images) is the bottleneck.
 """
@@ -25,13 +25,19 @@ from model.config import get_preset
 from model.fcos import FCOS
 from training.config import HSV_PLACES
 from training.data.color import draw_hsv
-from training.data_setup import device_normalizer, hsv_place_is_device
-from training.distributed import configure_cuda, pick_device
-from training.ema import ModelEMA
-from training.loop import StepContext, TrainForward, batch_to_device, train_step, use_autocast
-from training.losses import FCOSLoss
-from training.optim import build_optimizer
-from training.schedule import WarmupCosine
+from training.data.setup import device_normalizer, hsv_place_is_device
+from training.engine.distributed import configure_cuda, pick_device
+from training.engine.ema import ModelEMA
+from training.engine.loop import (
+    StepContext,
+    TrainForward,
+    batch_to_device,
+    train_step,
+    use_autocast,
+)
+from training.engine.losses import FCOSLoss
+from training.engine.optim import build_optimizer
+from training.engine.schedule import WarmupCosine
 
 
 def synthetic_batch(
@@ -138,7 +144,7 @@ def step_ops(spec: StepSpec) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m training.speed",
+        prog="python -m training.tools.speed",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,14 +2,14 @@
 # One time-boxed training run on a lent GPU machine (the device tool's `run`), start to weights.
 #
 # Before the call, on the development machine (the run carries 64 MiB at most, tree included):
-#   python -m training.shrink_voc --src ../shared/data/voc2012-640 --dst /tmp/voc-416 --size 416
+#   python -m training.tools.shrink_voc --src ../shared/data/voc2012-640 --dst /tmp/voc-416 --size 416
 #   mkdir -p .devdata && tar -C /tmp/voc-416 -czf .devdata/voc416.tgz .
-# The call: command `bash scripts/gpu_train.sh`, carry [".devdata"]. The tracked models/ files
+# The call: command `bash scripts/gpu/train.sh`, carry [".devdata"]. The tracked models/ files
 # (~38 MB) plus the 33 MiB tarball exceed 64 MiB: move models/default.onnx out of the tree for
 # the call (the run needs only models/default.pt, its --init-weights) and put it back after.
 # It unpacks the data, trains with --time-budget-min (the epoch count is fitted to the budget
 # after two probe epochs), and writes to $OUT: the log, log.jsonl, and the best and final EMA
-# weights as fp16 shards (python -m training.shards join ... rebuilds one weights file).
+# weights as fp16 shards (python -m training.tools.shards join ... rebuilds one weights file).
 # Every knob is an environment variable; the defaults are stage 7's GPU recipe (models/MODEL_CARD.md).
 # Arguments are passed on to `python -m training` (after the defaults, so they win). The model
 # memorises the training set under the defaults (see the card); stages 10-16's regularisation helped:
@@ -19,11 +19,11 @@
 # step), stage 15 lost with 1.0 (1.2e-4); at this script's lr 1e-3, 0.05 gives 5e-5 and 0.1
 # gives 1e-4. Stage 37 (models/TRAINING_LOG.md), 174 epochs at about 800 img/s in a 570 s call:
 #   SPEED_CHECK=0 CALL_LIMIT_S=570 LR=8e-4 MOSAIC=1.0 MIXUP=1.0 EVAL_EVERY=40 \
-#   bash scripts/gpu_train.sh --weight-decay 0.075 --scale-min 0.3 --scale-max 2.0 --aspect-jitter 0.3
-# and scripts/gpu_finetune.sh spent the rest of that lease on short runs from its weights.
+#   bash scripts/gpu/train.sh --weight-decay 0.075 --scale-min 0.3 --scale-max 2.0 --aspect-jitter 0.3
+# and scripts/gpu/finetune.sh spent the rest of that lease on short runs from its weights.
 set -uo pipefail
 RUN=${RUN:-runs/gpu}
-source "$(dirname "$0")/gpu_setup.sh"
+source "$(dirname "$0")/setup.sh"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/train.log"
 init=()
@@ -32,7 +32,7 @@ df -h /dev/shm | tail -1 | tee -a "$OUT/train.log"
 # The step's speed and kernel count on synthetic batches (~20 s; SPEED_CHECK=0 skips it): the
 # record that says whether the step or the loader limits the run (models/TRAINING_LOG.md).
 if [ "${SPEED_CHECK:-1}" = 1 ]; then
-  timeout 60 $PY -m training.speed --preset "${PRESET:-r18-gn-lite}" --size "${SIZE:-384}" \
+  timeout 60 $PY -m training.tools.speed --preset "${PRESET:-r18-gn-lite}" --size "${SIZE:-384}" \
     --batch-size "${BATCH:-64}" --iters 20 --count-ops 2>&1 | grep -E "img/s|per step" \
     | tee -a "$OUT/train.log"
 fi
@@ -40,7 +40,7 @@ fi
 # it): the smaller of its img/s and the step's bounds the run. On CUDA, --hsv-on auto leaves the
 # HSV jitter to the GPU, so the step above includes it and the workers only draw it.
 if [ "${LOADER_CHECK:-1}" = 1 ]; then
-  timeout 120 $PY -m training.loader_speed --data-root "$DATA" --train-split train \
+  timeout 120 $PY -m training.tools.loader_speed --data-root "$DATA" --train-split train \
     --val-split '' --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" \
     --workers "${WORKERS:-14}" --cache-images --mosaic-prob "${MOSAIC:-0.8}" \
     --mixup-prob "${MIXUP:-0.15}" "$@" --batches 40 2>&1 | grep "img/s" | tee -a "$OUT/train.log"
@@ -74,7 +74,7 @@ fi
 echo "training exit $status after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/train.log"
 cp "$RUN/log.jsonl" "$OUT/" 2>/dev/null
 for name in best last; do
-  [ -f "$RUN/$name.pt" ] && $PY -m training.shards split "$RUN/$name.pt" "$OUT" --prefix "$name" \
+  [ -f "$RUN/$name.pt" ] && $PY -m training.tools.shards split "$RUN/$name.pt" "$OUT" --prefix "$name" \
     | tee -a "$OUT/train.log"
 done
 ls -l "$OUT"

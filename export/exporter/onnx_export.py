@@ -9,7 +9,7 @@ takes ~20x longer; it is kept as an option for when the TorchScript exporter is 
 `optimize=True` (the default) applies exact speed rewrites for ONNX Runtime CPU (outputs are
 unchanged; bench/RESULTS.md has the measurements): the stem's ReLU -> MaxPool is exported as
 MaxPool -> ReLU, and GroupNorm's affine Mul + Add becomes one BatchNormalization
-(export.graph_opt.fuse_group_norm_affine). GroupNorm itself stays Reshape ->
+(export.exporter.graph_opt.fuse_group_norm_affine). GroupNorm itself stays Reshape ->
 InstanceNormalization -> Reshape: the other forms measured (ONNX GroupNormalization-21,
 ReduceMean/ReduceSumSquare statistics, LayerNormalization) were no faster in fp32 and slower
 in INT8.
@@ -26,9 +26,9 @@ import onnx
 import torch
 from torch import nn
 
-from export.graph_opt import fuse_group_norm_affine
+from export.exporter.graph_opt import fuse_group_norm_affine
+from export.exporter.proto_metadata import write_metadata
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from export.proto_metadata import write_metadata
 from model.fcos import FCOS
 
 MIN_OPSET = 17

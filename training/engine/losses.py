@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.targets import (
+from training.engine.targets import (
     DEFAULT_RANGES,
     DEFAULT_STRIDES,
     RangesLike,
@@ -114,7 +114,7 @@ class FCOSLoss(nn.Module):
 
     forward(cls_logits (B, P, C), box_pred (B, P, 4), ctr_logits (B, P, 1), boxes, labels,
     image_hw) -> {"cls", "box", "ctr", "total", "num_pos", "num_pos_avg"}: boxes[i] (M_i, 4)
-    xyxy input px, labels[i] (M_i,) int class ids (or both padded: training.targets.pad_targets),
+    xyxy input px, labels[i] (M_i,) int class ids (or both padded: engine.targets.pad_targets),
     image_hw the (padded) input (H, W) of the batch.
     total = cls + box_weight * box + ctr_weight * ctr. num_pos is the local (this process)
     number of positive locations, detached; num_pos_avg the normaliser (world mean, >= 1).

@@ -5,8 +5,8 @@ A lent GPU machine returns at most 8 files of 16 MiB each; r18-gn-lite's fp16 we
 `join` rebuilds the single weights-only file that `python -m export --checkpoint` and
 `--init-weights` read (model.checkpoint.save_weights_only's format).
 
-  python -m training.shards split runs/gpu/best.pt out/ --prefix best
-  python -m training.shards join out/best-*.pt models/default.pt
+  python -m training.tools.shards split runs/gpu/best.pt out/ --prefix best
+  python -m training.tools.shards join out/best-*.pt models/default.pt
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def join(parts: list[str | Path], dst: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.shards", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.tools.shards", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("split", help="checkpoint -> fp16 shards")

@@ -9,7 +9,7 @@ more accurate: the stem (3 input channels: ORT's int8 conv is ~6x slower there t
 NCHWc conv, and its 4M-element output would need a full dequantization) and the prediction
 convs (1, 4 and C output channels: int8 GEMMs that narrow are slower than fp32 ones, and the
 outputs keep full precision). After quantization, Shape nodes read the quantized tensors
-(export.graph_opt.shapes_from_quantized) so ORT does not dequantize a tensor for its shape.
+(export.exporter.graph_opt.shapes_from_quantized) so ORT does not dequantize a tensor for its shape.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from export.graph_opt import shapes_from_quantized
+from export.exporter.graph_opt import shapes_from_quantized
+from export.exporter.proto_metadata import read_metadata, write_metadata
 from export.metadata import INPUT_NAME, ModelMetadata
 from export.preprocess import load_image, preprocess
-from export.proto_metadata import read_metadata, write_metadata
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
