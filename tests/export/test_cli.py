@@ -24,6 +24,7 @@ def _meta(path: Path) -> ModelMetadata:
     )
 
 
+@pytest.mark.slow  # a subprocess that imports torch, exports and checks parity
 def test_module_smoke_preset_random_init(tmp_path: Path) -> None:
     out = tmp_path / "out" / "tiny.onnx"
     proc = subprocess.run(

@@ -13,6 +13,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.scripts.returned import load_returned
@@ -21,6 +22,7 @@ from tests.training.synthetic import make_voc, save_random_weights
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # three short training runs
 def test_gpu_finetune_script_trains_each_run_and_returns_shards(tmp_path: Path) -> None:
     voc = make_voc(tmp_path / "voc", num_images=4, seed=3)
     tarball = tmp_path / "voc.tgz"

@@ -14,6 +14,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.scripts.returned import load_returned
@@ -22,6 +23,7 @@ from tests.training.synthetic import make_voc
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # trains twice on a synthetic tree
 def test_gpu_train_script_fits_and_returns_shards(tmp_path: Path) -> None:
     voc = make_voc(tmp_path / "voc", num_images=4, seed=3)
     shutil.copy(voc / "ImageSets/Main/train.txt", voc / "ImageSets/Main/val.txt")

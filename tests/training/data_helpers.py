@@ -40,20 +40,53 @@ def write_image(path: Path, width: int, height: int, seed: int = 0) -> None:
     img.save(path)
 
 
-def make_voc(
+def write_annotation(root: Path, image_id: str, filename: str, width: int, height: int,
+                     objects: Sequence[VocObject]) -> None:  # fmt: skip
+    """root/Annotations/<image_id>.xml (width 0: no <size> element)."""
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    xml = voc_xml(filename, width, height, objects)
+    (root / "Annotations" / f"{image_id}.xml").write_text(xml)
+
+
+def write_split(root: Path, ids: Sequence[str], split: str) -> None:
+    """root/ImageSets/Main/<split>.txt listing `ids`."""
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+
+
+def make_voc_tree(
     root: Path,
     entries: dict[str, tuple[int, int, Sequence[VocObject]]],
     split: str = "train",
     ext: str = ".png",
 ) -> Path:
-    """Write a VOC tree: entries id -> (width, height, objects); images get `ext`."""
-    (root / "Annotations").mkdir(parents=True, exist_ok=True)
-    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    """Write a VOC tree: entries id -> (width, height, objects) on smooth random images with
+    `ext`. (Detectable coloured rectangles for training: tests.training.synthetic.make_voc.)"""
     for k, (image_id, (w, h, objects)) in enumerate(entries.items()):
         write_image(root / "JPEGImages" / f"{image_id}{ext}", w or 40, h or 30, seed=k)
-        xml = voc_xml(f"{image_id}{ext}", w, h, objects)
-        (root / "Annotations" / f"{image_id}.xml").write_text(xml)
-    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(entries) + "\n")
+        write_annotation(root, image_id, f"{image_id}{ext}", w, h, objects)
+    write_split(root, list(entries), split)
+    return root
+
+
+# The evaluation CLIs' tree: three images of cats, dogs, people and a bird (not a model class).
+EVAL_IMAGES: list[tuple[str, tuple[int, int], list[VocObject]]] = [
+    ("img_a", (200, 150), [("cat", 11, 21, 120, 140, 0), ("dog", 130, 10, 150, 30, 0)]),
+    ("img_b", (150, 200), [("person", 21, 31, 70, 90, 0), ("bird", 90, 90, 140, 190, 0),
+                           ("dog", 1, 120, 100, 199, 1)]),
+    ("img_c", (160, 160), [("person", 5, 5, 130, 150, 0), ("cat", 140, 140, 160, 160, 0)]),
+]
+
+
+def write_eval_voc(root: Path) -> Path:
+    """EVAL_IMAGES as noise JPEGs with their annotations, split `val`."""
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    for image_id, (w, h), objects in EVAL_IMAGES:
+        pixels = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "JPEGImages" / f"{image_id}.jpg", quality=85)
+        write_annotation(root, image_id, f"{image_id}.jpg", w, h, objects)
+    write_split(root, [i for i, _, _ in EVAL_IMAGES], "val")
     return root
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from model.checkpoint import save_weights_only
 from model.config import get_preset
 from model.fcos import FCOS
+from tests.training.data_helpers import write_annotation, write_split
 from training.cli import main
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
@@ -24,8 +23,7 @@ def make_voc(
 ) -> Path:  # fmt: skip
     """Write `num_images` images with 1..max_objects rectangles into root (one VOC year dir)."""
     rng = np.random.default_rng(seed)
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
     ids = []
     for i in range(num_images):
         image_id = f"img{i:03d}"
@@ -40,18 +38,10 @@ def make_voc(
             pixels[y1 : y1 + h, x1 : x1 + w] = COLOURS[name]
             objects.append((name, x1, y1, x1 + w, y1 + h))
         Image.fromarray(pixels).save(root / "JPEGImages" / f"{image_id}.png")
-        objs = "".join(
-            f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{a + 1}</xmin>"
-            f"<ymin>{b + 1}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
-            for n, a, b, c, d in objects
-        )
-        xml = (
-            f"<annotation><filename>{image_id}.png</filename><size><width>{size}</width>"
-            f"<height>{size}</height><depth>3</depth></size>{objs}</annotation>"
-        )
-        (root / "Annotations" / f"{image_id}.xml").write_text(xml)
+        voc_objects = [(n, a + 1, b + 1, c, d, 0) for n, a, b, c, d in objects]  # 1-based
+        write_annotation(root, image_id, f"{image_id}.png", size, size, voc_objects)
         ids.append(image_id)
-    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    write_split(root, ids, split)
     return root
 
 
@@ -69,14 +59,6 @@ def _place(
             return x1, y1, w, h
     return None
 
-
-@pytest.fixture
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: on a small shared CI box, more threads mostly spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:

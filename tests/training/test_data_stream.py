@@ -8,12 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from tests.training.synthetic import make_voc, single_thread, tiny_args
+from tests.training.synthetic import make_voc, tiny_args
 from training import trainer as trainer_module
 from training.cli import main
 from training.data.stream import EpochBatches, EpochStream, Key
-
-__all__ = ["single_thread"]
 
 
 class KeyEcho(Dataset):

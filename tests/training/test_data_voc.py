@@ -12,13 +12,13 @@ from model.config import VOC_CLASSES
 from training.data import DatasetError, LoadReport, load_voc
 from training.data.voc import read_split
 
-from .data_helpers import VOC_ROOT, make_voc, voc_xml
+from .data_helpers import VOC_ROOT, make_voc_tree, voc_xml
 
 CAR, PERSON, DOG = (VOC_CLASSES.index(c) for c in ("car", "person", "dog"))
 
 
 def basic_tree(root: Path) -> Path:
-    return make_voc(root, {
+    return make_voc_tree(root, {
         "a": (40, 30, [("car", 1, 1, 10, 20, 0), ("person", 5, 6, 40, 30, 1)]),
         "b": (50, 50, [("dog", 11, 21, 30, 41, 0)]),
         "c": (20, 20, [("dog", 1, 1, 20, 20, 0)]),
@@ -57,19 +57,20 @@ def test_subset_classes_follow_given_order_and_empty_images(tmp_path: Path) -> N
 
 
 def test_any_split_name_and_jpg(tmp_path: Path) -> None:
-    make_voc(tmp_path, {"x1": (30, 30, [("cat", 2, 2, 9, 9, 0)])}, split="my-split", ext=".jpg")
+    make_voc_tree(tmp_path, {"x1": (30, 30, [("cat", 2, 2, 9, 9, 0)])}, split="my-split",
+                  ext=".jpg")
     (s,) = load_voc(tmp_path, "my-split")
     assert s.image_path.name == "x1.jpg"
 
 
 def test_size_read_from_image_when_missing(tmp_path: Path) -> None:
-    make_voc(tmp_path, {"n": (0, 0, [("cat", 2, 2, 9, 9, 0)])})  # no <size>; image is 40x30
+    make_voc_tree(tmp_path, {"n": (0, 0, [("cat", 2, 2, 9, 9, 0)])})  # no <size>; image is 40x30
     (s,) = load_voc(tmp_path, "train")
     assert (s.width, s.height) == (40, 30)
 
 
 def test_box_within_tolerance_is_clipped(tmp_path: Path) -> None:
-    make_voc(tmp_path, {"t": (40, 30, [("cat", 0, 1, 41.5, 31, 0)])})
+    make_voc_tree(tmp_path, {"t": (40, 30, [("cat", 0, 1, 41.5, 31, 0)])})
     report = LoadReport()
     (s,) = load_voc(tmp_path, "train", report=report)
     np.testing.assert_array_equal(s.boxes, [[0, 0, 40, 30]])
@@ -91,7 +92,7 @@ BAD_OBJECTS = {
 @pytest.mark.parametrize("case", sorted(BAD_OBJECTS))
 def test_invalid_object_raises_naming_the_file(tmp_path: Path, case: str) -> None:
     good = [("cat", 1, 1, 5, 5, 0)]
-    make_voc(tmp_path, {"ok": (40, 30, good), "bad": (40, 30, BAD_OBJECTS[case])})
+    make_voc_tree(tmp_path, {"ok": (40, 30, good), "bad": (40, 30, BAD_OBJECTS[case])})
     with pytest.raises(DatasetError, match=r"bad\.xml"):
         load_voc(tmp_path, "train")
 
@@ -101,7 +102,7 @@ def test_invalid_object_skipped_and_counted(
     tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     objs = [("cat", 1, 1, 5, 5, 0), *BAD_OBJECTS[case]]
-    make_voc(tmp_path, {"ok": (40, 30, [("cat", 1, 1, 5, 5, 0)]), "bad": (40, 30, objs)})
+    make_voc_tree(tmp_path, {"ok": (40, 30, [("cat", 1, 1, 5, 5, 0)]), "bad": (40, 30, objs)})
     report = LoadReport()
     with caplog.at_level(logging.WARNING):
         samples = load_voc(tmp_path, "train", skip_invalid=True, report=report)
@@ -127,7 +128,7 @@ def _break(root: Path, case: str) -> None:
     "case", ["malformed xml", "missing image", "missing annotation", "bad size"]
 )
 def test_invalid_image_raises_or_is_skipped(tmp_path: Path, case: str) -> None:
-    make_voc(tmp_path, {"ok": (40, 30, [("cat", 1, 1, 5, 5, 0)]), "bad": (40, 30, [])})
+    make_voc_tree(tmp_path, {"ok": (40, 30, [("cat", 1, 1, 5, 5, 0)]), "bad": (40, 30, [])})
     _break(tmp_path, case)
     with pytest.raises(DatasetError, match=r"bad\.xml"):
         load_voc(tmp_path, "train")

@@ -18,35 +18,6 @@ from training import evaluate as ev
 REPO = Path(__file__).resolve().parents[2]
 METRIC_KEYS = ("map50", "map50_95", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
 
-# (image id, size, objects: (name, xmin, ymin, xmax, ymax, difficult)) in VOC 1-based pixels.
-IMAGES = [
-    ("img_a", (200, 150), [("cat", 11, 21, 120, 140, 0), ("dog", 130, 10, 150, 30, 0)]),
-    ("img_b", (150, 200), [("person", 21, 31, 70, 90, 0), ("bird", 90, 90, 140, 190, 0),
-                           ("dog", 1, 120, 100, 199, 1)]),
-    ("img_c", (160, 160), [("person", 5, 5, 130, 150, 0), ("cat", 140, 140, 160, 160, 0)]),
-]
-
-
-def write_voc(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for image_id, (w, h), objects in IMAGES:
-        pixels = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / "JPEGImages" / f"{image_id}.jpg", quality=85)
-        objs = "".join(
-            f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{x1}</xmin>"
-            f"<ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-            for n, x1, y1, x2, y2, d in objects
-        )
-        (root / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><filename>{image_id}.jpg</filename><size><width>{w}</width>"
-            f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>"
-        )
-    (root / "ImageSets/Main/val.txt").write_text("\n".join(i for i, _, _ in IMAGES) + "\n")
-    return root
-
-
 def check_metrics_json(path: Path, num_images: int) -> dict:
     data = json.loads(path.read_text())
     for key in (*METRIC_KEYS, "per_class", "num_images", "model", "split"):

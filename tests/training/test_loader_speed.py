@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.synthetic import make_voc, single_thread, tiny_args
+from tests.training.synthetic import make_voc, tiny_args
 from training.cli import resolve_config
 from training.tools.loader_speed import batches, main, measure
-
-__all__ = ["single_thread"]
 
 
 @pytest.mark.parametrize(("place", "on_device"), [("loader", False), ("device", True)])

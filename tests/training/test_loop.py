@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.synthetic import make_voc, run_tiny, single_thread, tiny_args, tiny_batch
+from tests.training.synthetic import make_voc, run_tiny, tiny_args, tiny_batch
 from training.cli import resolve_config
 from training.config import TrainConfig
 from training.data.hsv_device import hsv_jitter_batch
 from training.data.setup import hsv_on_device
 from training.engine.loop import batch_to_device, train_step
 from training.trainer import Trainer
-
-__all__ = ["single_thread"]
 
 
 def test_to_device_pads_the_targets(tmp_path: Path, single_thread: None) -> None:

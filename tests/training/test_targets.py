@@ -194,6 +194,7 @@ def _random_image_boxes(gen: torch.Generator, m: int, hw: tuple[int, int]) -> to
     return torch.cat([xy - wh / 2, xy + wh / 2], dim=1).round()  # (M, 4) xyxy, ties likely
 
 
+@pytest.mark.slow  # the naive loop reference: ~10 s at radius 2.5
 @pytest.mark.parametrize("radius", [None, 1.5, 2.5])
 def test_matches_naive_reference(radius: float | None) -> None:
     gen = torch.Generator().manual_seed(0)

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.synthetic import make_voc, single_thread, tiny_args
+from tests.training.synthetic import make_voc, tiny_args
 from training.cli import main, resolve_config
 from training.engine.budget import PROBE_EPOCHS
-
-__all__ = ["single_thread"]
 
 
 def _records(run: Path, kind: str) -> list[dict]:

@@ -9,11 +9,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_model
-from tests.training.synthetic import make_voc, single_thread, tiny_args
+from tests.training.synthetic import make_voc, tiny_args
 from training import plots
 from training.cli import build_parser, main
-
-__all__ = ["single_thread"]
 
 
 def test_cli_smoke_writes_checkpoints_log_and_plots(tmp_path: Path, single_thread: None) -> None:

@@ -12,15 +12,12 @@ from tests.training.synthetic import (
     make_voc,
     run_tiny,
     save_random_weights,
-    single_thread,
     tiny_args,
     tiny_batch,
 )
 from training.cli import resolve_config
 from training.engine.loop import train_step
 from training.trainer import Trainer
-
-__all__ = ["single_thread"]
 
 
 def _perturbed_weights(path: Path, classes: tuple[str, ...] = ("red", "green")) -> FCOS:

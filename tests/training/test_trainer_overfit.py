@@ -15,12 +15,10 @@ import pytest
 
 from model.config import get_preset
 from model.fcos import FCOS
-from tests.training.synthetic import make_voc, single_thread, tiny_args
+from tests.training.synthetic import make_voc, tiny_args
 from training.cli import main
 from training.data import load_voc
 from training.evaluate import TorchDetector, evaluate_detector
-
-__all__ = ["single_thread"]
 
 CLASSES = ("red", "green", "blue")
 # No augmentation, no EMA, a high constant-ish lr: 80 steps of batch 4 (about 15-25 s on 2

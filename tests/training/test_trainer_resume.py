@@ -7,10 +7,8 @@ from pathlib import Path
 
 import torch
 
-from tests.training.synthetic import make_voc, single_thread, tiny_args
+from tests.training.synthetic import make_voc, tiny_args
 from training.cli import main
-
-__all__ = ["single_thread"]
 
 # Augmentation on (mosaic included in epoch 1, off for the last epoch) and EMA on, so the
 # resume must restore the data order, the per-epoch augmentation, optimizer, EMA and schedule.

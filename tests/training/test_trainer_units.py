@@ -14,15 +14,12 @@ from torch import nn
 
 from model.config import get_preset
 from model.fcos import FCOS
-from tests.training.synthetic import single_thread
 from training.cli import resolve_config
 from training.config import TrainConfig
 from training.engine.checkpointing import rng_state, set_rng_state
 from training.engine.ema import ModelEMA
 from training.engine.optim import build_optimizer, split_decay
 from training.engine.schedule import WarmupCosine, lr_at
-
-__all__ = ["single_thread"]
 
 
 def test_lr_warmup_is_linear_from_start_ratio() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from training.data.errors import DatasetError
@@ -37,7 +38,7 @@ def check_box(
     Returns (box, clipped).
     """
     values = (x1, y1, x2, y2)
-    if not all(v == v and abs(v) != float("inf") for v in values):
+    if not all(math.isfinite(v) for v in values):
         raise InvalidBoxError(f"non-finite box {values}")
     if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
         raise InvalidBoxError(
