@@ -49,7 +49,7 @@ def _default_text(info: Any) -> str:
     factory = info.default_factory
     if factory is not None:  # e.g. threads: the doc's first sentence says what it computes
         doc = " ".join((factory.__doc__ or factory.__name__).split()).split(", so ")[0]
-        return doc.split(". ")[0].rstrip(".")
+        return re.sub(r" \([^)]*\)", "", doc.split(". ")[0].rstrip("."))
     value = info.default
     if isinstance(value, Path):
         with contextlib.suppress(ValueError):

@@ -42,3 +42,20 @@ def test_headline_figures_come_from_the_results_files() -> None:
     assert f"**{m['map50']:.4f}**" in sync_docs.headline_block()
     readme = (REPO / "README.md").read_text()
     assert f"{m['map50']:.4f}" in readme
+
+
+def test_readme_json_example_is_a_response_of_the_bundled_model() -> None:
+    """The README's example has exactly the response's fields, and the bundled model's name."""
+    import json
+
+    from export.runtime import OnnxDetector
+    from service.schemas import DetectResponse
+
+    readme = (REPO / "README.md").read_text()
+    example = json.loads(readme.split("```json\n", 1)[1].split("```", 1)[0])
+    response = DetectResponse.model_validate(example)
+    assert response.model_dump(mode="json") == example  # no field missing, none extra
+    meta = OnnxDetector(REPO / "models" / "default.onnx", threads=1).metadata
+    assert (response.model.name, response.model.version) == (meta.name, meta.version)
+    for d in response.detections:
+        assert meta.class_names[d.class_id] == d.label
