@@ -1,8 +1,8 @@
 """`python -m training`: train FCOS. Flags mirror TrainConfig fields (--batch-size for batch_size).
 
 Examples:
-  python -m training --data-root data/VOCdevkit --output-dir runs/r18 --epochs 24
-  python -m training --config my_run.json --batch-size 32
+  python -m training --data-root ../shared/data/voc2012-640 --output-dir runs/first
+  python -m training --config configs/voc-lite/stage37.toml --batch-size 32
   python -m training --resume runs/r18/last.pt
   torchrun --nproc_per_node 8 -m training --config my_run.json
 """
@@ -15,7 +15,7 @@ import typing
 from typing import Any
 
 from model.config import CENTERNESS_BRANCHES, PRESETS
-from training.config import BOX_LOSS_NAMES, HSV_PLACES, TrainConfig, load_json
+from training.config import BOX_LOSS_NAMES, HSV_PLACES, TrainConfig, load_config_file
 
 CHOICES: dict[str, list[str]] = {
     "preset": sorted(PRESETS),
@@ -38,7 +38,7 @@ HELP: dict[str, str] = {
     "version, the default) or cls (its first version)",
     "box_loss": "box regression loss on positives: giou (1 - GIoU) or iou (1 - IoU)",
     "dataset_format": "voc or coco",
-    "data_root": "VOC: the VOCdevkit directory (splits are relative to it)",
+    "data_root": "VOC: the directory the splits are relative to (a VOCdevkit, or a VOC-layout set)",
     "train_split": "VOC: '+'-joined DIR/SPLIT entries under --data-root, e.g. "
     "VOC2007/trainval+VOC2012/trainval (no DIR: --data-root itself)",
     "val_split": "VOC: like --train-split; '' disables validation",
@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS,
     )  # fmt: skip
-    parser.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    parser.add_argument(
+        "--config", help="TOML or JSON file of TrainConfig fields (flags override it; see configs/)"
+    )
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
@@ -142,7 +144,7 @@ def resolve_config(argv: list[str] | None = None) -> TrainConfig:
         saved = load_for_resume(resume)["train_config"]
         merged.update({k: v for k, v in saved.items() if k not in RUN_ONLY})
     if config_file:
-        merged.update(load_json(config_file))
+        merged.update(load_config_file(config_file))
     merged.update(args)
     cfg = TrainConfig.from_dict(merged)
     cfg.validate()

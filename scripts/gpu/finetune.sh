@@ -16,7 +16,8 @@ set -uo pipefail
 source "$(dirname "$0")/setup.sh"
 common=(--data-root "$DATA" --train-split train --val-split '' --preset "${PRESET:-r18-gn-lite}"
   --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" --lr-base-batch 0 --warmup-epochs 1
-  --epochs "${EPOCHS:-16}" --ema-decay "${EMA:-0.995}" --ema-tau "${EMA_TAU:-30}"
+  --epochs "${EPOCHS:-16}" --ema-decay "${EMA:-0.995}" --ema-tau "${EMA_TAU:-30}" --lr 1e-3
+  --no-aug-epochs 2
   --workers "${WORKERS:-14}" --cache-images --checkpoint-interval 1000 --no-progress
   --plot-interval-s 1e9 --init-weights "${INIT:-.devdata/init.pt}" --weight-decay 0.075
   --scale-min 0.3 --scale-max 2.0 --aspect-jitter 0.3 --mosaic-prob 1.0 --mixup-prob 1.0)

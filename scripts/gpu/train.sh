@@ -43,7 +43,7 @@ if [ "${LOADER_CHECK:-1}" = 1 ]; then
   timeout 120 $PY -m training.tools.loader_speed --data-root "$DATA" --train-split train \
     --val-split '' --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" \
     --workers "${WORKERS:-14}" --cache-images --mosaic-prob "${MOSAIC:-0.8}" \
-    --mixup-prob "${MIXUP:-0.15}" "$@" --batches 40 2>&1 | grep "img/s" | tee -a "$OUT/train.log"
+    --mixup-prob "${MIXUP:-0.15}" --scale-min 0.5 --scale-max 1.5 --aspect-jitter 0 "$@" --batches 40 2>&1 | grep "img/s" | tee -a "$OUT/train.log"
 fi
 # train EXTRA_FLAGS...: one fit whose budget is the call's limit minus what has been spent so
 # far, ~40 s for the cache and CUDA start-up, and ~60 s for the shards and slack after it.
@@ -60,6 +60,7 @@ train() {
     --mosaic-prob "${MOSAIC:-0.8}" --mixup-prob "${MIXUP:-0.15}" --no-aug-epochs "${NO_AUG:-15}" \
     --ema-decay "${EMA:-0.998}" --ema-tau 300 --workers "${WORKERS:-14}" --cache-images \
     --eval-interval "${EVAL_EVERY:-30}" --checkpoint-interval "${CKPT_EVERY:-10}" \
+    --weight-decay 0.05 --scale-min 0.5 --scale-max 1.5 --aspect-jitter 0 \
     --no-progress --plot-interval-s 1e9 "${init[@]}" \
     --output-dir "$RUN" "$@" 2>&1 | tee -a "$OUT/train.log"
   return "${PIPESTATUS[0]}"

@@ -64,7 +64,8 @@ def _place(
 def tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
     """CLI flags of a tiny, fast CPU run on a make_voc tree at data_root/VOC."""
     return [
-        "--preset", "tiny", "--data-root", str(data_root), "--train-split", "VOC/train",
+        "--preset", "tiny", "--input-size", "0", "--data-root", str(data_root),
+        "--train-split", "VOC/train",
         "--val-split", "", "--classes", "red,green", "--batch-size", "2", "--workers", "0",
         "--output-dir", str(out), "--no-progress", "--log-interval", "1", "--device", "cpu",
         "--lr-base-batch", "0", "--lr", "2e-3", "--warmup-iters", "2", *extra,

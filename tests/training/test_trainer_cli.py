@@ -18,7 +18,8 @@ def test_cli_smoke_writes_checkpoints_log_and_plots(tmp_path: Path, single_threa
     make_voc(tmp_path / "data" / "VOC", num_images=5, seed=2)
     run = tmp_path / "run"
     args = tiny_args(tmp_path / "data", run, "--epochs", "2", "--val-split", "VOC/train",
-                     "--ema-decay", "0.99", "--no-aug-epochs", "1")  # fmt: skip
+                     "--ema-decay", "0.99", "--no-aug-epochs", "1",
+                     "--eval-interval", "1")  # fmt: skip
     assert main(args) == 0
 
     for name in ("train_config.json", "last.pt", "best.pt", "final.pt", "weights_fp16.pt"):
