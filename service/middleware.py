@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -12,17 +13,15 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import to_http_error
+from service.errors import ShuttingDownError, outcome_for, to_http_error
 from service.metrics import Metrics
+from service.stages import STAGES
 
 log = logging.getLogger("service.access")
 
 DETECT_PATH = "/detect"
 QUIET_PREFIXES = ("/health/", "/metrics")  # logged at DEBUG only
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-SERVER_TIMING_ORDER = (
-    "read", "queue", "decode", "preprocess", "inference", "postprocess", "annotate",
-)  # fmt: skip
 
 
 def request_id_from(headers: Headers) -> str:
@@ -34,18 +33,11 @@ def request_id_from(headers: Headers) -> str:
 def server_timing(timings_s: dict[str, float], total_s: float) -> str:
     parts = [
         f"{stage};dur={1000.0 * timings_s[stage]:.2f}"
-        for stage in SERVER_TIMING_ORDER
-        if stage in timings_s
+        for stage in STAGES
+        if stage in timings_s and stage != "total"
     ]
     parts.append(f"total;dur={1000.0 * timings_s.get('total', total_s):.2f}")
     return ", ".join(parts)
-
-
-def outcome_for(status: int) -> str:
-    return {
-        200: "ok", 400: "bad_request", 413: "too_large", 415: "unsupported_media_type",
-        422: "invalid_parameter", 503: "overloaded", 504: "timeout",
-    }.get(status, "bad_request" if 400 <= status < 500 else "error")  # fmt: skip
 
 
 class RequestContextMiddleware:
@@ -80,6 +72,19 @@ class RequestContextMiddleware:
             self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when DETECTOR_GRACEFUL_TIMEOUT_S is over:
+            # answer in the error shape (503) instead of uvicorn's plain-text 500 + traceback.
+            state["outcome"] = ShuttingDownError.outcome
+            if state.get("response_started"):
+                raise
+            log.warning("request cancelled: server shutting down", extra={"request_id": rid})
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):  # Python >= 3.11
+                task.uncancel()
+            err = ShuttingDownError("server shutting down; retry on another instance",
+                                    headers={"Connection": "close"})  # fmt: skip
+            await to_http_error(err).response()(scope, receive, send_with_headers)
         except Exception as exc:  # a bug, not bad input: still answer in the error shape
             err = to_http_error(exc)
             log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
