@@ -39,8 +39,9 @@ class Letterbox:
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy in input pixels -> (N, 4) xyxy in original pixels, clipped."""
-        out = boxes / np.asarray([self.scale_x, self.scale_y, self.scale_x, self.scale_y],
-                                 dtype=boxes.dtype)
+        out = boxes / np.asarray(
+            [self.scale_x, self.scale_y, self.scale_x, self.scale_y], dtype=boxes.dtype
+        )
         out[:, 0::2] = np.clip(out[:, 0::2], 0, self.orig_width)
         out[:, 1::2] = np.clip(out[:, 1::2], 0, self.orig_height)
         return out
@@ -211,9 +212,9 @@ def decode_image(
     return (rgb if transpose is None else rgb.transpose(transpose)), (w, h)
 
 
-def letterbox_size(width: int, height: int, input_size: int, pad_multiple: int = 32) -> tuple[
-    float, int, int, int, int
-]:
+def letterbox_size(
+    width: int, height: int, input_size: int, pad_multiple: int = 32
+) -> tuple[float, int, int, int, int]:
     """Scale so the longer side is `input_size`; pad each side up to a multiple of pad_multiple.
 
     Returns (scale, resized_w, resized_h, padded_w, padded_h).

@@ -55,6 +55,10 @@ class UnsupportedMediaTypeError(ServiceError):
     status, code, outcome = 415, "unsupported_media_type", "unsupported_media_type"
 
 
+class HeadersTooLargeError(ServiceError):
+    status, code, outcome = 431, "headers_too_large", "bad_request"
+
+
 class InvalidParameterError(ServiceError):
     status, code, outcome = 422, "invalid_parameter", "invalid_parameter"
 
@@ -84,7 +88,7 @@ class DeadlineExceededError(ServiceError):
 # Later classes win for a shared status (503 -> "overloaded" when nothing more is known).
 _SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     BadRequestError, RequestTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError,
-    InvalidParameterError, NotReadyError, ShuttingDownError, OverloadedError,
+    HeadersTooLargeError, InvalidParameterError, NotReadyError, ShuttingDownError, OverloadedError,
     DeadlineExceededError,
 )  # fmt: skip
 _OUTCOME_BY_STATUS: dict[int, str] = {200: "ok"} | {c.status: c.outcome for c in _SERVICE_ERRORS}

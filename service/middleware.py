@@ -1,5 +1,6 @@
 """Per-request context (pure ASGI): X-Request-ID, Server-Timing, in-flight gauge, the
-`detector_requests_total` outcome counter and one JSON access-log line per request."""
+`detector_requests_total` outcome counter and one JSON access-log line per request; also
+the header size limit (431) and the JSON 503 for requests cancelled at shutdown."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ShuttingDownError, outcome_for, to_http_error
+from service.errors import (
+    HeadersTooLargeError,
+    ShuttingDownError,
+    outcome_for,
+    to_http_error,
+)
 from service.metrics import Metrics
 from service.stages import STAGES
 
@@ -22,6 +28,18 @@ log = logging.getLogger("service.access")
 DETECT_PATH = "/detect"
 QUIET_PREFIXES = ("/health/", "/metrics")  # logged at DEBUG only
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def header_bytes(scope: Scope) -> int:
+    """Size of the request line and headers as sent (give or take the line ends)."""
+    line = len(scope["method"]) + len(scope.get("raw_path") or b"") + len(scope["query_string"])
+    return line + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+
+
+def _header_limit(scope: Scope) -> int | None:
+    app = scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return getattr(settings, "max_header_bytes", None)
 
 
 def request_id_from(headers: Headers) -> str:
@@ -70,8 +88,17 @@ class RequestContextMiddleware:
 
         if is_detect:
             self.metrics.in_flight.inc()
+        limit = _header_limit(scope)
         try:
-            await self.app(scope, receive, send_with_headers)
+            if limit is not None and header_bytes(scope) > limit:
+                # uvicorn (h11) refuses headers over the limit only while they are incomplete
+                err = to_http_error(HeadersTooLargeError(
+                    f"request headers are larger than {limit} bytes",
+                    headers={"Connection": "close"}))  # fmt: skip
+                state["outcome"] = err.outcome
+                await err.response()(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
         except asyncio.CancelledError:
             # uvicorn cancels what is still running when DETECTOR_GRACEFUL_TIMEOUT_S is over:
             # answer in the error shape (503) instead of uvicorn's plain-text 500 + traceback.

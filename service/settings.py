@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         "connections beyond it get 503 and are closed at once",
     )  # fmt: skip
     max_header_bytes: int = Field(
-        16 * 1024, ge=1024, description="request line + headers size limit (larger: 400)"
+        16 * 1024, ge=1024, description="request line + headers size limit (larger: 431)"
     )
     graceful_timeout_s: float = Field(
         30.0, ge=0.0, description="on SIGTERM, how long in-flight requests may take to finish"
