@@ -79,7 +79,11 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="one dummy inference before reporting ready")
 
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")
-    max_pixels: int = Field(40_000_000, ge=1, description="decoded width x height limit")
+    max_pixels: int = Field(
+        40_000_000, ge=1,
+        description="decoded width x height limit; images of more than 3 bytes per pixel "
+        "(16-bit, float, RGBA) may decode to at most max_pixels x 3 bytes",
+    )  # fmt: skip
     max_queue: int = Field(16, ge=0, description="requests waiting for the worker; then 503")
     request_timeout_s: float = Field(
         30.0, ge=0.0, description="deadline from arrival to result (0 = none); then 504"
