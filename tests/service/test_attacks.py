@@ -169,8 +169,8 @@ def test_fd_exhaustion_is_bounded_and_quiet(tiny_onnx_path: Path, tmp_path: Path
             held = _socket_fds(srv.proc.pid)
             assert held <= 256 - 128 - 64 + 8, held  # the cap (lowered to fit 256 fds) + a few
             refused = 0
-            for s in socks[-50:]:
-                s.settimeout(0.5)
+            for s in socks:  # those over the cap were answered at once
+                s.setblocking(False)
                 with contextlib.suppress(OSError):
                     refused += b"too_many_connections" in s.recv(4096)
             assert refused > 0
