@@ -14,63 +14,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from tests.service.images import float_tiff, jpeg, outside_allow_list, png_deep
+from tests.service.server import REPO, Server, run_server
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Target:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
-        self.proc, self.port, self.url = proc, port, f"http://127.0.0.1:{port}"
-
-    def mib(self, field: str = "VmHWM") -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) // 1024
-        return -1
+Target = Server
 
 
-@contextlib.contextmanager
-def serve(tree: Path, port: int, log: Path, nofile: int | None, **env: str) -> Iterator[Target]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
-    full.update(DETECTOR_HOST="127.0.0.1", DETECTOR_PORT=str(port), PYTHONPATH=str(tree), **env)
-
-    def limit() -> None:
-        if nofile:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=tree, env=full,
-                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit)  # fmt: skip
-    target = Target(proc, port)
-    try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(target.url + "/health/ready", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        yield target
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        print(f"  (server log: {log.stat().st_size} bytes)")
+def peak_mib(t: Target) -> int:
+    return t.rss_bytes("VmHWM") // 2**20
 
 
 def stalled(port: int) -> socket.socket:
@@ -112,7 +74,7 @@ def bombs(t: Target) -> None:
         t0 = time.perf_counter()
         r = httpx.post(t.url + "/detect", content=data, timeout=120)
         print(f"{name} ({len(data) // 1024} KiB): {r.status_code} in "
-              f"{time.perf_counter() - t0:.2f} s, peak RSS so far {t.mib()} MiB")  # fmt: skip
+              f"{time.perf_counter() - t0:.2f} s, peak RSS so far {peak_mib(t)} MiB")  # fmt: skip
 
 
 def bombloop(t: Target, seconds: float = 8.0) -> None:
@@ -139,7 +101,7 @@ def bombloop(t: Target, seconds: float = 8.0) -> None:
         th.join()
     lat.sort()
     print(f"4 clients looping the 16-bit PNG: normal request median {lat[len(lat) // 2]:.2f} s, "
-          f"max {lat[-1]:.2f} s ({len(lat)} requests); peak RSS {t.mib()} MiB")  # fmt: skip
+          f"max {lat[-1]:.2f} s ({len(lat)} requests); peak RSS {peak_mib(t)} MiB")  # fmt: skip
 
 
 def formats(t: Target) -> None:
@@ -234,15 +196,20 @@ def main() -> None:
     p.add_argument("--tree", type=Path, default=REPO)
     p.add_argument("--port", type=int, default=18100)
     p.add_argument("--nofile", type=int, default=None, help="the server's ulimit -n")
-    p.add_argument("--logs", type=Path, default=Path("/tmp"))
+    p.add_argument("--logs", type=Path, default=Path("/tmp/attack-figures"))
     a = p.parse_args()
     for name in a.attacks:
         print(f"== {name} ({a.tree})", flush=True)
         env = {"DETECTOR_GRACEFUL_TIMEOUT_S": "3"} if name == "sigterm" else {}
-        log = a.logs / f"attack-{name}-{a.port}.log"
-        with serve(a.tree.resolve(), a.port, log, a.nofile if name == "idle" else None,
-                   **env) as target:  # fmt: skip
+        a.logs.mkdir(parents=True, exist_ok=True)
+        with run_server(a.logs, a.nofile if name == "idle" else None, a.tree.resolve(), a.port,
+                        **env) as target:  # fmt: skip
+            target.wait_ready(120)
             ATTACKS[name](target)
+            if target.proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    target.terminate(40)
+            print(f"  (server log: {target.log_path.stat().st_size} bytes)")
         sys.stdout.flush()
 
 

@@ -69,17 +69,21 @@ def _limit_files(n: int) -> Callable[[], None]:
 
 
 @contextmanager
-def run_server(tmp_path: Path, nofile: int | None = None, **env: str) -> Iterator[Server]:
-    """`python -m service` on a free port with `env` (DETECTOR_*); `nofile`: its open-file
-    limit (as `ulimit -n`)."""
-    port = free_port()
+def run_server(
+    tmp_path: Path, nofile: int | None = None, tree: Path = REPO, port: int | None = None,
+    **env: str,
+) -> Iterator[Server]:
+    """`python -m service` of checkout `tree` on `port` (default: a free one) with `env`
+    (DETECTOR_*); `nofile`: its open-file limit (as `ulimit -n`). Killed if still running."""
+    port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
-    full_env.update(DETECTOR_HOST="127.0.0.1", DETECTOR_PORT=str(port), PYTHONUNBUFFERED="1")
+    full_env.update(DETECTOR_HOST="127.0.0.1", DETECTOR_PORT=str(port), PYTHONUNBUFFERED="1",
+                    PYTHONPATH=str(tree))  # fmt: skip
     full_env.update(env)
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log:
         limit = None if nofile is None else _limit_files(nofile)
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=full_env,
+        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=tree, env=full_env,
                                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)  # fmt: skip
     server = Server(proc, f"http://127.0.0.1:{port}", port, log_path)
     try:
