@@ -2,7 +2,7 @@
 run the attacks against it on localhost, print one line per figure.
 
     PYTHONPATH=$PWD python -m tests.service.attack_figures [--tree DIR] [--port N]
-        [--nofile N] ATTACK...     (stall bombs bombloop formats multipart headers idle sigterm)
+        [--nofile N] ATTACK...  (stall bombs peak bombloop formats multipart headers idle sigterm)
 
 Each attack starts its own server (bundled model, DETECTOR_* from the environment), so peak
 RSS (VmHWM) is per attack. `--tree` runs another checkout (e.g. the base commit) with these
@@ -24,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
-from tests.service.images import float_tiff, jpeg, outside_allow_list, png_deep
+from tests.service.images import encode, float_tiff, jpeg, outside_allow_list, png_deep
 from tests.service.server import REPO, Server, run_server
 
 Target = Server
@@ -75,6 +76,25 @@ def bombs(t: Target) -> None:
         r = httpx.post(t.url + "/detect", content=data, timeout=120)
         print(f"{name} ({len(data) // 1024} KiB): {r.status_code} in "
               f"{time.perf_counter() - t0:.2f} s, peak RSS so far {peak_mib(t)} MiB")  # fmt: skip
+
+
+def peak(t: Target) -> None:
+    """The largest inputs within the limits, JSON then annotate=true: the running peak RSS."""
+    rgba = Image.new("RGBA", (6300, 4700), (200, 30, 30, 128))  # 29.6 MP x 4 bytes
+    rgb = Image.new("RGB", (6300, 6300), (9, 90, 9))  # 39.7 MP
+    cases = {"16-bit gray PNG 6300x6300": png_deep(6300, 6300),
+             "16-bit RGBA PNG 3800x3800": png_deep(3800, 3800, 6),
+             "float TIFF 5400x5400": float_tiff(5400, 5400),
+             "RGBA PNG 6300x4700": encode(rgba, "PNG"),
+             "RGB PNG 6300x6300": encode(rgb, "PNG"),
+             "JPEG 6300x6300": encode(rgb, "JPEG")}  # fmt: skip
+    for query in ("", "?annotate=true"):
+        for name, data in cases.items():
+            t0 = time.perf_counter()
+            r = httpx.post(t.url + "/detect" + query, content=data, timeout=120)
+            took = time.perf_counter() - t0
+            print(f"{name}{query} ({len(data) // 1024} KiB): {r.status_code} in {took:.2f} s, "
+                  f"peak RSS so far {peak_mib(t)} MiB")  # fmt: skip
 
 
 def bombloop(t: Target, seconds: float = 8.0) -> None:
@@ -185,7 +205,7 @@ def sigterm(t: Target) -> None:
 
 
 ATTACKS: dict[str, Callable[[Target], None]] = {
-    "stall": stall, "bombs": bombs, "bombloop": bombloop, "formats": formats,
+    "stall": stall, "bombs": bombs, "peak": peak, "bombloop": bombloop, "formats": formats,
     "multipart": multipart, "headers": headers, "idle": idle, "sigterm": sigterm,
 }  # fmt: skip
 
