@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.demo import install_demo
+from service.docs import install_docs
 from service.engine import Engine, Loader, load_onnx
 from service.errors import install_error_handlers
 from service.metrics import Metrics
@@ -48,10 +49,13 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
         version="1.0",
         summary="Object detection (FCOS) on ONNX Runtime, CPU",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from local assets (works offline)
+        redoc_url=None,  # ReDoc would load its script from a CDN
     )
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
     install_demo(app)  # GET / and /static/
+    install_docs(app)  # GET /docs and /docs/assets/
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -24,7 +24,7 @@ CONTENT_SECURITY_POLICY = "; ".join((
 router = APIRouter()
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def demo_page() -> FileResponse:
     return FileResponse(
         STATIC_DIR / "index.html",

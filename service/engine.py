@@ -23,6 +23,7 @@ from export.runtime import DetectionResult, OnnxDetector
 from service.errors import NotReadyError
 from service.metrics import Metrics
 from service.settings import Settings, model_display_path
+from service.upload import MemoryBudget
 from service.worker import InferenceWorker, Reservation
 
 log = logging.getLogger("service.engine")
@@ -61,6 +62,7 @@ class Engine:
         self.worker = InferenceWorker(
             settings.max_queue, settings.retry_after_s, on_depth=metrics.queue_depth.set
         )
+        self.upload_budget = MemoryBudget(settings.max_upload_memory_bytes, settings.retry_after_s)
         metrics.model_ready.set(0)
 
     @property
@@ -88,13 +90,15 @@ class Engine:
                 size = detector.metadata.input_size
                 detector.detect_image(Image.new("RGB", (size, size)), PostprocessConfig())
         except Exception as exc:  # any failure leaves the service alive and not ready
-            reason = (
-                str(exc)
-                if isinstance(exc, FileNotFoundError)
-                else (f"cannot load model {shown}: {type(exc).__name__}: {exc}")
-            )
-            self.status = ModelStatus("failed", reason)
-            log.error("model not loaded, service stays not ready: %s", reason)
+            found = not isinstance(exc, FileNotFoundError)
+            # Clients (GET /health/ready) see the file name and the kind of failure; the log
+            # has the path and the library's own message.
+            public = f"cannot load model {path.name}: {type(exc).__name__}" if found else (
+                f"model file not found: {path.name} (set DETECTOR_MODEL_PATH)")  # fmt: skip
+            self.status = ModelStatus("failed", public)
+            detail = f"cannot load model {shown}: {type(exc).__name__}: {exc}" if found else (
+                str(exc))  # fmt: skip
+            log.error("model not loaded, service stays not ready: %s", detail)
             return
         self.detector = detector
         self.metrics.set_model(detector.metadata)
@@ -108,8 +112,13 @@ class Engine:
                    "preset": m.preset, "precision": m.precision, "load_ms": load_ms},
         )  # fmt: skip
 
+    def check_capacity(self) -> None:
+        """At arrival: NotReadyError / OverloadedError now, before the body is read."""
+        self.require_ready()
+        self.worker.check()
+
     def admit(self) -> Reservation:
-        """A queue slot for a request about to be read (OverloadedError when full)."""
+        """A queue slot for a request whose body is complete (OverloadedError when full)."""
         self.require_ready()
         return self.worker.admit()
 

@@ -2,12 +2,15 @@
 
 Domain errors from `export.errors` (raised while decoding the image) and the service's own
 errors (size limits, media type, queue, deadline, readiness) and FastAPI's request validation
-errors are all mapped here. Each mapping also names the `outcome` label counted in
-`detector_requests_total`.
+errors are all mapped here. Each service error class also names the `outcome` label counted
+in `detector_requests_total`; the status -> outcome map (`outcome_for`) is derived from them.
+Messages sent to clients never carry library internals or file paths: the underlying
+exception (`__cause__`) is logged instead.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -24,10 +27,7 @@ from export.errors import (
     UnsupportedImageTypeError,
 )
 
-OUTCOMES: tuple[str, ...] = (
-    "ok", "bad_request", "too_large", "unsupported_media_type", "invalid_parameter",
-    "overloaded", "timeout", "not_ready", "error",
-)  # fmt: skip
+log = logging.getLogger("service.errors")
 
 
 class ServiceError(Exception):
@@ -55,6 +55,10 @@ class UnsupportedMediaTypeError(ServiceError):
     status, code, outcome = 415, "unsupported_media_type", "unsupported_media_type"
 
 
+class HeadersTooLargeError(ServiceError):
+    status, code, outcome = 431, "headers_too_large", "bad_request"
+
+
 class InvalidParameterError(ServiceError):
     status, code, outcome = 422, "invalid_parameter", "invalid_parameter"
 
@@ -63,22 +67,50 @@ class NotReadyError(ServiceError):
     status, code, outcome = 503, "not_ready", "not_ready"
 
 
+class ShuttingDownError(ServiceError):
+    status, code, outcome = 503, "shutting_down", "not_ready"
+
+
 class OverloadedError(ServiceError):
     status, code, outcome = 503, "overloaded", "overloaded"
+
+
+class RequestTimeoutError(ServiceError):
+    """The client did not send its body in time (DETECTOR_BODY_TIMEOUT_S)."""
+
+    status, code, outcome = 408, "request_timeout", "body_timeout"
 
 
 class DeadlineExceededError(ServiceError):
     status, code, outcome = 504, "timeout", "timeout"
 
 
-# export.errors class -> (HTTP status, outcome). Checked in order (most specific first).
-DOMAIN_ERRORS: tuple[tuple[type[DetectorError], int, str], ...] = (
-    (EmptyInputError, 400, "bad_request"),
-    (ImageDecodeError, 400, "bad_request"),
-    (UnsupportedImageTypeError, 415, "unsupported_media_type"),
-    (ImageTooLargeError, 413, "too_large"),
-    (ModelMetadataError, 503, "not_ready"),
-    (DetectorError, 400, "bad_request"),
+# Later classes win for a shared status (503 -> "overloaded" when nothing more is known).
+_SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
+    BadRequestError, RequestTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError,
+    HeadersTooLargeError, InvalidParameterError, NotReadyError, ShuttingDownError, OverloadedError,
+    DeadlineExceededError,
+)  # fmt: skip
+_OUTCOME_BY_STATUS: dict[int, str] = {200: "ok"} | {c.status: c.outcome for c in _SERVICE_ERRORS}
+OUTCOMES: tuple[str, ...] = tuple(
+    dict.fromkeys(["ok", *(c.outcome for c in _SERVICE_ERRORS), "error"])
+)
+
+
+def outcome_for(status: int) -> str:
+    """The outcome label of a response status (when no handler recorded a more precise one)."""
+    return _OUTCOME_BY_STATUS.get(status, "bad_request" if 400 <= status < 500 else "error")
+
+
+# export.errors class -> the service error it is answered as. Checked in order (most specific
+# first); the domain error's own `code` is kept.
+DOMAIN_ERRORS: tuple[tuple[type[DetectorError], type[ServiceError]], ...] = (
+    (EmptyInputError, BadRequestError),
+    (ImageDecodeError, BadRequestError),
+    (UnsupportedImageTypeError, UnsupportedMediaTypeError),
+    (ImageTooLargeError, PayloadTooLargeError),
+    (ModelMetadataError, NotReadyError),
+    (DetectorError, BadRequestError),
 )
 
 
@@ -108,9 +140,9 @@ def to_http_error(exc: Exception) -> HttpError:
     if isinstance(exc, ServiceError):
         return HttpError(exc.status, exc.code, exc.message, exc.outcome, dict(exc.headers))
     if isinstance(exc, DetectorError):
-        for cls, status, outcome in DOMAIN_ERRORS:
+        for cls, answer in DOMAIN_ERRORS:
             if isinstance(exc, cls):
-                return HttpError(status, exc.code, str(exc) or exc.code, outcome)
+                return HttpError(answer.status, exc.code, str(exc) or exc.code, answer.outcome)
     if isinstance(exc, RequestValidationError):
         return HttpError(422, "invalid_parameter", _validation_message(exc), "invalid_parameter")
     if isinstance(exc, StarletteHTTPException):
@@ -128,6 +160,13 @@ def record_outcome(request: Request, outcome: str) -> None:
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     err = to_http_error(exc)
     record_outcome(request, err.outcome)
+    if exc.__cause__ is not None:  # the library's own words stay in the log
+        log.info(
+            "request refused: %s", err.message,
+            extra={"request_id": getattr(request.state, "request_id", None),
+                   "status": err.status, "cause": f"{type(exc.__cause__).__name__}: "
+                   f"{exc.__cause__}"},
+        )  # fmt: skip
     return err.response()
 
 

@@ -13,8 +13,8 @@ from prometheus_client import (
 
 from export.metadata import ModelMetadata
 from service.errors import OUTCOMES
+from service.stages import STAGES
 
-STAGES: tuple[str, ...] = ("decode", "preprocess", "inference", "postprocess", "total")
 STAGE_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
     1.0, 2.5, 5.0, 10.0,

@@ -1,8 +1,10 @@
 """Per-request context (pure ASGI): X-Request-ID, Server-Timing, in-flight gauge, the
-`detector_requests_total` outcome counter and one JSON access-log line per request."""
+`detector_requests_total` outcome counter and one JSON access-log line per request; also
+the header size limit (431) and the JSON 503 for requests cancelled at shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -12,17 +14,32 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import to_http_error
+from service.errors import (
+    HeadersTooLargeError,
+    ShuttingDownError,
+    outcome_for,
+    to_http_error,
+)
 from service.metrics import Metrics
+from service.stages import STAGES
 
 log = logging.getLogger("service.access")
 
 DETECT_PATH = "/detect"
 QUIET_PREFIXES = ("/health/", "/metrics")  # logged at DEBUG only
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-SERVER_TIMING_ORDER = (
-    "read", "queue", "decode", "preprocess", "inference", "postprocess", "annotate",
-)  # fmt: skip
+
+
+def header_bytes(scope: Scope) -> int:
+    """Size of the request line and headers as sent (give or take the line ends)."""
+    line = len(scope["method"]) + len(scope.get("raw_path") or b"") + len(scope["query_string"])
+    return line + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+
+
+def _header_limit(scope: Scope) -> int | None:
+    app = scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return getattr(settings, "max_header_bytes", None)
 
 
 def request_id_from(headers: Headers) -> str:
@@ -34,18 +51,11 @@ def request_id_from(headers: Headers) -> str:
 def server_timing(timings_s: dict[str, float], total_s: float) -> str:
     parts = [
         f"{stage};dur={1000.0 * timings_s[stage]:.2f}"
-        for stage in SERVER_TIMING_ORDER
-        if stage in timings_s
+        for stage in STAGES
+        if stage in timings_s and stage != "total"
     ]
     parts.append(f"total;dur={1000.0 * timings_s.get('total', total_s):.2f}")
     return ", ".join(parts)
-
-
-def outcome_for(status: int) -> str:
-    return {
-        200: "ok", 400: "bad_request", 413: "too_large", 415: "unsupported_media_type",
-        422: "invalid_parameter", 503: "overloaded", 504: "timeout",
-    }.get(status, "bad_request" if 400 <= status < 500 else "error")  # fmt: skip
 
 
 class RequestContextMiddleware:
@@ -78,8 +88,30 @@ class RequestContextMiddleware:
 
         if is_detect:
             self.metrics.in_flight.inc()
+        limit = _header_limit(scope)
         try:
-            await self.app(scope, receive, send_with_headers)
+            if limit is not None and header_bytes(scope) > limit:
+                # uvicorn (h11) refuses headers over the limit only while they are incomplete
+                err = to_http_error(HeadersTooLargeError(
+                    f"request headers are larger than {limit} bytes",
+                    headers={"Connection": "close"}))  # fmt: skip
+                state["outcome"] = err.outcome
+                await err.response()(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when DETECTOR_GRACEFUL_TIMEOUT_S is over:
+            # answer in the error shape (503) instead of uvicorn's plain-text 500 + traceback.
+            state["outcome"] = ShuttingDownError.outcome
+            if state.get("response_started"):
+                raise
+            log.warning("request cancelled: server shutting down", extra={"request_id": rid})
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):  # Python >= 3.11
+                task.uncancel()
+            err = ShuttingDownError("server shutting down; retry on another instance",
+                                    headers={"Connection": "close"})  # fmt: skip
+            await to_http_error(err).response()(scope, receive, send_with_headers)
         except Exception as exc:  # a bug, not bad input: still answer in the error shape
             err = to_http_error(exc)
             log.error("unhandled error", exc_info=exc, extra={"request_id": rid})

@@ -21,7 +21,6 @@ from service.schemas import (
     ModelInfo,
     detect_response,
 )
-from service.settings import Settings
 from service.upload import IMAGE_FIELD, read_image_upload
 
 router = APIRouter()
@@ -29,11 +28,20 @@ router = APIRouter()
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in (
-        (400, "empty, truncated or undecodable image; malformed multipart body"),
-        (413, "body over DETECTOR_MAX_UPLOAD_BYTES or image over DETECTOR_MAX_PIXELS"),
-        (415, "not an image (content type or content)"),
+        (
+            400,
+            "empty, truncated or undecodable image (NaN/inf pixels included); malformed "
+            "multipart body or more than 16 parts",
+        ),
+        (408, "body not received within DETECTOR_BODY_TIMEOUT_S"),
+        (
+            413,
+            "body over DETECTOR_MAX_UPLOAD_BYTES or image over DETECTOR_MAX_PIXELS (or, "
+            "for modes over 3 bytes per pixel, over the same decoded size in bytes)",
+        ),
+        (415, "not an image (content type or content); formats: JPEG, PNG, WebP, GIF, BMP, TIFF"),
         (422, "invalid query parameter or missing multipart field"),
-        (503, "model not ready, or overloaded (with Retry-After)"),
+        (503, "model not ready, shutting down, or overloaded (with Retry-After)"),
         (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S or timeout_ms) exceeded"),
     )
 }
@@ -76,14 +84,13 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
-def _deadline(request: Request, settings: Settings, timeout_ms: int | None) -> float | None:
-    budgets = [settings.request_timeout_s] if settings.request_timeout_s > 0 else []
-    if timeout_ms is not None:
-        budgets.append(timeout_ms / 1000.0)
-    if not budgets:
+def _deadline(request: Request, *budgets_s: float | None) -> float | None:
+    """The earliest of the budgets (seconds from arrival; None or 0 = none), or None."""
+    given = [b for b in budgets_s if b]
+    if not given:
         return None
     started: float = request.state.started_monotonic
-    return started + min(budgets)
+    return started + min(given)
 
 
 @router.post(
@@ -117,22 +124,29 @@ async def detect(
     metrics: Metrics = request.app.state.metrics
     timings: dict[str, float] = request.state.timings_s
 
-    with engine.admit() as slot:  # refuse at once when the queue is full, before reading
+    deadline = _deadline(request, settings.request_timeout_s, timeout_ms and timeout_ms / 1000)
+    engine.check_capacity()  # refuse at once when the queue is already full
+    with engine.upload_budget.hold() as hold:
         t0 = time.perf_counter()
-        data, n_bytes = await read_image_upload(request, settings.max_upload_bytes)
+        data, n_bytes = await read_image_upload(
+            request, settings.max_upload_bytes,
+            _deadline(request, settings.body_timeout_s, settings.request_timeout_s, timeout_ms
+                      and timeout_ms / 1000), hold,
+        )  # fmt: skip
         timings["read"] = time.perf_counter() - t0
         request.state.request_bytes = n_bytes
         metrics.request_size.observe(n_bytes)
         drawn: list[bytes] = []
-        result, waited = await engine.detect(
-            data,
-            settings.score_threshold if score_threshold is None else score_threshold,
-            settings.max_detections if max_detections is None else max_detections,
-            _deadline(request, settings, timeout_ms),
-            slot,
-            then=_annotator(data, detector.metadata.class_names, image_format,
-                            settings.max_pixels, drawn) if annotate else None,
-        )  # fmt: skip
+        with engine.admit() as slot:  # a queue slot only once the body is complete
+            result, waited = await engine.detect(
+                data,
+                settings.score_threshold if score_threshold is None else score_threshold,
+                settings.max_detections if max_detections is None else max_detections,
+                deadline,
+                slot,
+                then=_annotator(data, detector.metadata.class_names, image_format,
+                                settings.max_pixels, drawn) if annotate else None,
+            )  # fmt: skip
     timings.update(queue=waited, **result.timings_s)
     timings["total"] = time.monotonic() - request.state.started_monotonic
     n_det = len(result.detections)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from export.metadata import ModelMetadata
 from export.runtime import DetectionResult
-
-TIMING_STAGES: tuple[str, ...] = ("decode", "preprocess", "inference", "postprocess", "total")
+from service.stages import STAGES
 
 
 class Detection(BaseModel):
@@ -30,19 +31,18 @@ class ModelRef(BaseModel):
     version: str
 
 
-class Timings(BaseModel):
-    decode: float
-    preprocess: float
-    inference: float
-    postprocess: float
-    total: float
+_STAGE_FIELDS: dict[str, Any] = {
+    stage: (float, Field(0.0, ge=0.0, description="milliseconds; 0 when the stage did not run"))
+    for stage in STAGES
+}
+Timings = create_model("Timings", **_STAGE_FIELDS)  # one field per stage, in STAGES order
 
 
 class DetectResponse(BaseModel):
     detections: list[Detection]
     image: ImageInfo
     model: ModelRef
-    timings_ms: Timings
+    timings_ms: Timings  # type: ignore[valid-type]
 
 
 class ModelInfo(BaseModel):
@@ -90,7 +90,7 @@ def detect_response(
         Detection(label=names[c] if 0 <= c < len(names) else str(c), class_id=c, score=s, box=b)
         for b, s, c in zip(boxes, scores, (int(c) for c in d.class_ids), strict=True)
     ]
-    timings = {k: round(1000.0 * timings_s.get(k, 0.0), 2) for k in TIMING_STAGES}
+    timings = {k: round(1000.0 * timings_s.get(k, 0.0), 2) for k in STAGES}
     return DetectResponse(
         detections=detections,
         image=ImageInfo(width=result.width, height=result.height),

@@ -51,9 +51,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DETECTOR_", extra="ignore")
 
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX file exported by `export`")
-    host: str = "0.0.0.0"
-    port: int = Field(8000, ge=0, le=65535)
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="JSON log level"
+    )
     access_log: bool = Field(True, description="one JSON line per request")
 
     score_threshold: float = Field(
@@ -63,18 +65,58 @@ class Settings(BaseSettings):
         description="default API threshold (the default model's operating point)",
     )
     max_detections: int = Field(100, ge=1, le=1000, description="default cap per image")
-    nms_iou: float = Field(PostprocessConfig.nms_iou, gt=0.0, le=1.0,
-                           description="class-wise NMS IoU (the evaluation's default)")
-    threads: int = Field(default_factory=default_threads, ge=1, description="ORT intra-op")
+    nms_iou: float = Field(
+        PostprocessConfig.nms_iou,
+        gt=0.0,
+        le=1.0,
+        description="class-wise NMS IoU (the evaluation's default)",
+    )
+    threads: int = Field(
+        default_factory=default_threads,
+        ge=1,
+        description="ONNX Runtime intra-op threads (default: the cores this process may use)",
+    )
     warmup: bool = Field(True, description="one dummy inference before reporting ready")
 
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")
-    max_pixels: int = Field(40_000_000, ge=1, description="decoded width x height limit")
+    max_pixels: int = Field(
+        40_000_000, ge=1,
+        description="decoded width x height limit; images of more than 3 bytes per pixel "
+        "(16-bit, float, RGBA) may decode to at most max_pixels x 3 bytes",
+    )  # fmt: skip
     max_queue: int = Field(16, ge=0, description="requests waiting for the worker; then 503")
     request_timeout_s: float = Field(
         30.0, ge=0.0, description="deadline from arrival to result (0 = none); then 504"
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 overloaded")
+    max_upload_memory_bytes: int = Field(
+        256 * MiB, ge=1,
+        description="request bodies held in memory at once (being received or waiting for the "
+        "worker), all requests together; a request that would pass it gets 503 overloaded",
+    )  # fmt: skip
+
+    # Connections (what a reverse proxy would otherwise enforce; see docker/nginx.conf)
+    body_timeout_s: float = Field(
+        30.0, ge=0.0,
+        description="the whole request body must arrive within this time after the headers "
+        "(0 = no limit), else 408; no queue slot is held while it arrives",
+    )  # fmt: skip
+    header_timeout_s: float = Field(
+        10.0, gt=0.0,
+        description="a connection must send complete request headers within this time "
+        "(after connecting or after its previous response), else it is closed",
+    )  # fmt: skip
+    keepalive_timeout_s: float = Field(
+        5.0, gt=0.0, description="idle keep-alive connections are closed after this time"
+    )
+    max_connections: int = Field(
+        256, ge=1,
+        description="open connections at most (lowered to fit the open-file limit); "
+        "connections beyond it get 503 and are closed at once",
+    )  # fmt: skip
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="request line + headers size limit (larger: 431)"
+    )
     graceful_timeout_s: float = Field(
         30.0, ge=0.0, description="on SIGTERM, how long in-flight requests may take to finish"
     )

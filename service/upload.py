@@ -1,13 +1,19 @@
-"""Reading the uploaded image without ever buffering more than the size limit.
+"""Reading the uploaded image: bounded in bytes, in time, in memory and in multipart parts.
 
 Accepted bodies: `multipart/form-data` with a field `image`, or the raw bytes with an `image/*`
 or `application/octet-stream` content type (or none). Content-Length is checked up front and
 the stream is cut off as soon as it passes the limit (chunked uploads included); a multipart
 body may exceed the limit by `MULTIPART_OVERHEAD` bytes for its envelope, its image may not.
+The whole body must arrive before a deadline (else 408), the bytes held by all requests
+together stay within a `MemoryBudget` (else 503), and a multipart body is parsed off the
+event loop and refused after `MAX_PARTS` parts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
@@ -17,27 +23,92 @@ from starlette.requests import ClientDisconnect, Request
 from service.errors import (
     BadRequestError,
     InvalidParameterError,
+    OverloadedError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
 
 IMAGE_FIELD = "image"
 MULTIPART_OVERHEAD = 64 * 1024
+MAX_PARTS = 16  # a client sends one part (`image`); a few more are tolerated, floods are not
+MAX_PART_HEADER_BYTES = 8 * 1024
 RAW_TYPES = ("application/octet-stream", "")
+
+
+class MemoryBudget:
+    """Bytes of request bodies held in memory, all requests together (event-loop only)."""
+
+    def __init__(self, limit: int, retry_after_s: int = 1) -> None:
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.used = 0
+
+    def hold(self) -> BudgetHold:
+        return BudgetHold(self)
+
+
+class BudgetHold:
+    """One request's share of the budget: grows while its body arrives, freed at exit."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, n: int) -> None:
+        b = self.budget
+        if b.used + n > b.limit:
+            raise OverloadedError(
+                "server busy: too many uploads in memory; retry later",
+                headers={"Retry-After": str(b.retry_after_s)},
+            )
+        b.used += n
+        self.held += n
+
+    def __enter__(self) -> BudgetHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.budget.used -= self.held
+        self.held = 0
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes")
 
 
-async def read_bounded(request: Request, limit: int) -> bytes:
-    """The whole body, or PayloadTooLargeError as soon as it is known to exceed `limit`."""
+async def _chunks(request: Request, deadline: float | None) -> AsyncIterator[bytes]:
+    """The body's chunks; RequestTimeoutError once `deadline` (time.monotonic()) passes."""
+    stream = request.stream().__aiter__()
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        try:
+            if remaining is not None and remaining <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(stream.__anext__(), remaining)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(
+                "the request body did not arrive in time", headers={"Connection": "close"}
+            ) from None
+        yield chunk
+
+
+async def read_bounded(
+    request: Request, limit: int, deadline: float | None = None, hold: BudgetHold | None = None
+) -> bytes:
+    """The whole body, or PayloadTooLargeError as soon as it is known to exceed `limit`,
+    RequestTimeoutError when it is not complete by `deadline`, OverloadedError when `hold`'s
+    budget runs out."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise _too_large(limit)
     buf = bytearray()
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, deadline):
+            if hold is not None:
+                hold.take(len(chunk))
             buf += chunk
             if len(buf) > limit:
                 raise _too_large(limit)
@@ -54,6 +125,7 @@ class _PartCollector:
     data: bytearray = field(default_factory=bytearray)
     found: bool = False
     ended: bool = False
+    parts: int = 0
     _capturing: bool = False
     _header_field: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
@@ -62,8 +134,8 @@ class _PartCollector:
     def callbacks(self) -> dict[str, object]:
         return {
             "on_part_begin": self._part_begin,
-            "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_field": lambda d, s, e: self._header_bytes(self._header_field, d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_bytes(self._header_value, d[s:e]),
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
@@ -72,9 +144,17 @@ class _PartCollector:
         }
 
     def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise BadRequestError(f"multipart body has more than {MAX_PARTS} parts")
         self._part_name = None
         self._header_field.clear()
         self._header_value.clear()
+
+    def _header_bytes(self, buf: bytearray, data: bytes) -> None:
+        buf.extend(data)
+        if len(self._header_field) + len(self._header_value) > MAX_PART_HEADER_BYTES:
+            raise BadRequestError(f"multipart part header over {MAX_PART_HEADER_BYTES} bytes")
 
     def _header_end(self) -> None:
         if bytes(self._header_field).strip().lower() == b"content-disposition":
@@ -110,7 +190,7 @@ def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FI
         parser.write(body)
         parser.finalize()
     except FormParserError as exc:
-        raise BadRequestError(f"malformed multipart body: {exc}") from exc
+        raise BadRequestError("malformed multipart body") from exc
     if not collector.ended:
         raise BadRequestError("truncated multipart body (no closing boundary)")
     if not collector.found:
@@ -118,18 +198,21 @@ def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FI
     return bytes(collector.data)
 
 
-async def read_image_upload(request: Request, max_bytes: int) -> tuple[bytes, int]:
-    """(image bytes, request body bytes read) according to the request's content type."""
+async def read_image_upload(
+    request: Request, max_bytes: int, deadline: float | None = None, hold: BudgetHold | None = None
+) -> tuple[bytes, int]:
+    """(image bytes, request body bytes read) according to the request's content type; see
+    `read_bounded` for `deadline` and `hold`."""
     content_type = request.headers.get("content-type", "")
     media = parse_options_header(content_type)[0].decode("latin-1").lower()
     if media == "multipart/form-data":
-        body = await read_bounded(request, max_bytes + MULTIPART_OVERHEAD)
-        data = extract_multipart_field(body, content_type)
+        body = await read_bounded(request, max_bytes + MULTIPART_OVERHEAD, deadline, hold)
+        data = await asyncio.to_thread(extract_multipart_field, body, content_type)
         if len(data) > max_bytes:
             raise _too_large(max_bytes)
         return data, len(body)
     if media.startswith("image/") or media in RAW_TYPES:
-        data = await read_bounded(request, max_bytes)
+        data = await read_bounded(request, max_bytes, deadline, hold)
         return data, len(data)
     raise UnsupportedMediaTypeError(
         f"content type {media!r} is not accepted: send multipart/form-data with a field "

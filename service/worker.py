@@ -4,8 +4,9 @@ ONNX Runtime already uses every core intra-op, so a single worker thread is the 
 of parallelism; the event loop only awaits futures and stays responsive. A request that finds
 `max_queue` requests already waiting is refused at once (503 + Retry-After) instead of
 queueing without bound; one whose deadline passes gets 504 (if it was still waiting, it is
-dropped from the queue; if it was already running, its result is discarded). The slot is
-taken when the request arrives, before its body is read, so refusals cost nothing.
+dropped from the queue; if it was already running, its result is discarded). A request is
+refused at arrival when the queue is already full (`check`, costs nothing), but its slot is
+taken only once its body is complete (`admit`), so slow or stalled uploads never hold one.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class InferenceWorker:
 
     @property
     def depth(self) -> int:
-        """Requests admitted and not started yet (reading their body or waiting)."""
+        """Requests admitted and not started yet (waiting for the worker)."""
         return self._waiting
 
     def _change(self, waiting: int = 0, running: int = 0) -> None:
@@ -48,14 +49,22 @@ class InferenceWorker:
             self._running += running
             self._on_depth(self._waiting)
 
-    def admit(self) -> Reservation:
-        """Take a waiting slot now (before the body is read) or raise OverloadedError."""
+    def _refuse_if_full(self) -> None:
+        if self._waiting + self._running > self.max_queue:
+            raise OverloadedError(
+                f"server busy: {self._waiting} requests already waiting; retry later",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+
+    def check(self) -> None:
+        """OverloadedError if `admit` would refuse now (takes nothing)."""
         with self._lock:
-            if self._waiting + self._running > self.max_queue:
-                raise OverloadedError(
-                    f"server busy: {self._waiting} requests already waiting; retry later",
-                    headers={"Retry-After": str(self.retry_after_s)},
-                )
+            self._refuse_if_full()
+
+    def admit(self) -> Reservation:
+        """Take a waiting slot now (the body is complete) or raise OverloadedError."""
+        with self._lock:
+            self._refuse_if_full()
             self._waiting += 1
             self._on_depth(self._waiting)
         return Reservation(self)

@@ -17,7 +17,6 @@
     [220, 190, 255], [170, 110, 40], [255, 225, 25], [128, 0, 0], [170, 255, 195],
     [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128], [255, 255, 255],
   ];
-  const STAGES = ["decode", "preprocess", "inference", "postprocess"];
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -149,7 +148,7 @@
     state.image = decoded.img;
     state.imageUrl = decoded.url;
     state.result = body.json;
-    renderTimings(body.json.timings_ms, roundTrip, response.headers.get("server-timing"));
+    renderTimings(body.json.timings_ms, roundTrip);
     draw();
     const n = body.json.detections.length;
     const size = `${body.json.image.width}×${body.json.image.height}`;
@@ -250,18 +249,14 @@
     el.list.replaceChildren(...rows);
   }
 
-  // timings_ms from the body; read/queue only come in the Server-Timing header.
-  function renderTimings(timingsMs, roundTripMs, serverTiming) {
+  // timings_ms has every stage, in the server's order (service/stages.py), total last.
+  function renderTimings(timingsMs, roundTripMs) {
     const rows = [];
     const add = (name, ms, className) => rows.push(row([cell(name), cell(Number(ms).toFixed(1))], className));
     if (timingsMs) {
-      const header = {};
-      for (const part of (serverTiming || "").split(",")) {
-        const m = part.trim().match(/^([\w-]+);dur=([\d.]+)/);
-        if (m) header[m[1]] = Number(m[2]);
+      for (const [name, ms] of Object.entries(timingsMs)) {
+        if (name !== "total" && !(name === "annotate" && !ms)) add(name, ms);
       }
-      for (const name of ["read", "queue"]) if (name in header) add(name, header[name]);
-      for (const name of STAGES) if (name in timingsMs) add(name, timingsMs[name]);
       add("server total", timingsMs.total, "total");
       add("round trip (browser)", roundTripMs);
     }

@@ -88,3 +88,41 @@ def multipart(fields: list[tuple[str, bytes, str]], boundary: str = "b0undary") 
         out += data + b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return bytes(out)
+
+
+def _zrows(rows: int, row: bytes) -> bytes:
+    """zlib stream of `rows` copies of `row`, compressed chunk by chunk (no full-size copy)."""
+    z = zlib.compressobj(9)
+    block = row * max(1, (1 << 20) // len(row))
+    per = len(block) // len(row)
+    out = [z.compress(block) for _ in range(rows // per)]
+    out.append(z.compress(row * (rows % per)))
+    return b"".join(out) + z.flush()
+
+
+def png_deep(width: int, height: int, color_type: int = 0) -> bytes:
+    """A flat 16-bit PNG (0: gray, 6: RGBA) of width x height: kilobytes on the wire."""
+    samples = {0: 1, 2: 3, 6: 4}[color_type]
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    idat = _zrows(height, b"\x00" + b"\x12\x34" * samples * width)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat)
+            + _chunk(b"IEND", b""))  # fmt: skip
+
+
+def float_tiff(width: int, height: int, value: float = 0.25) -> bytes:
+    """A deflate-compressed 32-bit float TIFF (mode F) filled with `value` (NaN, inf too)."""
+    return encode(Image.new("F", (width, height), value), "TIFF",
+                  compression="tiff_adobe_deflate")  # fmt: skip
+
+
+POSTSCRIPT = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n"
+              b"newpath 0 0 moveto 64 64 lineto stroke showpage\n")  # fmt: skip
+
+
+def outside_allow_list() -> dict[str, bytes]:
+    """Images in formats Pillow decodes but the service must not: name -> bytes."""
+    out = {"EPS": POSTSCRIPT}
+    for fmt in ("JPEG2000", "TGA", "PCX", "SGI", "ICO", "PPM", "DDS", "XBM"):
+        mode = "1" if fmt == "XBM" else "RGB"
+        out[fmt] = encode(Image.new(mode, (64, 64)), fmt)
+    return out

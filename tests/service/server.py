@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,15 @@ class Server:
     port: int
     log_path: Path
 
-    def rss_bytes(self) -> int:
+    def rss_bytes(self, field: str = "VmRSS") -> int:
+        """Resident memory now; `field="VmHWM"`: its peak since the process started."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def log_records(self) -> list[dict[str, Any]]:
         lines = self.log_path.read_text().splitlines()
@@ -56,16 +61,30 @@ class Server:
         return self.proc.wait(timeout=timeout_s)
 
 
+def _limit_files(n: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return apply
+
+
 @contextmanager
-def run_server(tmp_path: Path, **env: str) -> Iterator[Server]:
-    port = free_port()
+def run_server(
+    tmp_path: Path, nofile: int | None = None, tree: Path = REPO, port: int | None = None,
+    **env: str,
+) -> Iterator[Server]:
+    """`python -m service` of checkout `tree` on `port` (default: a free one) with `env`
+    (DETECTOR_*); `nofile`: its open-file limit (as `ulimit -n`). Killed if still running."""
+    port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
-    full_env.update(DETECTOR_HOST="127.0.0.1", DETECTOR_PORT=str(port), PYTHONUNBUFFERED="1")
+    full_env.update(DETECTOR_HOST="127.0.0.1", DETECTOR_PORT=str(port), PYTHONUNBUFFERED="1",
+                    PYTHONPATH=str(tree))  # fmt: skip
     full_env.update(env)
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=full_env,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        limit = None if nofile is None else _limit_files(nofile)
+        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=tree, env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)  # fmt: skip
     server = Server(proc, f"http://127.0.0.1:{port}", port, log_path)
     try:
         yield server

@@ -229,3 +229,29 @@ def test_drop_download_and_errors(page: Any, test_card: Path, tmp_path: Path) ->
     assert drawn(page) == 0
     page.screenshot(path=str(tmp_path / "demo-page-error.png"), full_page=True)
     print(f"\nscreenshot: {tmp_path / 'demo-page-error.png'}")
+
+
+def test_docs_render_offline(browser: Any, server: Server) -> None:
+    """/docs draws Swagger UI with every asset from the service: requests to anywhere else
+    are aborted (as on a machine without internet access) and must not be needed."""
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/docs")
+    path = page.wait_for_selector('.opblock-summary-path[data-path="/detect"]')  # POST /detect
+    assert path is not None and path.is_visible()
+    assert "FCOS detector" in page.inner_text(".swagger-ui .information-container")
+    context.close()
+    assert not outside and not errors, (outside, errors)
