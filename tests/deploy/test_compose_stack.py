@@ -81,7 +81,7 @@ def stack(tmp_path_factory):
         lb, prom = _published(cfg["lb"]), _published(cfg["prometheus"])
         assert _wait(lambda: http_status(f"{lb}/health/ready") == 200, 120), compose("logs")
         record(stack_up_s=round(time.monotonic() - t0, 1), replicas=REPLICAS)
-        yield {"compose": compose, "lb": lb, "prom": prom}
+        yield {"compose": compose, "lb": lb, "prom": prom, "nginx_image": cfg["lb"]["image"]}
     finally:
         subprocess.run([*argv, "down", "--volumes", "--timeout", "5"], env=env, cwd=REPO,
                        capture_output=True, timeout=300)  # fmt: skip
@@ -141,6 +141,15 @@ def _nginx_retries(compose) -> list[str]:
     retries docker/nginx.conf documents (proxy_next_upstream)."""
     logs = compose("logs", "--no-color", "lb")
     return [line for line in logs.splitlines() if re.search(r"upstream_status=\S+, ", line)]
+
+
+def test_nginx_t_in_the_nginx_stand_in(stack):
+    """`nginx -t` on docker/nginx.conf by the nginx the stack runs (test_compose.py's
+    `test_nginx_t` skips where no nginx >= 1.27.3 is installed on the host)."""
+    conf = REPO / "docker" / "nginx.conf"
+    proc = podman("run", "--rm", "--volume", f"{conf}:/etc/nginx/nginx.conf:ro",
+                  qualified(stack["nginx_image"]), "nginx", "-t", check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_prometheus_scrapes_every_replica(stack):

@@ -166,7 +166,8 @@ def test_an_oversized_upload_is_refused_before_its_body_is_read(container):
     with socket.create_connection(("127.0.0.1", PORT), timeout=30) as sock:
         sock.sendall(f"POST /detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {11 * MiB}"
                      "\r\nContent-Type: application/octet-stream\r\n\r\n".encode())  # fmt: skip
-        assert sock.recv(4096).split(b"\r\n", 1)[0] == b"HTTP/1.1 413 Payload Too Large"
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+        assert status_line.split()[1] == b"413", status_line
     assert http_status(f"{BASE}/health/ready") == 200
 
 
