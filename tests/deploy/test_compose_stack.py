@@ -1,0 +1,222 @@
+"""docker-compose.yml's stack up for real: Docker Compose v2 against podman's Docker-compatible
+socket (`podman system service`), profile `scale` with several detector replicas behind nginx,
+Prometheus scraping every replica, traffic spread across them, and one replica killed and
+replaced while traffic flows. Prometheus and nginx are stand-ins built from Debian packages
+(docker/stand-in/build-images.sh) tagged as the compose file names them. Grafana has no Debian
+package: it is not started here, its provisioning is validated as files (test_compose.py,
+test_dashboard.py). Figures go to $FCOS_CONTAINER_FIGURES when set."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from tests.deploy.helpers import COMPOSE_FILE, REPO, compose_command, http_status
+from tests.deploy.podman import (
+    DETECTOR_TAG,
+    build_detector,
+    compose_config,
+    engine_env,
+    ensure_stand_ins,
+    photos,
+    podman,
+    qualified,
+    record,
+    require_podman,
+)
+
+pytestmark = pytest.mark.slow
+PROJECT = "fcos-smoke"
+REPLICAS = 3
+# this test's loopback ports; the compose file publishes on them through its own variables
+PORTS = {"DETECTOR_PUBLISH_PORT": "18410", "PROMETHEUS_PUBLISH_PORT": "18411",
+         "LB_PUBLISH_PORT": "18412", "GRAFANA_PUBLISH_PORT": "18413"}  # fmt: skip
+STACK_ENV = {**PORTS, "DETECTOR_REPLICAS": str(REPLICAS), "DETECTOR_THREADS": "1",
+             "DETECTOR_CPUS": "1"}  # fmt: skip  (2 shared cores: one thread per replica)
+SERVICES = ["detector-replica", "lb", "prometheus"]  # + `detector` (Prometheus depends on it)
+
+
+def _published(service: dict) -> str:
+    (port,) = service["ports"]
+    return f"http://127.0.0.1:{port['published']}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    require_podman()
+    tmp = tmp_path_factory.mktemp("stack")
+    cfg = compose_config(tmp, "scale", env=STACK_ENV)["services"]
+    seconds = ensure_stand_ins(prometheus=cfg["prometheus"]["image"], nginx=cfg["lb"]["image"])
+    if seconds > 5:  # built now, not found
+        record(stand_in_prometheus_nginx_s=round(seconds, 1))
+    build_detector()
+    # podman's Docker API looks short names up as docker.io/library/NAME
+    podman("tag", DETECTOR_TAG, qualified(cfg["detector-replica"]["image"]))
+    sock = tmp / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                               env=engine_env(), stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp),
+           "DOCKER_HOST": f"unix://{sock}", **STACK_ENV}  # fmt: skip
+    argv = [*compose_command(), "-f", str(COMPOSE_FILE), "-p", PROJECT, "--profile", "scale"]
+
+    def compose(*args: str, timeout: float = 600) -> str:
+        proc = subprocess.run([*argv, *args], capture_output=True, text=True, env=env, cwd=REPO,
+                              timeout=timeout)  # fmt: skip
+        assert proc.returncode == 0, f"compose {' '.join(args)}:\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        compose("up", "--detach", "--no-build", *SERVICES)
+        lb, prom = _published(cfg["lb"]), _published(cfg["prometheus"])
+        assert _wait(lambda: http_status(f"{lb}/health/ready") == 200, 120), compose("logs")
+        record(stack_up_s=round(time.monotonic() - t0, 1), replicas=REPLICAS)
+        yield {"compose": compose, "lb": lb, "prom": prom, "nginx_image": cfg["lb"]["image"]}
+    finally:
+        subprocess.run([*argv, "down", "--volumes", "--timeout", "5"], env=env, cwd=REPO,
+                       capture_output=True, timeout=300)  # fmt: skip
+        service.terminate()
+        service.wait(timeout=30)
+
+
+def _wait(ok, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ok():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _targets(prom: str) -> dict[str, list[tuple[str, str]]]:
+    """job -> [(instance, health)] of Prometheus's active targets."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for t in _get_json(f"{prom}/api/v1/targets?state=active")["data"]["activeTargets"]:
+        out.setdefault(t["labels"]["job"], []).append((t["labels"]["instance"], t["health"]))
+    return out
+
+
+def _replicas_up(prom: str, n: int) -> bool:
+    targets = _targets(prom)
+    replicas = targets.get("detector-replicas", [])
+    return len(replicas) == n and all(h == "up" for _, h in replicas + targets.get("detector", []))
+
+
+def _per_instance(prom: str) -> dict[str, float]:
+    q = urllib.parse.quote('sum by (instance) (detector_requests_total{job="detector-replicas"})')
+    result = _get_json(f"{prom}/api/v1/query?query={q}")["data"]["result"]
+    return {r["metric"]["instance"]: float(r["value"][1]) for r in result}
+
+
+def _detect(lb: str, body: bytes) -> int:
+    req = urllib.request.Request(f"{lb}/detect", data=body, method="POST",
+                                 headers={"Content-Type": "image/jpeg"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def _nginx_retries(compose) -> list[str]:
+    """nginx's log lines of requests passed to a second replica (two upstream statuses): the
+    retries docker/nginx.conf documents (proxy_next_upstream)."""
+    logs = compose("logs", "--no-color", "lb")
+    return [line for line in logs.splitlines() if re.search(r"upstream_status=\S+, ", line)]
+
+
+def test_nginx_t_in_the_nginx_stand_in(stack):
+    """`nginx -t` on docker/nginx.conf by the nginx the stack runs (test_compose.py's
+    `test_nginx_t` skips where no nginx >= 1.27.3 is installed on the host)."""
+    conf = REPO / "docker" / "nginx.conf"
+    proc = podman("run", "--rm", "--volume", f"{conf}:/etc/nginx/nginx.conf:ro",
+                  qualified(stack["nginx_image"]), "nginx", "-t", check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_prometheus_scrapes_every_replica(stack):
+    assert _wait(lambda: _replicas_up(stack["prom"], REPLICAS), 90), _targets(stack["prom"])
+
+
+def test_traffic_through_nginx_is_spread_across_replicas(stack):
+    assert _wait(lambda: _replicas_up(stack["prom"], REPLICAS), 90), _targets(stack["prom"])
+    before = _per_instance(stack["prom"])
+    pics = [p.read_bytes() for p in photos(6)]
+    n = 4 * REPLICAS
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda i=i: statuses.extend(
+        _detect(stack["lb"], pics[(i + k) % len(pics)]) for k in range(n // 2)))
+        for i in range(2)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * n, Counter(statuses)
+
+    def counted() -> dict[str, float]:
+        after = _per_instance(stack["prom"])
+        return {i: v - before.get(i, 0.0) for i, v in after.items()}
+
+    assert _wait(lambda: sum(counted().values()) >= n, 60), counted()
+    spread = counted()
+    record(spread_requests=n, spread_per_replica=sorted(int(v) for v in spread.values()))
+    assert len([v for v in spread.values() if v > 0]) == REPLICAS, spread
+
+
+def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
+    compose, lb, prom = stack["compose"], stack["lb"], stack["prom"]
+    assert _wait(lambda: _replicas_up(prom, REPLICAS), 90), _targets(prom)
+    retries_before = len(_nginx_retries(compose))
+    body = photos(1)[0].read_bytes()
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            statuses.append(_detect(lb, body))
+
+    clients = [threading.Thread(target=client) for _ in range(2)]
+    for t in clients:
+        t.start()
+    try:
+        time.sleep(5)
+        victim = compose("ps", "--quiet", "detector-replica").split()[0]
+        podman("kill", victim)  # SIGKILL: no graceful shutdown, in-flight requests cut
+        killed_at = len(statuses)
+        podman("rm", victim)  # gone for good (else restart: unless-stopped revives it)
+        compose("up", "--detach", "--no-build", "--no-recreate", "--scale",
+                f"detector-replica={REPLICAS}", "detector-replica")  # fmt: skip
+        replaced = _wait(lambda: _replicas_up(prom, REPLICAS), 120)
+        time.sleep(5)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(timeout=180)
+    failed = Counter(s for s in statuses if s != 200)
+    retries = _nginx_retries(compose)[retries_before:]
+    record(kill_requests=len(statuses), kill_requests_after_kill=len(statuses) - killed_at,
+           kill_failed=sum(failed.values()), kill_nginx_retries=len(retries))  # fmt: skip
+    assert replaced, _targets(prom)
+    assert not failed, f"{dict(failed)} of {len(statuses)} requests failed; retried: {retries}"
+    running = compose("ps", "--quiet", "--status", "running", "detector-replica").split()
+    assert len(running) == REPLICAS and victim not in running
