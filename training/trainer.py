@@ -25,7 +25,7 @@ from training.config import TrainConfig, save_config
 from training.data.setup import DataBundle, build_data
 from training.engine import distributed as dist_utils
 from training.engine.backbone_weights import load_backbone_weights
-from training.engine.budget import PROBE_EPOCHS, plan_epochs
+from training.engine.budget import plan_epochs
 from training.engine.checkpointing import (
     atomic_save,
     build_checkpoint,
@@ -70,6 +70,8 @@ class Trainer:
         self.model_cfg = base.replace(
             input_size=cfg.input_size or base.input_size, centerness_branch=cfg.centerness_branch
         )
+        if cfg.data and self.info.is_main:
+            self._check_data()
         self.model = FCOS(self.model_cfg)
         if cfg.backbone_weights:
             report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
@@ -123,6 +125,19 @@ class Trainer:
             params=[p for p in self.model.parameters() if p.requires_grad],
         )  # fmt: skip
 
+    def _check_data(self) -> None:
+        """The dataset check (training/check.py) in the log and as plots/data.png."""
+        try:
+            from training.check import plot_check
+            from training.data.check import check_dataset, format_check
+
+            check = check_dataset(self.cfg.data, self.model_cfg.input_size,
+                                  classes=self.data.class_names)  # fmt: skip
+            self._print(format_check(check))
+            plot_check(check, self.run_dir / "plots" / "data.png")
+        except Exception as exc:  # the check informs; it must never stop a run
+            warnings.warn(f"dataset check failed: {exc}", stacklevel=1)
+
     def _print(self, msg: str) -> None:
         if self.info.is_main:
             print(msg, flush=True)
@@ -161,7 +176,8 @@ class Trainer:
         last_epoch = self.start_epoch
         val: dict[str, Any] | None = None
         # --time-budget-min: the epoch count is fixed after the probe epochs (fresh runs only).
-        probe = self.start_epoch + PROBE_EPOCHS if cfg.time_budget_min > 0 and not cfg.resume else 0
+        budget = cfg.time_budget_min > 0 and not cfg.resume
+        probe = self.start_epoch + cfg.probe_epochs if budget else 0
         epoch = self.start_epoch
         while epoch < (cfg.epochs if not cfg.stop_epoch else min(cfg.epochs, cfg.stop_epoch)):
             epoch += 1
