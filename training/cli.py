@@ -87,6 +87,8 @@ HELP: dict[str, str] = {
     "(replaces --data-root/--train-split/--val-split/--coco-*)",
     "recipe": "defaults for this run: auto (with --init-weights: configs/finetune.json, the "
     "fine-tuning recipe), none, or a JSON file; --config and flags override it",
+    "freeze_at": "backbone parts kept as they are: 1 = the stem, 2 = the stem and layer1, ... "
+    "5 = the whole ResNet (0 = train everything)",
     "probe_epochs": "with --time-budget-min: epochs timed before the epoch count is fixed",
 }
 

@@ -96,6 +96,7 @@ class TrainConfig:
     # Added for fine-tuning on a user's dataset (issue 40)
     data: str = ""  # a dataset path, format recognised (training/data/source.py); overrides above
     recipe: str = "auto"  # auto (configs/finetune.json with --init-weights) | none | a JSON file
+    freeze_at: int = 0  # backbone parts not trained: 1 = stem, 2 = + layer1, ... (transfer.py)
     probe_epochs: int = 2  # --time-budget-min: epochs timed before the count is fixed (budget.py)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +139,8 @@ class TrainConfig:
             raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
+        if not 0 <= self.freeze_at <= 5:
+            raise ValueError("freeze_at must be in 0..5 (0: train the whole backbone)")
         if self.probe_epochs < 1:
             raise ValueError("probe_epochs must be >= 1")
         if self.data and not Path(self.data).exists():

@@ -40,6 +40,7 @@ from training.engine.losses import FCOSLoss
 from training.engine.optim import build_optimizer
 from training.engine.runlog import RunLog, brief_metrics
 from training.engine.schedule import WarmupCosine
+from training.engine.transfer import freeze_backbone
 from training.engine.validation import evaluate_model
 
 
@@ -78,6 +79,9 @@ class Trainer:
             self._print(report.summary())
         if cfg.init_weights and not cfg.resume:
             self._print(load_init_weights(self.model, cfg.init_weights))
+        if cfg.freeze_at:
+            frozen = freeze_backbone(self.model, cfg.freeze_at)
+            self._print(f"backbone: the first {cfg.freeze_at} parts frozen ({frozen} parameters)")
         self.model.to(self.device)
         self.channels_last = cfg.channels_last and cuda
         if self.channels_last:

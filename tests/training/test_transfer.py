@@ -18,7 +18,7 @@ from tests.training.yolo_helpers import roboflow_dataset
 from training.cli import main, resolve_config
 from training.config import TrainConfig
 from training.engine.checkpointing import load_init_weights
-from training.engine.transfer import CLASS_ROWS, transfer_state
+from training.engine.transfer import CLASS_ROWS, freeze_backbone, transfer_state
 from training.recipe import FINETUNE, load_recipe
 from training.trainer import Trainer
 
@@ -139,3 +139,19 @@ def test_trainer_starts_from_weights_with_other_classes(
     got, src = trainer.model.state_dict(), source.state_dict()
     assert torch.equal(got["head.cls_logits.weight"][1], src["head.cls_logits.weight"][0])  # green
     assert torch.equal(got["backbone.conv1.weight"], src["backbone.conv1.weight"])
+
+
+@pytest.mark.parametrize(("freeze_at", "frozen"), [(0, ()), (1, ("conv1", "bn1")),
+                                                   (2, ("conv1", "bn1", "layer1"))])  # fmt: skip
+def test_freeze_at_stops_training_the_first_backbone_parts(
+    freeze_at: int, frozen: tuple[str, ...]
+) -> None:
+    model = FCOS(get_preset("tiny"))
+    count = freeze_backbone(model, freeze_at)
+    off = {n.split(".")[1] for n, p in model.named_parameters() if not p.requires_grad}
+    assert off == set(frozen)
+    assert count == sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    images = torch.randn(1, 3, 64, 64)
+    sum(o.sum() for level in model(images) for o in level).backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is None) == (not p.requires_grad), name

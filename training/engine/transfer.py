@@ -94,3 +94,24 @@ def transfer_state(
             report.reinitialised.append(f"{name} ({why})")
     report.unused = sorted(set(state) - set(target))
     return report
+
+
+# Backbone parts frozen by --freeze-at N (detectron2's FREEZE_AT): 1 = the stem, 2 = the stem
+# and the first stage, ... 5 = the whole ResNet.
+FREEZE_PARTS: tuple[tuple[str, ...], ...] = (
+    ("conv1.", "bn1."), ("layer1.",), ("layer2.",), ("layer3.",), ("layer4.",),
+)  # fmt: skip
+
+
+def freeze_backbone(model: torch.nn.Module, freeze_at: int) -> int:
+    """Stop training the first `freeze_at` backbone parts (FREEZE_PARTS); returns how many
+    parameters were frozen. No gradient then flows through them at all (their input, the
+    image, needs none): the backward pass is cheaper, and the general low-level features of
+    the trained model stay as they are."""
+    prefixes = tuple(p for part in FREEZE_PARTS[: max(0, freeze_at)] for p in part)
+    frozen = 0
+    for name, param in model.backbone.named_parameters():  # type: ignore[union-attr]
+        if prefixes and name.startswith(prefixes):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
