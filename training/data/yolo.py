@@ -217,15 +217,8 @@ def load_yolo(
             raise DatasetError(f"{spec.yaml_path}: {key} path {source} does not exist")
         for image in _list_images(source):
             sample = _sample(image, spec.root, spec.names, remap, tolerance, sink)
-            if sample is None:
-                continue
-            if sample.num_objects == 0:
-                report.empty_images += 1
-                if drop_empty:
-                    report.dropped_empty_images += 1
-                    continue
-            samples.append(sample)
-            report.objects += sample.num_objects
+            if sample is not None and report.admit(sample, drop_empty):
+                samples.append(sample)
     report.images = len(samples)
     sink.finish(f"YOLO {spec.yaml_path} [{key}]")
     return samples, names
