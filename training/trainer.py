@@ -25,7 +25,7 @@ from training.config import TrainConfig, save_config
 from training.data.setup import DataBundle, build_data
 from training.engine import distributed as dist_utils
 from training.engine.backbone_weights import load_backbone_weights
-from training.engine.budget import plan_epochs
+from training.engine.budget import RESERVE, plan_epochs
 from training.engine.checkpointing import (
     atomic_save,
     build_checkpoint,
@@ -182,6 +182,9 @@ class Trainer:
         # --time-budget-min: the epoch count is fixed after the probe epochs (fresh runs only).
         budget = cfg.time_budget_min > 0 and not cfg.resume
         probe = self.start_epoch + cfg.probe_epochs if budget else 0
+        # ... and an epoch that would overrun it stops early (one process only).
+        end_s = t_fit + cfg.time_budget_min * 60.0 * (1.0 - RESERVE)
+        self.ctx.deadline = end_s if budget and not self.info.enabled else None
         epoch = self.start_epoch
         while epoch < (cfg.epochs if not cfg.stop_epoch else min(cfg.epochs, cfg.stop_epoch)):
             epoch += 1
@@ -191,6 +194,8 @@ class Trainer:
                     self.iters_per_epoch,
                 )
             )  # fmt: skip
+            if stats["iters"] < self.iters_per_epoch:
+                probe = self._out_of_time(epoch, stats)
             val = None
             if (self._should_eval(epoch) or (epoch == probe and self.data.val_samples)) and (
                 self.info.is_main
@@ -200,6 +205,8 @@ class Trainer:
                     self.eval_model, self.model_cfg, self.data.val_samples, self.data.class_names
                 )
                 val["time_s"] = time.perf_counter() - t0
+                if self.ctx.deadline is not None:  # keep time for the final validation
+                    self.ctx.deadline = end_s - val["time_s"]
             val = dist_utils.broadcast_object(val, self.info)
             if epoch == probe:
                 self._plan(time.perf_counter() - t_fit, epoch, stats, val)
@@ -248,6 +255,18 @@ class Trainer:
         )
         cfg.epochs = planned
         self.scheduler.total_iters = planned * self.iters_per_epoch
+
+    def _out_of_time(self, epoch: int, stats: dict[str, float]) -> int:
+        """The time budget ran out inside `epoch`: it becomes the last one. Returns the new
+        probe epoch (none)."""
+        self.log.write({"type": "plan", "epoch": epoch, "epochs": epoch, "reason": "deadline",
+                        "iters": stats["iters"], "budget_s": self.cfg.time_budget_min * 60.0})
+        self._print(
+            f"time budget {self.cfg.time_budget_min:g} min reached after {stats['iters']:.0f} "
+            f"of {self.iters_per_epoch} iterations of epoch {epoch}: it is the last"
+        )  # fmt: skip
+        self.cfg.epochs = epoch
+        return 0
 
     def _check_in_sync(self, epoch: int) -> None:
         """DDP: every rank must hold the very same weights; logged, and a warning if not."""
