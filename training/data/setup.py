@@ -140,7 +140,9 @@ def device_normalizer(
     return normalize
 
 
-def build_data(cfg: TrainConfig, info: DistInfo, augment_on: Callable[[int], bool]) -> DataBundle:
+def build_data(
+    cfg: TrainConfig, info: DistInfo, augment_on: Callable[[int], bool]
+) -> DataBundle:
     """`augment_on(epoch)`: whether that epoch's items get Mosaic/MixUp (asked lazily)."""
     train_samples, names = load_samples(cfg, train=True)
     if not train_samples:

@@ -21,10 +21,8 @@ def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> n
     """
     missing = [n for n in model_names if n not in dataset_names]
     if missing:
-        raise ValueError(
-            f"the dataset classes {list(dataset_names)} lack the model's "
-            f"classes {missing}; pass the dataset's class list with --classes"
-        )
+        raise ValueError(f"the dataset classes {list(dataset_names)} lack the model's "
+                         f"classes {missing}; pass the dataset's class list with --classes")
     index = {n: i for i, n in enumerate(model_names)}
     return np.array([index.get(n, -1) for n in dataset_names], dtype=np.int64)
 
@@ -33,24 +31,17 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     """The model and data flags the evaluation CLIs share (read by `load_split`)."""
     p.add_argument("--model", required=True, help="an .onnx file (fp32/INT8) or a .pt checkpoint")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--data",
-        help="the dataset, its format recognised: a YOLO data.yaml, a "
-        "COCO .json, a Roboflow COCO export folder or a VOC folder",
-    )
+    where.add_argument("--data", help="the dataset, its format recognised: a YOLO data.yaml, a "
+                       "COCO .json, a Roboflow COCO export folder or a VOC folder")
     where.add_argument("--data-root", help="a VOC-layout root (Annotations, ...); as --data")
     p.add_argument("--split", default="val", help="train, val or test (VOC: "
                    "ImageSets/Main/<split>.txt)")  # fmt: skip
-    p.add_argument(
-        "--classes",
-        default=None,
-        help="comma-separated dataset class names (default: the dataset's own list; "
-        "for VOC folders the model's classes, objects of other classes unscored)",
-    )
+    p.add_argument("--classes", default=None,
+                   help="comma-separated dataset class names (default: the dataset's own list; "
+                   "for VOC folders the model's classes, objects of other classes unscored)")
     p.add_argument("--limit", type=int, default=0, help="the first N images (0 = all)")
-    p.add_argument(
-        "--skip-invalid", action="store_true", help="skip malformed annotations instead of failing"
-    )
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip malformed annotations instead of failing")
 
 
 def load_split(
