@@ -5,6 +5,8 @@ Examples:
   python -m training --config configs/voc-lite/stage37.toml --batch-size 32
   python -m training --resume runs/r18/last.pt
   torchrun --nproc_per_node 8 -m training --config my_run.json
+  python -m training --data my/data.yaml --init-weights models/default.pt --time-budget-min 20 \
+      --output-dir runs/mine     # fine-tune (recipe: configs/finetune.json)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from model.config import CENTERNESS_BRANCHES, PRESETS
 from training.config import BOX_LOSS_NAMES, HSV_PLACES, TrainConfig, load_config_file
+from training.recipe import recipe_fields
 
 CHOICES: dict[str, list[str]] = {
     "preset": sorted(PRESETS),
@@ -76,9 +79,17 @@ HELP: dict[str, str] = {
     "output_dir": "run directory: config, log.jsonl, plots/, *.pt",
     "resume": "continue exactly from this last.pt (its config unless --config is given)",
     "stop_epoch": "stop after this epoch (resume later with --resume)",
-    "time_budget_min": "wall-clock minutes for the whole fit: after 2 probe epochs (and one "
-    "validation) the epoch count is set to what fits, --epochs being the ceiling; keep "
-    "--warmup-epochs >= 2 so the cosine is unchanged (see training/engine/budget.py)",
+    "time_budget_min": "wall-clock minutes for the whole fit: after --probe-epochs epochs (and "
+    "one validation) the epoch count is set to what fits, --epochs being the ceiling; keep "
+    "--warmup-epochs >= --probe-epochs so the cosine is unchanged (training/engine/budget.py)",
+    "data": "the dataset, its format recognised: a YOLO data.yaml, a COCO .json (images beside "
+    "it), a Roboflow COCO export folder or a VOC folder; its classes unless --classes is given "
+    "(replaces --data-root/--train-split/--val-split/--coco-*)",
+    "recipe": "defaults for this run: auto (with --init-weights: configs/finetune.json, the "
+    "fine-tuning recipe), none, or a JSON file; --config and flags override it",
+    "freeze_at": "backbone parts kept as they are: 1 = the stem, 2 = the stem and layer1, ... "
+    "5 = the whole ResNet (0 = train everything)",
+    "probe_epochs": "with --time-budget-min: epochs timed before the epoch count is fixed",
 }
 
 
@@ -133,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults < checkpoint's train_config (resume without --config) < --config < flags."""
+    """Defaults < checkpoint's train_config (resume without --config) < the recipe (fresh runs:
+    training/recipe.py) < --config < flags."""
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
     merged: dict[str, Any] = {}
@@ -143,8 +155,10 @@ def resolve_config(argv: list[str] | None = None) -> TrainConfig:
 
         saved = load_for_resume(resume)["train_config"]
         merged.update({k: v for k, v in saved.items() if k not in RUN_ONLY})
-    if config_file:
-        merged.update(load_config_file(config_file))
+    from_file = load_config_file(config_file) if config_file else {}
+    if not resume:
+        merged.update(recipe_fields({**from_file, **args}))
+    merged.update(from_file)
     merged.update(args)
     cfg = TrainConfig.from_dict(merged)
     cfg.validate()

@@ -98,6 +98,11 @@ class TrainConfig:
     resume: str = ""  # a last.pt to continue from
     stop_epoch: int = 0  # > 0: stop after this epoch (time-sliced jobs; resume later)
     time_budget_min: float = 0.0  # > 0: fit the epoch count to this wall time (engine/budget.py)
+    # Added for fine-tuning on a user's dataset (issue 40)
+    data: str = ""  # a dataset path, format recognised (training/data/source.py); overrides above
+    recipe: str = "auto"  # auto (configs/finetune.json with --init-weights) | none | a JSON file
+    freeze_at: int = 0  # backbone parts not trained: 1 = stem, 2 = + layer1, ... (transfer.py)
+    probe_epochs: int = 2  # --time-budget-min: epochs timed before the count is fixed (budget.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_to_dict(self)
@@ -114,10 +119,10 @@ class TrainConfig:
         return TrainConfig.from_dict(merged)
 
     def class_names(self) -> tuple[str, ...] | None:
-        """Explicit classes, VOC's for VOC, or None (COCO: every category in the json)."""
+        """Explicit classes, VOC's for VOC, or None (COCO, --data: the dataset's own list)."""
         if self.classes:
             return tuple(self.classes)
-        return VOC_CLASSES if self.dataset_format == "voc" else None
+        return VOC_CLASSES if self.dataset_format == "voc" and not self.data else None
 
     def validate(self) -> None:
         if self.dataset_format not in ("voc", "coco"):
@@ -139,7 +144,17 @@ class TrainConfig:
             raise ValueError("time_budget_min must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
-        if self.dataset_format == "coco" and not (self.coco_train_json and self.coco_train_images):
+        if not 0 <= self.freeze_at <= 5:
+            raise ValueError("freeze_at must be in 0..5 (0: train the whole backbone)")
+        if self.probe_epochs < 1:
+            raise ValueError("probe_epochs must be >= 1")
+        if self.data and not Path(self.data).exists():
+            raise ValueError(f"--data {self.data}: no such file or folder")
+        if (
+            self.dataset_format == "coco"
+            and not self.data
+            and not (self.coco_train_json and self.coco_train_images)
+        ):
             raise ValueError("coco needs --coco-train-json and --coco-train-images")
 
 

@@ -1,7 +1,11 @@
-"""Evaluate a detector on a VOC-layout split: VOC mAP@0.5 and COCO-style AP.
+"""Evaluate a detector on a dataset split: VOC mAP@0.5 and COCO-style AP.
 
     python -m training.evaluate --model model.onnx --data-root VOC2012 --split val
     python -m training.evaluate --model run/best.pt --data-root DIR --split val --json m.json
+    python -m training.evaluate --model runs/mine/model.onnx --data my/data.yaml --split test
+
+--data takes a YOLO data.yaml, a COCO .json, a Roboflow COCO export or a VOC folder
+(training/data/source.py); the model's own classes are matched to the dataset's by name.
 
 Images go through exactly the service's path: `export.preprocess.load_image` (bytes, JPEG draft
 at the input size) + `preprocess` + `export.postprocess.postprocess` (candidate threshold 0.05,

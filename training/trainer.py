@@ -25,7 +25,7 @@ from training.config import TrainConfig, save_config
 from training.data.setup import DataBundle, build_data
 from training.engine import distributed as dist_utils
 from training.engine.backbone_weights import load_backbone_weights
-from training.engine.budget import PROBE_EPOCHS, plan_epochs
+from training.engine.budget import RESERVE, plan_epochs
 from training.engine.checkpointing import (
     atomic_save,
     build_checkpoint,
@@ -40,6 +40,7 @@ from training.engine.losses import FCOSLoss
 from training.engine.optim import build_optimizer
 from training.engine.runlog import RunLog, brief_metrics
 from training.engine.schedule import WarmupCosine
+from training.engine.transfer import freeze_backbone
 from training.engine.validation import evaluate_model
 
 
@@ -70,12 +71,17 @@ class Trainer:
         self.model_cfg = base.replace(
             input_size=cfg.input_size or base.input_size, centerness_branch=cfg.centerness_branch
         )
+        if cfg.data and self.info.is_main:
+            self._check_data()
         self.model = FCOS(self.model_cfg)
         if cfg.backbone_weights:
             report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
             self._print(report.summary())
         if cfg.init_weights and not cfg.resume:
             self._print(load_init_weights(self.model, cfg.init_weights))
+        if cfg.freeze_at:
+            frozen = freeze_backbone(self.model, cfg.freeze_at)
+            self._print(f"backbone: the first {cfg.freeze_at} parts frozen ({frozen} parameters)")
         self.model.to(self.device)
         self.channels_last = cfg.channels_last and cuda
         if self.channels_last:
@@ -123,6 +129,19 @@ class Trainer:
             params=[p for p in self.model.parameters() if p.requires_grad],
         )  # fmt: skip
 
+    def _check_data(self) -> None:
+        """The dataset check (training/check.py) in the log and as plots/data.png."""
+        try:
+            from training.check import plot_check
+            from training.data.check import check_dataset, format_check
+
+            check = check_dataset(self.cfg.data, self.model_cfg.input_size,
+                                  classes=self.data.class_names)  # fmt: skip
+            self._print(format_check(check))
+            plot_check(check, self.run_dir / "plots" / "data.png")
+        except Exception as exc:  # the check informs; it must never stop a run
+            warnings.warn(f"dataset check failed: {exc}", stacklevel=1)
+
     def _print(self, msg: str) -> None:
         if self.info.is_main:
             print(msg, flush=True)
@@ -161,7 +180,11 @@ class Trainer:
         last_epoch = self.start_epoch
         val: dict[str, Any] | None = None
         # --time-budget-min: the epoch count is fixed after the probe epochs (fresh runs only).
-        probe = self.start_epoch + PROBE_EPOCHS if cfg.time_budget_min > 0 and not cfg.resume else 0
+        budget = cfg.time_budget_min > 0 and not cfg.resume
+        probe = self.start_epoch + cfg.probe_epochs if budget else 0
+        # ... and an epoch that would overrun it stops early (one process only).
+        end_s = t_fit + cfg.time_budget_min * 60.0 * (1.0 - RESERVE)
+        self.ctx.deadline = end_s if budget and not self.info.enabled else None
         epoch = self.start_epoch
         while epoch < (cfg.epochs if not cfg.stop_epoch else min(cfg.epochs, cfg.stop_epoch)):
             epoch += 1
@@ -171,6 +194,8 @@ class Trainer:
                     self.iters_per_epoch,
                 )
             )  # fmt: skip
+            if stats["iters"] < self.iters_per_epoch:
+                probe = self._out_of_time(epoch, stats)
             val = None
             if (self._should_eval(epoch) or (epoch == probe and self.data.val_samples)) and (
                 self.info.is_main
@@ -180,6 +205,8 @@ class Trainer:
                     self.eval_model, self.model_cfg, self.data.val_samples, self.data.class_names
                 )
                 val["time_s"] = time.perf_counter() - t0
+                if self.ctx.deadline is not None:  # keep time for the final validation
+                    self.ctx.deadline = end_s - val["time_s"]
             val = dist_utils.broadcast_object(val, self.info)
             if epoch == probe:
                 self._plan(time.perf_counter() - t_fit, epoch, stats, val)
@@ -228,6 +255,18 @@ class Trainer:
         )
         cfg.epochs = planned
         self.scheduler.total_iters = planned * self.iters_per_epoch
+
+    def _out_of_time(self, epoch: int, stats: dict[str, float]) -> int:
+        """The time budget ran out inside `epoch`: it becomes the last one. Returns the new
+        probe epoch (none)."""
+        self.log.write({"type": "plan", "epoch": epoch, "epochs": epoch, "reason": "deadline",
+                        "iters": stats["iters"], "budget_s": self.cfg.time_budget_min * 60.0})
+        self._print(
+            f"time budget {self.cfg.time_budget_min:g} min reached after {stats['iters']:.0f} "
+            f"of {self.iters_per_epoch} iterations of epoch {epoch}: it is the last"
+        )  # fmt: skip
+        self.cfg.epochs = epoch
+        return 0
 
     def _check_in_sync(self, epoch: int) -> None:
         """DDP: every rank must hold the very same weights; logged, and a warning if not."""

@@ -49,15 +49,6 @@ def test_init_weights_run_trains_from_them(tmp_path: Path, single_thread: None) 
     assert final["epoch"] == 1 and final["train_config"]["init_weights"] == str(tmp_path / "w.pt")
 
 
-def test_init_weights_with_other_classes_are_refused(tmp_path: Path, single_thread: None) -> None:
-    make_voc(tmp_path / "data" / "VOC", num_images=2, seed=2)
-    _perturbed_weights(tmp_path / "w.pt", classes=("cat", "dog"))
-    cfg = resolve_config(tiny_args(tmp_path / "data", tmp_path / "run",
-                                   "--init-weights", str(tmp_path / "w.pt")))  # fmt: skip
-    with pytest.raises(ValueError, match="classes"):
-        Trainer(cfg)
-
-
 @pytest.mark.parametrize("cpu_amp", [False, True])
 def test_cpu_amp_switches_bf16_autocast_on_cpu(
     tmp_path: Path, single_thread: None, cpu_amp: bool

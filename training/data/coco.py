@@ -157,15 +157,9 @@ def load_coco(
     samples: list[Sample] = []
     for image_id in order:
         path, width, height = entries[image_id]
-        box_arr, label_arr, diff_arr = make_arrays(*objects[image_id])
-        if len(label_arr) == 0:
-            report.empty_images += 1
-            if drop_empty:
-                report.dropped_empty_images += 1
-                continue
-        samples.append(Sample(str(image_id), path, width, height, box_arr, label_arr, diff_arr))
-        report.objects += len(label_arr)
-        report.difficult += int(diff_arr.sum())
+        sample = Sample(str(image_id), path, width, height, *make_arrays(*objects[image_id]))
+        if report.admit(sample, drop_empty):
+            samples.append(sample)
     report.images = len(samples)
     sink.finish(f"COCO {json_path}")
     return samples, names

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from training.data.errors import DatasetError
+from training.data.sample import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,17 @@ class LoadReport:
             f"{self.clipped_boxes} boxes clipped; skipped {self.skipped_images} invalid images "
             f"and {self.skipped_objects} invalid objects"
         )
+
+    def admit(self, sample: Sample, drop_empty: bool) -> bool:
+        """Count a loaded sample; False when it is to be left out (no objects, drop_empty)."""
+        if sample.num_objects == 0:
+            self.empty_images += 1
+            if drop_empty:
+                self.dropped_empty_images += 1
+                return False
+        self.objects += sample.num_objects
+        self.difficult += int(sample.difficult.sum())
+        return True
 
     def drop(self, name: str) -> None:
         """Count an object of a class outside the selection."""

@@ -17,7 +17,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from model.config import get_preset
 from training.config import TrainConfig
-from training.data import AugmentConfig, DetectionDataset, Sample, collate, load_coco, load_voc
+from training.data import (
+    AugmentConfig,
+    DetectionDataset,
+    LoadReport,
+    Sample,
+    collate,
+    load_coco,
+    load_voc,
+)
+from training.data.source import has_split, load_data
 from training.data.stream import EpochBatches, EpochStream, Key
 from training.engine.distributed import DistInfo
 
@@ -62,6 +71,8 @@ def _voc_parts(data_root: str, spec: str) -> list[tuple[Path, str]]:
 
 def load_samples(cfg: TrainConfig, train: bool) -> tuple[list[Sample], tuple[str, ...]]:
     names = cfg.class_names()
+    if cfg.data:
+        return _load_data(cfg, "train" if train else "val")
     if cfg.dataset_format == "coco":
         json_path = cfg.coco_train_json if train else cfg.coco_val_json
         image_dir = cfg.coco_train_images if train else cfg.coco_val_images
@@ -74,6 +85,21 @@ def load_samples(cfg: TrainConfig, train: bool) -> tuple[list[Sample], tuple[str
     samples: list[Sample] = []
     for root, split in _voc_parts(cfg.data_root, cfg.train_split if train else cfg.val_split):
         samples += load_voc(root, split, names, skip_invalid=cfg.skip_invalid, drop_empty=train)
+    return samples, names
+
+
+def _load_data(cfg: TrainConfig, split: str) -> tuple[list[Sample], tuple[str, ...]]:
+    """--data: one split; the classes are the dataset's own unless --classes picks some.
+    Training keeps background images (no objects): they teach the model what is not an object."""
+    if split != "train" and not has_split(cfg.data, split):
+        return [], ()
+    report = LoadReport()
+    samples, names = load_data(cfg.data, split, cfg.classes or None,
+                               skip_invalid=cfg.skip_invalid, report=report)  # fmt: skip
+    print(f"data {cfg.data} [{split}]: {report.images} images ({report.empty_images} background), "
+          f"{report.objects} objects; dropped {report.skipped_objects} invalid boxes, "
+          f"{report.skipped_images} unreadable images, {report.dropped_objects} objects of "
+          f"other classes", flush=True)  # fmt: skip
     return samples, names
 
 
@@ -122,7 +148,7 @@ def build_data(
     if not train_samples:
         raise ValueError("no training images (check --data-root / --train-split)")
     val_samples: list[Sample] = []
-    if (cfg.dataset_format == "voc" and cfg.val_split) or cfg.coco_val_json:
+    if cfg.data or (cfg.dataset_format == "voc" and cfg.val_split) or cfg.coco_val_json:
         val_samples, _ = load_samples(cfg, train=False)
         if cfg.max_val_images > 0:
             val_samples = val_samples[: cfg.max_val_images]

@@ -157,16 +157,8 @@ def load_voc(
     samples: list[Sample] = []
     for image_id in read_split(root, split):
         sample = _parse_one(root, image_id, class_ids, classes is not None, tolerance, sink)
-        if sample is None:
-            continue
-        if sample.num_objects == 0:
-            report.empty_images += 1
-            if drop_empty:
-                report.dropped_empty_images += 1
-                continue
-        samples.append(sample)
-        report.objects += sample.num_objects
-        report.difficult += int(sample.difficult.sum())
+        if sample is not None and report.admit(sample, drop_empty):
+            samples.append(sample)
     report.images = len(samples)
     sink.finish(f"VOC {root} [{split}]")
     return samples

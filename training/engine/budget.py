@@ -1,10 +1,12 @@
 """Fit a schedule to a wall-clock budget (time-sliced GPU leases, a fixed slot on a shared box).
 
-With `--time-budget-min M`, the trainer runs `PROBE_EPOCHS` epochs, times the second of them
-(the first pays for worker start-up, cache warm-up and cuDNN autotuning) and one validation,
-and then fixes the epoch count so that the whole fit ends within M minutes. The count is fixed
-once, while the learning rate is still in warm-up (use --warmup-epochs >= PROBE_EPOCHS), so the
-cosine is then exactly the one a plain `--epochs N` run would get; `--epochs` is the ceiling.
+With `--time-budget-min M`, the trainer runs `--probe-epochs` epochs (default PROBE_EPOCHS),
+times the last of them (with 2, the first pays for worker start-up, cache warm-up and cuDNN
+autotuning; the fine-tuning recipe probes 1, as its CPU epochs are minutes long) and one
+validation, and then fixes the epoch count so that the whole fit ends within M minutes. The
+count is fixed once, while the learning rate is still in warm-up (use --warmup-epochs >=
+--probe-epochs), so the cosine is then exactly the one a plain `--epochs N` run would get;
+`--epochs` is the ceiling.
 The planned count is written into the run's train_config, so `--resume` continues the same plan.
 """
 

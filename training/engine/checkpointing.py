@@ -21,6 +21,7 @@ from model.checkpoint import FORMAT, load_checkpoint_dict, weights_of
 from model.fcos import FCOS
 from training.engine.ema import ModelEMA
 from training.engine.schedule import WarmupCosine
+from training.engine.transfer import transfer_state
 
 
 def rng_state() -> dict[str, Any]:
@@ -96,18 +97,22 @@ def load_init_weights(model: FCOS, path: str | Path) -> str:
     """Start `model` from the (EMA) weights of a checkpoint or weights-only file.
 
     Unlike --resume nothing else is restored: optimiser, schedule and epoch count start afresh
-    (a warm restart, or a longer schedule continued from an earlier run's weights). The file's
-    classes must match the model's; shapes are checked by a strict load. Returns a summary line.
+    (a warm restart, fine-tuning, or a longer schedule continued from an earlier run). With the
+    same classes every tensor is loaded (a strict load); with another class list the model is
+    transferred (training/engine/transfer.py: tensors matching in name and shape are copied,
+    class-logit rows are matched by name). Returns what was done, for the log.
     """
     ckpt = load_checkpoint_dict(path)
     want = tuple(model.cfg.class_names)
     have = tuple(ckpt["config"].get("class_names") or ())
-    if have and have != want:
-        raise ValueError(f"{path}: classes {have} differ from the run's {want}")
     state, use_ema = weights_of(ckpt)
-    model.load_state_dict(state)  # copy_ casts the fp16 storage
-    epoch = ckpt.get("epoch", "?")
-    return f"initialised from {path} ({'EMA' if use_ema else 'model'} weights, epoch {epoch})"
+    head = f"initialised from {path} ({'EMA' if use_ema else 'model'} weights, " \
+           f"epoch {ckpt.get('epoch', '?')})"  # fmt: skip
+    if not have or have == want:
+        model.load_state_dict(state)  # copy_ casts the fp16 storage
+        return head
+    report = transfer_state(model, state, have, want)
+    return f"{head}: its {len(have)} classes -> this run's {len(want)}\n{report.summary()}"
 
 
 def load_for_resume(path: str | Path) -> dict[str, Any]:

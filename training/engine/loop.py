@@ -61,6 +61,9 @@ class StepContext:
     is_main: bool = True
     log: RunLog | None = None
     params: list[nn.Parameter] = field(default_factory=list)
+    # time.perf_counter() value after which the epoch stops early (--time-budget-min, one
+    # process only: DDP ranks stop at epoch ends); None = run every iteration.
+    deadline: float | None = None
 
 
 def use_autocast(device: torch.device, amp: bool, cpu_amp: bool) -> bool:
@@ -121,7 +124,8 @@ def _progress(ctx: StepContext, epoch: int, epochs: int, total: int) -> Any:
 def train_one_epoch(
     ctx: StepContext, loader: Iterable, epoch: int, epochs: int, iters_per_epoch: int
 ) -> dict[str, float]:
-    """Run one epoch (`epoch` counts from 1); returns mean losses, lr, img/s, time."""
+    """Run one epoch (`epoch` counts from 1); returns mean losses, lr, img/s, time and the
+    iterations run (fewer than `iters_per_epoch` when `ctx.deadline` passed)."""
     ctx.model.train()
     bar = _progress(ctx, epoch, epochs, iters_per_epoch)
     sums = torch.zeros(len(LOSS_KEYS), device=ctx.device)
@@ -167,6 +171,8 @@ def train_one_epoch(
             win_start = now
         if bar is not None:
             bar.update(1)
+        if ctx.deadline is not None and not last and time.perf_counter() > ctx.deadline:
+            break  # out of time: the trainer ends the run with this epoch
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start

@@ -30,10 +30,15 @@ def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> n
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """The model and data flags the evaluation CLIs share (read by `load_split`)."""
     p.add_argument("--model", required=True, help="an .onnx file (fp32/INT8) or a .pt checkpoint")
-    p.add_argument("--data-root", required=True, help="VOC-layout root (Annotations, ...)")
-    p.add_argument("--split", default="val", help="ImageSets/Main/<split>.txt")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", help="the dataset, its format recognised: a YOLO data.yaml, a "
+                       "COCO .json, a Roboflow COCO export folder or a VOC folder")
+    where.add_argument("--data-root", help="a VOC-layout root (Annotations, ...); as --data")
+    p.add_argument("--split", default="val", help="train, val or test (VOC: "
+                   "ImageSets/Main/<split>.txt)")  # fmt: skip
     p.add_argument("--classes", default=None,
-                   help="comma-separated dataset class names (default: the 20 VOC classes)")
+                   help="comma-separated dataset class names (default: the dataset's own list; "
+                   "for VOC folders the model's classes, objects of other classes unscored)")
     p.add_argument("--limit", type=int, default=0, help="the first N images (0 = all)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed annotations instead of failing")
@@ -47,19 +52,21 @@ def load_split(
     ValueError (with a message for the user) when the dataset lacks a model class or the split
     has no images.
     """
-    from training.data.voc import load_voc  # (imports model.config)
+    from training.data.errors import DatasetError
+    from training.data.source import data_format, load_data  # (imports model.config)
 
-    if args.classes:
-        dataset_classes: tuple[str, ...] = tuple(c.strip() for c in args.classes.split(","))
-    else:
-        from model.config import VOC_CLASSES
-
-        dataset_classes = VOC_CLASSES
+    path = args.data or args.data_root
+    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
+    try:
+        if classes is None and data_format(path) == "voc":
+            classes = tuple(model_names)  # the model carries its classes
+        samples, dataset_classes = load_data(path, args.split, classes,
+                                             skip_invalid=args.skip_invalid)  # fmt: skip
+    except DatasetError as exc:
+        raise ValueError(str(exc)) from exc
     to_model = class_mapping(model_names, dataset_classes)
-    samples = load_voc(args.data_root, args.split, classes=dataset_classes,
-                       skip_invalid=args.skip_invalid)
     if args.limit > 0:
         samples = samples[: args.limit]
     if not samples:
-        raise ValueError(f"no images in split {args.split!r} of {args.data_root}")
+        raise ValueError(f"no images in split {args.split!r} of {path}")
     return dataset_classes, to_model, samples

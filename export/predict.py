@@ -1,0 +1,293 @@
+"""`python -m export.predict`: run an exported model over images; annotated copies + JSON lines.
+
+    python -m export.predict --model runs/mine/model.onnx photos/ --output predictions/
+    python -m export.predict --model models/default.onnx "shots/**/*.jpg" --classes person,dog
+    python -m export.predict --model model.onnx img.jpg --coco-results coco.json --no-images
+
+Inputs: image files, folders (searched recursively) and glob patterns, in any mix. Each image
+goes through the service's pipeline (export.runtime.OnnxDetector.detect_bytes: EXIF-aware
+decode, letterbox, ONNX Runtime, decode + NMS) with the service's defaults (score threshold
+0.4 on the final score, NMS IoU 0.5, at most 100 detections, 40 Mpx decode limit). Writes
+`<output>/predictions.jsonl` (one line per image: its path, size, detections with class name,
+score and xyxy box in image pixels, timings), annotated images under `<output>/images/`
+(the service's drawing, export/draw.py) and, with --coco-results, a COCO results list. Images
+that cannot be read are reported and skipped. NumPy + Pillow + onnxruntime only: no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from export.errors import DetectorError
+from export.postprocess import Detections, candidate_config
+from export.preprocess import DEFAULT_MAX_PIXELS, decode_image
+from export.runtime import DetectionResult, OnnxDetector
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+# The service's defaults (service/settings.py: DETECTOR_SCORE_THRESHOLD, _MAX_DETECTIONS,
+# _NMS_IOU, _MAX_PIXELS); tests/export/test_predict.py checks that they agree.
+SCORE_THRESHOLD = 0.4
+MAX_DETECTIONS = 100
+NMS_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    name: str  # relative output name (no suffix change)
+
+
+def find_images(inputs: Sequence[str]) -> list[Job]:
+    """Files, folders (recursive) and glob patterns -> images, each with a unique output name
+    (its path under the folder given, or its file name)."""
+    jobs: list[Job] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                    jobs.append(Job(p, str(p.relative_to(path))))
+        elif path.is_file():
+            jobs.append(Job(path, path.name))
+        else:
+            matches = sorted(glob.glob(entry, recursive=True))
+            files = [Path(m) for m in matches
+                     if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
+            if not files:
+                raise FileNotFoundError(f"{entry}: no such image, folder or matching images")
+            jobs += [Job(p, p.name) for p in files]
+    seen: dict[str, int] = {}
+    unique = []
+    for job in jobs:
+        n = seen.get(job.name, 0)
+        seen[job.name] = n + 1
+        name = job.name if n == 0 else f"{Path(job.name).stem}_{n}{Path(job.name).suffix}"
+        unique.append(Job(job.path, name))
+    return unique
+
+
+def keep_classes(dets: Detections, class_ids: np.ndarray | None, limit: int) -> Detections:
+    """The detections of `class_ids` (None: all), best first, at most `limit`."""
+    keep = np.ones(len(dets.scores), dtype=bool)
+    if class_ids is not None:
+        keep = np.isin(dets.class_ids, class_ids)
+    order = np.flatnonzero(keep)[np.argsort(-dets.scores[keep], kind="stable")][:limit]
+    return Detections(dets.boxes[order], dets.scores[order], dets.class_ids[order])
+
+
+def detection_record(job: Job, result: DetectionResult, names: Sequence[str]) -> dict[str, Any]:
+    d = result.detections
+    return {
+        "image": str(job.path),
+        "width": result.width,
+        "height": result.height,
+        "detections": [
+            {
+                "class_id": int(c),
+                "class_name": names[int(c)],
+                "score": round(float(s), 5),
+                "box": [round(float(v), 2) for v in b],
+            }
+            for b, s, c in zip(d.boxes, d.scores, d.class_ids, strict=True)
+        ],
+        "timings_ms": {k: round(v * 1000.0, 2) for k, v in result.timings_s.items()},
+    }
+
+
+def coco_records(image_id: int, dets: Detections, category_ids: Sequence[int]) -> list[dict]:
+    """COCO results entries: bbox [x, y, w, h] in image pixels."""
+    return [
+        {"image_id": image_id, "category_id": int(category_ids[int(c)]),
+         "bbox": [round(float(b[0]), 2), round(float(b[1]), 2),
+                  round(float(b[2] - b[0]), 2), round(float(b[3] - b[1]), 2)],
+         "score": round(float(s), 5)}
+        for b, s, c in zip(dets.boxes, dets.scores, dets.class_ids, strict=True)
+    ]  # fmt: skip
+
+
+def coco_ids(gt_path: str | None, names: Sequence[str]) -> tuple[dict[str, int] | None, list[int]]:
+    """(file name -> image id, model class id -> category id) from a COCO annotation file
+    (matched by file name and category name); without one: None and class id + 1."""
+    if not gt_path:
+        return None, [i + 1 for i in range(len(names))]
+    data = json.loads(Path(gt_path).read_text(encoding="utf-8"))
+    images = {Path(str(im["file_name"])).name: int(im["id"]) for im in data["images"]}
+    by_name = {str(c["name"]): int(c["id"]) for c in data["categories"]}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"{gt_path}: no categories named {missing}")
+    return images, [by_name[n] for n in names]
+
+
+class Progress:
+    """A one-line progress bar on a terminal (else a line every 10%)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool = True) -> None:
+        self.total, self.stream, self.enabled = total, stream, enabled and total > 0
+        self.tty = stream.isatty()
+        self.t0 = time.perf_counter()
+        self.done = 0
+        self._last_tenth = -1
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        rate = self.done / max(1e-9, time.perf_counter() - self.t0)
+        filled = int(30 * self.done / self.total)
+        line = (f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
+                f"{rate:.1f} img/s")  # fmt: skip
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if self.done == self.total else ""))
+            self.stream.flush()
+        elif self.done * 10 // self.total != self._last_tenth:
+            self._last_tenth = self.done * 10 // self.total
+            print(line, file=self.stream, flush=True)
+
+
+def _annotate(job: Job, data: bytes, result: DetectionResult, names: Sequence[str],
+              out_dir: Path, max_pixels: int) -> None:  # fmt: skip
+    from export.draw import draw_detections
+
+    image, _ = decode_image(data, max_pixels)  # full resolution, EXIF-oriented
+    target = out_dir / "images" / job.name
+    if target.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        target = target.with_suffix(".jpg")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    drawn = draw_detections(image, result.detections, names)
+    if target.suffix.lower() == ".png":
+        drawn.save(target, "PNG", compress_level=3)
+    else:
+        drawn.convert("RGB").save(target, "JPEG", quality=90)
+
+
+def predict(args: argparse.Namespace, jobs: Iterable[Job], total: int) -> dict[str, int]:
+    detector = OnnxDetector(args.model, args.threads or None)
+    names = detector.metadata.class_names
+    class_ids = None
+    if args.classes:
+        wanted = [c.strip() for c in args.classes.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise ValueError(f"the model has no classes {unknown}; it has {list(names)}")
+        class_ids = np.array([names.index(c) for c in wanted], dtype=np.int64)
+    # With a class filter the cap applies after it (the other classes take no slots).
+    cap = 1000 if class_ids is not None else args.max_detections
+    cfg = candidate_config(args.score_threshold, cap, args.nms_iou)
+    image_ids, category_ids = coco_ids(args.coco_gt, names) if args.coco_results else (None, [])
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"images": 0, "detections": 0, "failed": 0}
+    coco: list[dict] = []
+    progress = Progress(total, enabled=not args.quiet)
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as lines:
+        for index, job in enumerate(jobs):
+            try:
+                data = job.path.read_bytes()
+                result = detector.detect_bytes(data, cfg, args.max_pixels)
+                result.detections = keep_classes(result.detections, class_ids,
+                                                 args.max_detections)  # fmt: skip
+                if not args.no_images:
+                    _annotate(job, data, result, names, out_dir, args.max_pixels)
+            except (OSError, DetectorError) as exc:
+                counts["failed"] += 1
+                lines.write(json.dumps({"image": str(job.path), "error": str(exc)}) + "\n")
+                print(f"\n{job.path}: skipped: {exc}", file=sys.stderr)
+                progress.update()
+                continue
+            lines.write(json.dumps(detection_record(job, result, names)) + "\n")
+            counts["images"] += 1
+            counts["detections"] += len(result.detections.scores)
+            if args.coco_results:
+                image_id = (image_ids or {}).get(job.path.name, index + 1)
+                coco += coco_records(image_id, result.detections, category_ids)
+            progress.update()
+    if args.coco_results:
+        Path(args.coco_results).write_text(json.dumps(coco) + "\n", encoding="utf-8")
+    return counts
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m export.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", help="images, folders or glob patterns (quote them)")
+    p.add_argument("--model", required=True, help="an exported .onnx file (fp32 or INT8)")
+    p.add_argument("--output", default="predictions", help="output folder")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=SCORE_THRESHOLD,
+        help="keep detections scoring at least this (the service's default)",
+    )
+    p.add_argument(
+        "--max-detections", type=int, default=MAX_DETECTIONS, help="at most this many per image"
+    )
+    p.add_argument("--nms-iou", type=float, default=NMS_IOU, help="class-wise NMS IoU")
+    p.add_argument(
+        "--classes", default=None, help="comma-separated class names to keep (default: all)"
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels than this",
+    )
+    p.add_argument("--no-images", action="store_true", help="write no annotated images")
+    p.add_argument(
+        "--coco-results",
+        default=None,
+        metavar="FILE",
+        help="also write COCO-format results to FILE",
+    )
+    p.add_argument(
+        "--coco-gt",
+        default=None,
+        metavar="JSON",
+        help="a COCO annotation file: image and category ids for --coco-results "
+        "(matched by file name and class name; default: running index, class id + 1)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if not 0.0 <= args.score_threshold <= 1.0:
+        p.error("--score-threshold must be in [0, 1]")
+    if args.max_detections < 1:
+        p.error("--max-detections must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        jobs = find_images(args.inputs)
+        counts = predict(args, jobs, len(jobs))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    written = [str(out / "predictions.jsonl")]
+    written += [] if args.no_images else [str(out / "images")]
+    written += [args.coco_results] if args.coco_results else []
+    failed = f", {counts['failed']} unreadable" if counts["failed"] else ""
+    print(
+        f"{counts['images']} images, {counts['detections']} detections{failed}: "
+        + ", ".join(written)
+    )
+    return 1 if counts["failed"] and not counts["images"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""`python -m export.predict` on the tiny perturbed model (tests/export/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from export import predict
+from export.exporter.parity import synthetic_image
+from export.runtime import OnnxDetector
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    synthetic_image(160, 120, seed=0).save(root / "a.jpg", quality=95)
+    synthetic_image(120, 160, seed=1).save(root / "sub" / "b.png")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def read_lines(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_a_folder_gives_json_lines_and_annotated_images(
+    perturbed_onnx: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert predict.main(["--model", str(perturbed_onnx), str(photos), "--output", str(out),
+                         "--score-threshold", "0.05", "--quiet"]) == 0  # fmt: skip
+    records = read_lines(out)
+    assert [Path(r["image"]).name for r in records] == ["a.jpg", "b.png"]
+    detector = OnnxDetector(perturbed_onnx)
+    names = detector.metadata.class_names
+    for r, path in zip(records, (photos / "a.jpg", photos / "sub" / "b.png"), strict=True):
+        # the same detections as the runtime's own pipeline with the same settings
+        cfg = predict.candidate_config(0.05, 100, 0.5)
+        want = detector.detect_bytes(path.read_bytes(), cfg).detections
+        assert len(r["detections"]) == len(want.scores) > 0
+        assert [d["class_name"] for d in r["detections"]] == [names[c] for c in want.class_ids]
+        assert r["detections"][0]["box"] == pytest.approx(want.boxes[0].tolist(), abs=0.01)
+        assert all(d["score"] >= 0.05 for d in r["detections"])
+    with Image.open(out / "images" / "a.jpg") as a, Image.open(out / "images/sub/b.png") as b:
+        assert a.size == (160, 120) and b.size == (120, 160) and b.format == "PNG"
+
+
+def test_class_filter_threshold_cap_and_coco_results(
+    perturbed_onnx: Path, photos: Path, tmp_path: Path
+) -> None:
+    out, coco = tmp_path / "out", tmp_path / "coco.json"
+    argv = ["--model", str(perturbed_onnx), str(photos / "a.jpg"), str(photos / "sub" / "*.png"),
+            "--output", str(out), "--score-threshold", "0.05", "--classes", "dog",
+            "--max-detections", "3", "--coco-results", str(coco), "--no-images", "--quiet"]
+    assert predict.main(argv) == 0
+    records = read_lines(out)
+    dets = [d for r in records for d in r["detections"]]
+    assert dets and all(d["class_name"] == "dog" for d in dets)
+    assert all(len(r["detections"]) <= 3 for r in records)
+    results = json.loads(coco.read_text())
+    assert len(results) == len(dets) and {r["image_id"] for r in results} <= {1, 2}
+    assert all(r["category_id"] == 2 for r in results)  # dog = class 1 -> category 2
+    first = records[0]["detections"][0]["box"]
+    assert results[0]["bbox"] == pytest.approx([first[0], first[1], first[2] - first[0],
+                                                first[3] - first[1]], abs=0.02)  # fmt: skip
+    assert not (out / "images").exists()
+
+
+def test_coco_ids_from_an_annotation_file(
+    perturbed_onnx: Path, photos: Path, tmp_path: Path
+) -> None:
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [{"id": 42, "file_name": "x/a.jpg"}], "annotations": [],
+                              "categories": [{"id": 7, "name": "cat"}, {"id": 8, "name": "dog"},
+                                             {"id": 9, "name": "person"}]}))  # fmt: skip
+    coco = tmp_path / "coco.json"
+    assert predict.main(["--model", str(perturbed_onnx), str(photos / "a.jpg"), "--output",
+                         str(tmp_path / "o"), "--score-threshold", "0.05", "--coco-results",
+                         str(coco), "--coco-gt", str(gt), "--quiet"]) == 0  # fmt: skip
+    results = json.loads(coco.read_text())
+    assert results and {r["image_id"] for r in results} == {42}
+    assert {r["category_id"] for r in results} <= {7, 8, 9}
+
+
+def test_unreadable_images_are_reported_and_skipped(
+    perturbed_onnx: Path, photos: Path, tmp_path: Path
+) -> None:
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    out = tmp_path / "out"
+    assert predict.main(["--model", str(perturbed_onnx), str(photos), "--output", str(out),
+                         "--quiet"]) == 0  # fmt: skip
+    records = read_lines(out)
+    assert [("error" in r) for r in records] == [False, True, False]
+
+
+@pytest.mark.parametrize("argv", [["missing/*.jpg"], ["a.jpg", "--classes", "zebra"]])
+def test_bad_inputs_are_clear_errors(
+    perturbed_onnx: Path, photos: Path, tmp_path: Path, argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    argv = [str(photos / a) if a.endswith(".jpg") else a for a in argv]
+    out = str(tmp_path / "o")
+    assert predict.main(["--model", str(perturbed_onnx), *argv, "--output", out]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_the_defaults_are_the_services() -> None:
+    from service.settings import Settings
+
+    s = Settings()
+    service = (s.score_threshold, s.max_detections, s.nms_iou)
+    assert service == (predict.SCORE_THRESHOLD, predict.MAX_DETECTIONS, predict.NMS_IOU)
+    assert s.max_pixels == predict.DEFAULT_MAX_PIXELS
+
+
+@pytest.mark.slow
+def test_the_cli_runs_without_torch(perturbed_onnx: Path, photos: Path, tmp_path: Path) -> None:
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['predict', *sys.argv[1:]];"
+            "runpy.run_module('export.predict', run_name='__main__')")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--model", str(perturbed_onnx), str(photos),
+         "--output", str(tmp_path / "o")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "2 images" in proc.stdout and "2/2" in proc.stderr  # the progress bar

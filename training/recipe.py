@@ -1,0 +1,63 @@
+"""Training recipes: TrainConfig defaults for a kind of run, kept as JSON files in configs/.
+
+`--recipe auto` (the default) picks `configs/finetune.json` when the run starts from a trained
+model (`--init-weights`), and nothing otherwise (the dataclass defaults: training from
+scratch). A recipe sits between the defaults and `--config`/flags, so anything it sets can be
+overridden; keys starting with "_" are comments. A run started from a trained model also takes
+that model's architecture (its preset, input size and centre-ness branch) unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig, load_config_file
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+FINETUNE = CONFIGS / "finetune.json"
+
+
+def recipe_path(settings: dict[str, Any]) -> Path | None:
+    """The recipe for a run given its --config and flag settings (None: no recipe)."""
+    recipe = str(settings.get("recipe", TrainConfig.recipe))
+    if recipe == "none":
+        return None
+    if recipe == "auto":
+        return FINETUNE if settings.get("init_weights") else None
+    return Path(recipe)
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """A recipe file's TrainConfig fields (comments dropped; unknown fields are an error)."""
+    fields = {k: v for k, v in load_config_file(path).items() if not k.startswith("_")}
+    TrainConfig.from_dict(fields)  # validates the names
+    return fields
+
+
+def init_architecture(path: str | Path) -> dict[str, Any]:
+    """The TrainConfig fields that rebuild the architecture of the model in `path`."""
+    from model.checkpoint import load_checkpoint_dict
+    from model.config import PRESETS
+
+    model_cfg = load_checkpoint_dict(path)["config"]
+    out: dict[str, Any] = {}
+    if model_cfg.get("name") in PRESETS:
+        out["preset"] = model_cfg["name"]
+    if model_cfg.get("input_size"):
+        out["input_size"] = int(model_cfg["input_size"])
+    if model_cfg.get("centerness_branch"):
+        out["centerness_branch"] = str(model_cfg["centerness_branch"])
+    return out
+
+
+def recipe_fields(settings: dict[str, Any]) -> dict[str, Any]:
+    """Defaults for a fresh run with these --config/flag `settings`: the --init-weights model's
+    architecture, then the recipe's fields."""
+    out: dict[str, Any] = {}
+    if settings.get("init_weights"):
+        out.update(init_architecture(settings["init_weights"]))
+    path = recipe_path(settings)
+    if path is not None:
+        out.update(load_recipe(path))
+    return out
