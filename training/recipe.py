@@ -16,6 +16,8 @@ from training.config import TrainConfig, load_config_file
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FINETUNE = CONFIGS / "finetune.json"
+# The TrainConfig fields init_architecture reads from a model file (all given: no need to).
+ARCHITECTURE = frozenset({"preset", "input_size", "centerness_branch"})
 
 
 def recipe_path(settings: dict[str, Any]) -> Path | None:
@@ -55,7 +57,7 @@ def recipe_fields(settings: dict[str, Any]) -> dict[str, Any]:
     """Defaults for a fresh run with these --config/flag `settings`: the --init-weights model's
     architecture, then the recipe's fields."""
     out: dict[str, Any] = {}
-    if settings.get("init_weights"):
+    if settings.get("init_weights") and not settings.keys() >= ARCHITECTURE:
         out.update(init_architecture(settings["init_weights"]))
     path = recipe_path(settings)
     if path is not None:

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 from export.exporter.cli import main as export_main
-from tests.training.synthetic import save_random_weights, single_thread
+from tests.training.synthetic import save_random_weights
 from tests.training.yolo_helpers import roboflow_dataset
 from training import evaluate
 from training.cli import main as train_main
-
-__all__ = ["single_thread"]
 
 
 @pytest.mark.slow

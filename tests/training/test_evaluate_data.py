@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.test_evaluate import write_voc
+from tests.training.data_helpers import write_eval_voc
 from tests.training.yolo_helpers import roboflow_dataset
 from training import evaluate as ev
 
@@ -38,7 +38,7 @@ def test_evaluate_a_yolo_test_split(cat_dog_onnx: Path, tmp_path: Path) -> None:
 def test_a_voc_folder_of_other_classes_needs_no_class_list(
     cat_dog_onnx: Path, tmp_path: Path
 ) -> None:
-    voc = write_voc(tmp_path / "voc")  # cat, dog, person and bird objects
+    voc = write_eval_voc(tmp_path / "voc")  # cat, dog, person and bird objects
     out = tmp_path / "m.json"
     assert ev.main(["--model", str(cat_dog_onnx), "--data", str(voc), "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.training.test_metrics_coco import random_case
-from tests.training.test_metrics_voc import reference_voc
+from tests.training.metrics_helpers import random_case, reference_voc
 from training.metrics import GroundTruth, Predictions, voc_evaluate
 from training.metrics.bootstrap import (
     bc_interval,

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from tests.training.metrics_helpers import random_case
 from training.metrics import GroundTruth, Predictions, coco_evaluate
 
 pycocotools = pytest.importorskip("pycocotools")
@@ -16,53 +17,6 @@ from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 KEYS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
-
-
-def random_case(
-    seed: int,
-    num_images: int = 25,
-    num_classes: int = 4,
-    difficult_rate: float = 0.15,
-    score_step: float = 0.0,
-) -> tuple[list[GroundTruth], list[Predictions]]:
-    """Objects of all sizes; detections jittered around them, duplicates, wrong classes, noise.
-
-    The last class never has ground truth (only false positives). `score_step` > 0 rounds
-    the scores to create ties (sort stability must match)."""
-    rng = np.random.default_rng(seed)
-    gts, preds = [], []
-    for _ in range(num_images):
-        w, h = rng.integers(200, 640, size=2)
-        n = int(rng.integers(0, 7))
-        size = np.exp(rng.uniform(np.log(8), np.log(300), size=(n, 2)))
-        size = np.minimum(size, [w - 1, h - 1])
-        x1 = rng.uniform(0, w - size[:, 0])
-        y1 = rng.uniform(0, h - size[:, 1])
-        boxes = np.stack([x1, y1, x1 + size[:, 0], y1 + size[:, 1]], axis=1)
-        labels = rng.integers(0, num_classes - 1, size=n)
-        difficult = rng.random(n) < difficult_rate
-        gts.append(GroundTruth(boxes, labels, difficult))
-        d_boxes, d_scores, d_labels = [], [], []
-        for b, lab, s in zip(boxes, labels, size, strict=True):
-            for _ in range(int(rng.integers(0, 4))):  # 0..3 detections per object
-                jitter = rng.normal(0, rng.uniform(0.01, 0.2), size=4) * np.r_[s, s]
-                d_boxes.append(b + jitter)
-                wrong = rng.random() < 0.1
-                d_labels.append(int(rng.integers(0, num_classes)) if wrong else int(lab))
-                d_scores.append(rng.uniform(0.05, 1.0))
-        for _ in range(int(rng.integers(0, 6))):  # background false positives
-            s = np.exp(rng.uniform(np.log(6), np.log(250), size=2))
-            x, y = rng.uniform(0, w - 5), rng.uniform(0, h - 5)
-            d_boxes.append(np.r_[x, y, x + s[0], y + s[1]])
-            d_labels.append(int(rng.integers(0, num_classes)))
-            d_scores.append(rng.uniform(0.05, 0.7))
-        d = np.asarray(d_boxes, dtype=np.float64).reshape(-1, 4)
-        d[:, 2:] = np.maximum(d[:, 2:], d[:, :2] + 1.0)
-        sc = np.asarray(d_scores)
-        if score_step:
-            sc = np.round(sc / score_step) * score_step
-        preds.append(Predictions(d, sc, np.asarray(d_labels, np.int64)))
-    return gts, preds
 
 
 def run_cocoeval(

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from tests.training.metrics_helpers import reference_voc
 from training.metrics import GroundTruth, Predictions, all_point_ap, voc_evaluate
 
 
@@ -96,51 +97,9 @@ def test_detection_goes_to_its_best_object_even_if_taken() -> None:
     assert res.map == pytest.approx(0.5)
 
 
-def reference_voc(gts: list[GroundTruth], preds: list[Predictions], num_classes: int
-                  ) -> np.ndarray:
-    """Straight loop in the style of the devkit (continuous coordinates, >= .5)."""
-    aps = []
-    for c in range(num_classes):
-        dets = [(s, i, b) for i, p in enumerate(preds)
-                for b, s, lab in zip(p.boxes, p.scores, p.labels, strict=True) if lab == c]
-        dets.sort(key=lambda t: -t[0])
-        used = [np.zeros(int((g.labels == c).sum()), bool) for g in gts]
-        npos = sum(int(((g.labels == c) & ~g.difficult).sum()) for g in gts)
-        tp, fp = [], []
-        for _, i, b in dets:
-            gb, gd = gts[i].boxes[gts[i].labels == c], gts[i].difficult[gts[i].labels == c]
-            best, jbest = -1.0, -1
-            for j, g in enumerate(gb):
-                iw = min(b[2], g[2]) - max(b[0], g[0])
-                ih = min(b[3], g[3]) - max(b[1], g[1])
-                if iw > 0 and ih > 0:
-                    inter = iw * ih
-                    u = (b[2] - b[0]) * (b[3] - b[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
-                    if inter / u > best:
-                        best, jbest = inter / u, j
-            if best >= 0.5:
-                if gd[jbest]:
-                    continue
-                if not used[i][jbest]:
-                    used[i][jbest] = True
-                    tp.append(1)
-                    fp.append(0)
-                    continue
-            tp.append(0)
-            fp.append(1)
-        if npos == 0:
-            aps.append(math.nan)
-            continue
-        tpc, fpc = np.cumsum(tp), np.cumsum(fp)
-        rec = tpc / npos
-        prec = tpc / np.maximum(tpc + fpc, 1e-12)
-        aps.append(all_point_ap(rec, prec) if len(tp) else 0.0)
-    return np.array(aps)
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_loop_reference_on_random_data(seed: int) -> None:
-    from tests.training.test_metrics_coco import random_case
+    from tests.training.metrics_helpers import random_case
 
     gts, preds = random_case(seed, num_images=30)
     ours = voc_evaluate(gts, preds, 4)

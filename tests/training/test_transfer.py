@@ -13,7 +13,7 @@ import torch
 from model.checkpoint import load_model
 from model.config import get_preset
 from model.fcos import FCOS
-from tests.training.synthetic import make_voc, save_random_weights, single_thread, tiny_args
+from tests.training.synthetic import make_voc, save_random_weights, tiny_args
 from tests.training.yolo_helpers import roboflow_dataset
 from training.cli import main, resolve_config
 from training.config import TrainConfig
@@ -21,8 +21,6 @@ from training.engine.checkpointing import load_init_weights
 from training.engine.transfer import CLASS_ROWS, freeze_backbone, transfer_state
 from training.recipe import FINETUNE, load_recipe
 from training.trainer import Trainer
-
-__all__ = ["single_thread"]
 
 SOURCE = ("cat", "dog", "person")
 TARGET = ("person", "tractor", "cat", "kite")
