@@ -9,12 +9,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.batch import router as batch_router
 from service.demo import install_demo
 from service.engine import Engine, Loader, load_onnx
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
+from service.reload import Reloader, install_sighup, reload_counter, remove_sighup
+from service.reload import router as reload_router
 from service.routes import router
+from service.routes_v2 import router as v2_router
 from service.settings import Settings
 
 log = logging.getLogger("service.app")
@@ -24,6 +28,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     """Build the app. `settings` default to the environment (read at startup, in the lifespan);
     `loader` (path, threads) -> detector is injectable for tests."""
     metrics = Metrics()
+    reloads = reload_counter(metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,9 +37,12 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
         engine = Engine(s, metrics, loader or load_onnx)
         app.state.settings, app.state.engine = s, engine
         loading = asyncio.create_task(engine.load())  # background: live now, ready later
+        app.state.reloader = reloader = Reloader(engine, reloads, loading)
+        install_sighup(reloader)  # SIGHUP -> reload the model file (main thread only)
         try:
             yield
         finally:
+            remove_sighup()
             # uvicorn has stopped accepting and drained in-flight requests by now.
             await asyncio.to_thread(engine.close)
             try:
@@ -52,6 +60,9 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(batch_router)
+    app.include_router(v2_router)
+    app.include_router(reload_router)
     install_demo(app)  # GET / and /static/
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from export.runtime import DetectionResult
 from service.annotate import FORMATS, ImageFormat, render
+from service.class_filter import classes_query, parse_classes
 from service.engine import Engine
 from service.errors import NotReadyError, record_outcome
 from service.metrics import Metrics
@@ -32,7 +33,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "empty, truncated or undecodable image; malformed multipart body"),
         (413, "body over DETECTOR_MAX_UPLOAD_BYTES or image over DETECTOR_MAX_PIXELS"),
         (415, "not an image (content type or content)"),
-        (422, "invalid query parameter or missing multipart field"),
+        (422, "invalid query parameter (e.g. unknown class), missing or repeated field"),
         (503, "model not ready, or overloaded (with Retry-After)"),
         (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S or timeout_ms) exceeded"),
     )
@@ -64,6 +65,13 @@ _DETECT_BODY: dict[str, Any] = {
             },
             "image/*": {"schema": _BINARY},
             "application/octet-stream": {"schema": _BINARY},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {IMAGE_FIELD: {"type": "string", "format": "byte"}},
+                    "required": [IMAGE_FIELD],
+                }
+            },
         },
     }
 }
@@ -110,10 +118,12 @@ async def detect(
     image_format: Literal["jpeg", "png"] = Query(
         "jpeg", alias="format", description="format of the annotated image (annotate=true)"
     ),
+    classes: list[str] | None = Depends(classes_query),
 ) -> DetectResponse | Response:
     engine = _engine(request)
     settings = engine.settings
     detector = engine.require_ready()
+    class_ids = parse_classes(classes, detector.metadata.class_names)
     metrics: Metrics = request.app.state.metrics
     timings: dict[str, float] = request.state.timings_s
 
@@ -132,6 +142,7 @@ async def detect(
             slot,
             then=_annotator(data, detector.metadata.class_names, image_format,
                             settings.max_pixels, drawn) if annotate else None,
+            classes=class_ids,
         )  # fmt: skip
     timings.update(queue=waited, **result.timings_s)
     timings["total"] = time.monotonic() - request.state.started_monotonic

@@ -1,7 +1,8 @@
 """Reading the uploaded image without ever buffering more than the size limit.
 
-Accepted bodies: `multipart/form-data` with a field `image`, or the raw bytes with an `image/*`
-or `application/octet-stream` content type (or none). Content-Length is checked up front and
+Accepted bodies: `multipart/form-data` with a field `image`, the raw bytes with an `image/*`
+or `application/octet-stream` content type (or none), or `application/json` `{"image": "<base64>"}`
+(service.json_input). Content-Length is checked up front and
 the stream is cut off as soon as it passes the limit (chunked uploads included); a multipart
 body may exceed the limit by `MULTIPART_OVERHEAD` bytes for its envelope, its image may not.
 """
@@ -20,6 +21,7 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from service.json_input import JSON_TYPE, json_body_limit, json_single_image
 
 IMAGE_FIELD = "image"
 MULTIPART_OVERHEAD = 64 * 1024
@@ -48,11 +50,10 @@ async def read_bounded(request: Request, limit: int) -> bytes:
 
 @dataclass
 class _PartCollector:
-    """Callbacks for python-multipart: keeps the data of the first part named `name`."""
+    """Callbacks for python-multipart: keeps the data of every part named `name`, in order."""
 
     name: bytes
-    data: bytearray = field(default_factory=bytearray)
-    found: bool = False
+    parts: list[bytearray] = field(default_factory=list)
     ended: bool = False
     _capturing: bool = False
     _header_field: bytearray = field(default_factory=bytearray)
@@ -84,12 +85,13 @@ class _PartCollector:
         self._header_value.clear()
 
     def _headers_finished(self) -> None:
-        self._capturing = not self.found and self._part_name == self.name
-        self.found = self.found or self._capturing
+        self._capturing = self._part_name == self.name
+        if self._capturing:
+            self.parts.append(bytearray())
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._capturing:
-            self.data.extend(data[start:end])
+            self.parts[-1].extend(data[start:end])
 
     def _part_end(self) -> None:
         self._capturing = False
@@ -98,8 +100,10 @@ class _PartCollector:
         self.ended = True
 
 
-def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FIELD) -> bytes:
-    """Bytes of the first part named `name` of a complete multipart/form-data body."""
+def extract_multipart_fields(
+    body: bytes, content_type: str, name: str = IMAGE_FIELD
+) -> list[bytes]:
+    """Bytes of every part named `name` of a complete multipart/form-data body, in order."""
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
@@ -113,9 +117,20 @@ def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FI
         raise BadRequestError(f"malformed multipart body: {exc}") from exc
     if not collector.ended:
         raise BadRequestError("truncated multipart body (no closing boundary)")
-    if not collector.found:
+    if not collector.parts:
         raise InvalidParameterError(f"multipart field '{name}' is required")
-    return bytes(collector.data)
+    return [bytes(p) for p in collector.parts]
+
+
+def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FIELD) -> bytes:
+    """Bytes of the one part named `name` (a second one is a 422, never silently dropped)."""
+    parts = extract_multipart_fields(body, content_type, name)
+    if len(parts) > 1:
+        raise InvalidParameterError(
+            f"multipart field '{name}' was sent {len(parts)} times; this route takes one "
+            "image: send several to POST /detect/batch"
+        )
+    return parts[0]
 
 
 async def read_image_upload(request: Request, max_bytes: int) -> tuple[bytes, int]:
@@ -128,10 +143,14 @@ async def read_image_upload(request: Request, max_bytes: int) -> tuple[bytes, in
         if len(data) > max_bytes:
             raise _too_large(max_bytes)
         return data, len(body)
+    if media == JSON_TYPE:
+        body = await read_bounded(request, json_body_limit(max_bytes))
+        return json_single_image(body, max_bytes), len(body)
     if media.startswith("image/") or media in RAW_TYPES:
         data = await read_bounded(request, max_bytes)
         return data, len(data)
     raise UnsupportedMediaTypeError(
         f"content type {media!r} is not accepted: send multipart/form-data with a field "
-        f"'{IMAGE_FIELD}', or the image bytes as image/* or application/octet-stream"
+        f"'{IMAGE_FIELD}', the image bytes as image/* or application/octet-stream, or "
+        f'application/json {{"{IMAGE_FIELD}": "<base64>"}}'
     )
