@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
         s = settings if settings is not None else Settings()
         logging.getLogger("service.access").disabled = not s.access_log
         engine = Engine(s, metrics, loader or load_onnx)
+        metrics.queue_capacity.set(s.max_queue)
         app.state.settings, app.state.engine = s, engine
         loading = asyncio.create_task(engine.load())  # background: live now, ready later
         app.state.reloader = reloader = Reloader(engine, reloads, loading)

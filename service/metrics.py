@@ -52,6 +52,10 @@ class Metrics:
         self.queue_depth = Gauge(
             "detector_queue_depth", "Requests waiting for the inference worker", registry=r
         )
+        self.queue_capacity = Gauge(
+            "detector_queue_capacity", "Requests that may wait (DETECTOR_MAX_QUEUE); then 503",
+            registry=r,
+        )  # fmt: skip
         self.detections = Histogram(
             "detector_detections_per_image", "Detections returned per image",
             buckets=DETECTION_BUCKETS, registry=r,

@@ -89,7 +89,8 @@ def test_detect_takes_json_base64_like_a_binary_upload(client: TestClient) -> No
     r = client.post(f"/detect?{Q}", json={"image": b64(a)})
     assert r.status_code == 200, r.text
     assert r.json()["detections"] == single(client, a)
-    r = client.post(f"/detect?{Q}&annotate=true", json={"image": "data:image/jpeg;base64," + b64(a)})
+    data_url = "data:image/jpeg;base64," + b64(a)
+    r = client.post(f"/detect?{Q}&annotate=true", json={"image": data_url})
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
 
 
@@ -109,10 +110,11 @@ def test_detect_json_errors(serve: Any) -> None:
             r = client.post("/detect", json=body)
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), (body, r.text)
             assert "images" not in str(body) or "/detect/batch" in r.json()["error"]["message"]
-        r = client.post("/detect", content=b"{not json", headers={"content-type": "application/json"})
+        as_json = {"content-type": "application/json"}
+        r = client.post("/detect", content=b"{not json", headers=as_json)
         assert r.status_code == 400 and "malformed JSON" in r.json()["error"]["message"]
         huge = b'{"image": "' + b"A" * 10_000 + b'"}'
-        r = client.post("/detect", content=huge, headers={"content-type": "application/json"})
+        r = client.post("/detect", content=huge, headers=as_json)
         assert r.status_code == 413
 
 
