@@ -81,7 +81,7 @@ def json_single_image(body: bytes, max_bytes: int) -> bytes:
 
 def json_image_list(body: bytes, max_bytes: int, max_images: int) -> list[bytes | ServiceError]:
     """`{"images": ["<base64>", ...]}` -> per image its bytes, or the error that image has
-    (bad base64, too large); a malformed envelope fails the whole request."""
+    (bad base64, too large); a malformed envelope (not a list of strings) fails the request."""
     doc = _load_object(body, "images")
     images = doc.get("images")
     if not isinstance(images, list) or not images:
@@ -90,6 +90,10 @@ def json_image_list(body: bytes, max_bytes: int, max_images: int) -> list[bytes 
         raise PayloadTooLargeError(
             f"{len(images)} images in one request; the limit is {max_images}"
         )
+    for i, value in enumerate(images):
+        if not isinstance(value, str):
+            got = _kind(value)
+            raise InvalidParameterError(f"images[{i}]: expected a base64 string, got {got}")
     out: list[bytes | ServiceError] = []
     for i, value in enumerate(images):
         try:
