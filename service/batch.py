@@ -6,8 +6,9 @@ gets its own 413 result), the whole request DETECTOR_MAX_BATCH_IMAGES images and
 DETECTOR_MAX_BATCH_BYTES bytes (over either -> the request is refused with 413). An image that
 fails (not an image, corrupt, too many pixels) gets its own error result; the others are still
 detected. The request takes one queue slot and its images run one after the other on the
-inference worker: batching them through the model measured no faster on this CPU
-(bench/batching.py, bench/RESULTS.md).
+inference worker: batching them through the model measured slower for photos of mixed aspect
+ratios (padding) and changes the answers (GroupNorm sees the padding): `python -m
+bench.batching`, bench/RESULTS.md.
 """
 
 from __future__ import annotations
