@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from python_multipart.multipart import parse_options_header
 
@@ -34,7 +34,14 @@ from service.errors import (
 )
 from service.json_input import JSON_OVERHEAD, JSON_TYPE, base64_size, json_image_list
 from service.metrics import Metrics
-from service.routes import _ERROR_RESPONSES, _deadline, _engine
+from service.routes import (
+    _ERROR_RESPONSES,
+    MAX_DETECTIONS,
+    SCORE_THRESHOLD,
+    TIMEOUT_MS,
+    _deadline,
+    _engine,
+)
 from service.schemas import DetectResponse, ErrorBody, ModelRef, detect_response
 from service.settings import Settings
 from service.upload import IMAGE_FIELD, MULTIPART_OVERHEAD, extract_multipart_fields, read_bounded
@@ -157,15 +164,9 @@ def observe_result(metrics: Metrics, result: DetectionResult) -> dict[str, float
 )
 async def detect_batch(
     request: Request,
-    score_threshold: float | None = Query(
-        None, ge=0.0, le=1.0, description="minimum score (default DETECTOR_SCORE_THRESHOLD)"
-    ),
-    max_detections: int | None = Query(
-        None, ge=1, le=1000, description="at most this many per image"
-    ),
-    timeout_ms: int | None = Query(
-        None, ge=1, le=600_000, description="deadline for the whole request -> 504"
-    ),
+    score_threshold: float | None = SCORE_THRESHOLD,
+    max_detections: int | None = MAX_DETECTIONS,
+    timeout_ms: int | None = TIMEOUT_MS,
     classes: list[str] | None = Depends(classes_query),
 ) -> BatchResponse:
     engine = _engine(request)

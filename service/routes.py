@@ -77,6 +77,18 @@ _DETECT_BODY: dict[str, Any] = {
 }
 
 
+# Query parameters shared with POST /detect/batch (service.batch).
+SCORE_THRESHOLD = Query(
+    None, ge=0.0, le=1.0, description="minimum score (default DETECTOR_SCORE_THRESHOLD)"
+)
+MAX_DETECTIONS = Query(
+    None, ge=1, le=1000, description="at most this many per image (default DETECTOR_MAX_DETECTIONS)"
+)
+TIMEOUT_MS = Query(
+    None, ge=1, le=600_000, description="deadline for this request -> 504 when exceeded"
+)
+
+
 def _engine(request: Request) -> Engine:
     engine: Engine | None = getattr(request.app.state, "engine", None)
     if engine is None:
@@ -103,15 +115,9 @@ def _deadline(request: Request, settings: Settings, timeout_ms: int | None) -> f
 )
 async def detect(
     request: Request,
-    score_threshold: float | None = Query(
-        None, ge=0.0, le=1.0, description="minimum score (default DETECTOR_SCORE_THRESHOLD)"
-    ),
-    max_detections: int | None = Query(
-        None, ge=1, le=1000, description="at most this many (default DETECTOR_MAX_DETECTIONS)"
-    ),
-    timeout_ms: int | None = Query(
-        None, ge=1, le=600_000, description="deadline for this request -> 504 when exceeded"
-    ),
+    score_threshold: float | None = SCORE_THRESHOLD,
+    max_detections: int | None = MAX_DETECTIONS,
+    timeout_ms: int | None = TIMEOUT_MS,
     annotate: bool = Query(
         False, description="answer with the image (boxes, labels and scores drawn), not JSON"
     ),

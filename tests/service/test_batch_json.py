@@ -79,9 +79,12 @@ def test_batch_limits_per_image_and_per_request(serve: Any) -> None:
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
-def test_batch_wrong_content_type_is_415(client: TestClient) -> None:
+def test_batch_wrong_content_type_and_parameters(client: TestClient) -> None:
     r = client.post("/detect/batch", content=jpeg(), headers={"content-type": "image/jpeg"})
     assert r.status_code == 415
+    for query in ("score_threshold=2", "max_detections=0", "classes=unicorn", "timeout_ms=0"):
+        r = client.post(f"/detect/batch?{query}", files=parts(jpeg()))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_parameter", query
 
 
 def test_detect_takes_json_base64_like_a_binary_upload(client: TestClient) -> None:
