@@ -35,7 +35,7 @@ from service.errors import (
     to_http_error,
 )
 from service.intake import Reader, received, request_deadline
-from service.json_input import JSON_OVERHEAD, JSON_TYPE, base64_size, json_image_list
+from service.json_input import JSON_TYPE, json_batch_limit, json_image_list
 from service.metrics import Metrics
 from service.routes import _ERROR_RESPONSES, MAX_DETECTIONS, SCORE_THRESHOLD, TIMEOUT_MS, _engine
 from service.schemas import DetectResponse, ErrorBody, ModelRef, detect_response
@@ -131,7 +131,7 @@ def batch_reader(settings: Settings) -> Reader[list[bytes | ServiceError]]:
             items = [p if len(p) <= per_image else PayloadTooLargeError(too_large) for p in parts]
             return items, len(body)
         if media == JSON_TYPE:
-            limit = base64_size(settings.max_batch_bytes) + max_images * JSON_OVERHEAD
+            limit = json_batch_limit(settings.max_batch_bytes, max_images)
             body = await read_bounded(request, limit, deadline, hold)
             images = await parse_off_loop(json_image_list, body, per_image, max_images)
             return images, len(body)

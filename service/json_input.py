@@ -36,6 +36,12 @@ def json_body_limit(max_image_bytes: int, images: int = 1) -> int:
     return images * (base64_size(max_image_bytes) + JSON_OVERHEAD)
 
 
+def json_batch_limit(max_batch_bytes: int, max_images: int) -> int:
+    """Body bytes a JSON body of several images may need: DETECTOR_MAX_BATCH_BYTES in base64
+    plus an envelope per image (POST /detect/batch, /v2 infer: the largest body accepted)."""
+    return base64_size(max_batch_bytes) + max_images * JSON_OVERHEAD
+
+
 def decode_base64_image(value: object, max_bytes: int, where: str) -> bytes:
     """One base64 string -> the image bytes (checked against `max_bytes` before decoding)."""
     if not isinstance(value, str):

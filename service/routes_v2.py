@@ -37,7 +37,7 @@ from service.errors import (
     to_http_error,
 )
 from service.intake import Reader, received, request_deadline
-from service.json_input import JSON_OVERHEAD, base64_size
+from service.json_input import json_batch_limit
 from service.metrics import Metrics
 from service.oip import HEADER_LENGTH, INPUT_NAME, InferRequest, encode_outputs, parse_infer_request
 from service.routes import _engine
@@ -93,10 +93,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (400, "malformed inference request, or an image that cannot be decoded"),
         (404, "no such model or version"),
+        (408, "body not received within DETECTOR_BODY_TIMEOUT_S"),
         (413, "body, image or image count over the limits"),
         (415, "an input element is not an image"),
         (422, "invalid parameter (e.g. unknown class)"),
-        (503, "model not ready, or overloaded (with Retry-After)"),
+        (503, "model not ready, shutting down, or overloaded (with Retry-After)"),
         (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S) exceeded"),
     )
 }
@@ -241,7 +242,7 @@ def _reader(settings: Settings) -> Reader[InferRequest]:
     async def read(
         request: Request, deadline: float | None, hold: BudgetHold
     ) -> tuple[InferRequest, int]:
-        limit = base64_size(settings.max_batch_bytes) + settings.max_batch_images * JSON_OVERHEAD
+        limit = json_batch_limit(settings.max_batch_bytes, settings.max_batch_images)
         body = await read_bounded(request, limit, deadline, hold)
         header_length = request.headers.get(HEADER_LENGTH)
 

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 import service.batch
 import service.routes_v2
 import service.upload
+from service.errors import RequestTimeoutError
 from service.upload import MAX_PARTS, parts_limit
 from tests.service.images import jpeg, multipart
 
@@ -157,3 +158,23 @@ def test_error_texts_carry_no_library_words(
     assert needle in text, text
     for word in ("Expecting", "codec", "padding", "Only base64", "binascii", "Traceback"):
         assert word not in text, text
+
+
+@pytest.mark.parametrize(("timeout_ms", "status"), [(None, 408), (60_000, 408), (1000, 504)])
+def test_body_deadline_is_408_unless_the_request_deadline_came_first(
+    serve: AppFactory, monkeypatch: pytest.MonkeyPatch, timeout_ms: int | None, status: int
+) -> None:
+    """A body still arriving at its deadline: 408 when DETECTOR_BODY_TIMEOUT_S (30 s) ran out,
+    504 when the request's own deadline (`timeout_ms`, earlier) did."""
+
+    async def times_out(*args: Any, **kw: Any) -> bytes:
+        raise RequestTimeoutError("the request body did not arrive in time",
+                                  headers={"Connection": "close"})  # fmt: skip
+
+    monkeypatch.setattr(service.batch, "read_bounded", times_out)
+    path, kw = FORMS["/detect/batch json"]([jpeg(32, 32)])
+    query = "" if timeout_ms is None else f"?timeout_ms={timeout_ms}"
+    with serve(body_timeout_s=30.0, request_timeout_s=0) as (app, client):
+        r = client.post(path + query, **kw)
+        assert r.status_code == status and r.headers["connection"] == "close", r.text
+        assert app.state.engine.worker.depth == 0 and app.state.engine.upload_budget.used == 0
