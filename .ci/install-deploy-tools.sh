@@ -15,6 +15,9 @@
 #                               the image and the compose stack (scripts/container-smoke.sh)
 #  - promtool           (apt)   `promtool check config`, taken out of Debian's prometheus .deb
 #                               (downloaded, not installed: no daemon, no service started)
+#  - prometheus         (apt)   the server binary from the same .deb: tests/service/
+#                               test_prometheus.py starts it on a free port against a live service
+#  - tritonclient[http] (pip)   Triton's own client, drives the /v2 routes (test_real_clients.py)
 #  - playwright         (pip)   drives the demo page in tests/service/test_browser.py
 #  - chromium           (apt)   Debian's chromium + chromium-driver, the browser it drives
 #                               (never `playwright install`: it downloads browsers). A failed
@@ -91,11 +94,19 @@ else
   fi
 fi
 
-# --- promtool ----------------------------------------------------------------------------------
-if command -v promtool >/dev/null 2>&1 || [[ -x "$bindir/promtool" ]]; then
-  log "promtool already installed"
+# --- Triton's HTTP client (Open Inference Protocol tests); failures are not fatal -------------
+if "$PYTHON" -c 'import tritonclient.http' 2>/dev/null; then
+  log "tritonclient already installed"
+elif ! "$PYTHON" -m pip install --quiet --disable-pip-version-check "tritonclient[http]>=2.40"; then
+  log "WARNING: pip install tritonclient failed; its test in test_real_clients.py will skip"
+fi
+
+# --- promtool + prometheus ---------------------------------------------------------------------
+have_tool() { command -v "$1" >/dev/null 2>&1 || [[ -x "$bindir/$1" ]]; }
+if have_tool promtool && have_tool prometheus; then
+  log "promtool and prometheus already installed"
 else
-  log "promtool from Debian's prometheus package (extracted, not installed)"
+  log "promtool and prometheus from Debian's prometheus package (extracted, not installed)"
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   (
@@ -104,7 +115,9 @@ else
     dpkg-deb -x prometheus_*.deb extracted
   )
   install -m 0755 "$work/extracted/usr/bin/promtool" "$bindir/promtool"
+  install -m 0755 "$work/extracted/usr/bin/prometheus" "$bindir/prometheus"
   "$bindir/promtool" --version | head -1
+  "$bindir/prometheus" --version | head -1
 fi
 
 log "done"

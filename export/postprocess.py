@@ -44,6 +44,9 @@ class PostprocessConfig:
     # False: score = class probability alone, centre-ness unused (an ablation of FCOS's
     # centre-ness at inference; `python -m training.evaluate --no-centerness`).
     centerness: bool = True
+    # Class filter: only these class ids become candidates (None = all). Applied first, so
+    # other classes never take a place in pre_nms_top_n, NMS or max_detections.
+    classes: tuple[int, ...] | None = None
 
 
 MIN_CANDIDATE_THRESHOLD = 1e-4  # so score_threshold < 0.01 behaves as 0.01
@@ -51,7 +54,10 @@ MAX_CANDIDATE_THRESHOLD = 0.999  # t = 1 still keeps scores that round to 1.0 in
 
 
 def candidate_config(
-    score_threshold: float, max_detections: int, nms_iou: float
+    score_threshold: float,
+    max_detections: int,
+    nms_iou: float,
+    classes: tuple[int, ...] | None = None,
 ) -> PostprocessConfig:
     """Postprocess settings for an API threshold t on the final score sqrt(p_cls * ctr).
 
@@ -67,6 +73,7 @@ def candidate_config(
         nms_iou=nms_iou,
         max_detections=max_detections,
         min_score=score_threshold,
+        classes=classes,
     )
 
 
@@ -123,8 +130,8 @@ def postprocess(
     """One image's outputs (P, C), (P, 4), (P, 1) -> Detections in original pixels.
 
     Per level: sigmoid class scores, keep (location, class) pairs above the candidate
-    threshold, top `pre_nms_top_n` of those by score; score = sqrt(cls * centre-ness)
-    (cls alone if not `cfg.centerness`);
+    threshold (only classes in `cfg.classes`, if set), top `pre_nms_top_n` of those by score;
+    score = sqrt(cls * centre-ness) (cls alone if not `cfg.centerness`);
     clip; drop empty boxes and scores below `min_score`; class-wise NMS that stops at
     `max_detections`; map back.
     """
@@ -132,12 +139,13 @@ def postprocess(
     total = sum(loc.shape[0] for loc in locs)
     if cls_logits.shape[0] != total:
         raise ValueError(f"{cls_logits.shape[0]} locations, expected {total} for {input_hw}")
-    num_classes = cls_logits.shape[1]
+    # (K,) class ids kept by the filter; their logit columns only are searched.
+    columns = None if cfg.classes is None else np.asarray(cfg.classes, dtype=np.int64)
     all_boxes, all_scores, all_cls = [], [], []
     start = 0
     for loc in locs:
         end = start + loc.shape[0]
-        logits = cls_logits[start:end]
+        logits = cls_logits[start:end] if columns is None else cls_logits[start:end][:, columns]
         # Threshold on logits first: sigmoid is monotone, so this avoids (P, C) sigmoids.
         logit_thr = _logit(cfg.score_threshold)
         flat = np.flatnonzero(logits.ravel() > logit_thr)
@@ -146,7 +154,9 @@ def postprocess(
             if flat.size > cfg.pre_nms_top_n:
                 top = np.argpartition(-cand_logits, cfg.pre_nms_top_n - 1)[: cfg.pre_nms_top_n]
                 flat, cand_logits = flat[top], cand_logits[top]
-            idx, cls = np.divmod(flat, num_classes)
+            idx, cls = np.divmod(flat, logits.shape[1])
+            if columns is not None:
+                cls = columns[cls]
             scores = sigmoid(cand_logits.astype(np.float32))
             if cfg.centerness:
                 ctr = sigmoid(centerness_logits[start:end][idx, 0].astype(np.float32))

@@ -78,17 +78,32 @@ class Engine:
         """Load and warm up on the worker thread; never raises (failure -> not ready)."""
         await self.worker.call(self._load_blocking)
 
+    def load_detector(self) -> Detector:
+        """Load DETECTOR_MODEL_PATH and warm it up (raises on any failure); changes nothing."""
+        path = Path(self.settings.model_path)
+        if not path.is_file():
+            shown = model_display_path(path)
+            raise FileNotFoundError(f"model file not found: {shown} (set DETECTOR_MODEL_PATH)")
+        detector = self.loader(path, self.settings.threads)
+        if self.settings.warmup:
+            size = detector.metadata.input_size
+            detector.detect_image(Image.new("RGB", (size, size)), PostprocessConfig())
+        return detector
+
+    def install(self, detector: Detector) -> None:
+        """Make `detector` the one that serves (one assignment: requests that already hold the
+        previous one finish on it)."""
+        self.detector = detector
+        self.metrics.set_model(detector.metadata)
+        self.metrics.model_ready.set(1)
+        self.status = ModelStatus("ready", "ok")
+
     def _load_blocking(self) -> None:
         path = Path(self.settings.model_path)
         shown = model_display_path(path)
         t0 = time.perf_counter()
         try:
-            if not path.is_file():
-                raise FileNotFoundError(f"model file not found: {shown} (set DETECTOR_MODEL_PATH)")
-            detector = self.loader(path, self.settings.threads)
-            if self.settings.warmup:
-                size = detector.metadata.input_size
-                detector.detect_image(Image.new("RGB", (size, size)), PostprocessConfig())
+            detector = self.load_detector()
         except Exception as exc:  # any failure leaves the service alive and not ready
             found = not isinstance(exc, FileNotFoundError)
             # Clients (GET /health/ready) see the file name and the kind of failure; the log
@@ -100,10 +115,7 @@ class Engine:
                 str(exc))  # fmt: skip
             log.error("model not loaded, service stays not ready: %s", detail)
             return
-        self.detector = detector
-        self.metrics.set_model(detector.metadata)
-        self.metrics.model_ready.set(1)
-        self.status = ModelStatus("ready", "ok")
+        self.install(detector)
         m = detector.metadata
         load_ms = round(1000 * (time.perf_counter() - t0), 1)
         log.info(
@@ -130,15 +142,17 @@ class Engine:
         deadline: float | None,
         slot: Reservation | None = None,
         then: Callable[[DetectionResult], None] | None = None,
+        classes: tuple[int, ...] | None = None,
     ) -> tuple[DetectionResult, float]:
         """Run the whole pipeline (decode included) on the worker: (result, queue wait in s).
 
         Decoding happens on the worker too, so at most `max_queue` compressed bodies (never
         decoded images) wait in memory. Only detections scoring >= score_threshold are kept.
         `then(result)`, if given, runs on the worker right after (e.g. drawing the boxes).
+        `classes`: keep only these class ids (None = all).
         """
         detector = self.require_ready()
-        cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou)
+        cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou, classes)
         max_pixels = self.settings.max_pixels
 
         def job() -> DetectionResult:

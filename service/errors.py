@@ -85,11 +85,27 @@ class DeadlineExceededError(ServiceError):
     status, code, outcome = 504, "timeout", "timeout"
 
 
+class NotFoundError(ServiceError):
+    """No such model (/v2/models/{name}) or a disabled route (/admin/reload)."""
+
+    status, code, outcome = 404, "not_found", "bad_request"
+
+
+class UnauthorizedError(ServiceError):
+    status, code, outcome = 401, "unauthorized", "bad_request"
+
+
+class ReloadFailedError(ServiceError):
+    """The new model file cannot be loaded: the previous model keeps serving."""
+
+    status, code, outcome = 409, "reload_failed", "error"
+
+
 # Later classes win for a shared status (503 -> "overloaded" when nothing more is known).
 _SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     BadRequestError, RequestTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError,
     HeadersTooLargeError, InvalidParameterError, NotReadyError, ShuttingDownError, OverloadedError,
-    DeadlineExceededError,
+    DeadlineExceededError, NotFoundError, UnauthorizedError, ReloadFailedError,
 )  # fmt: skip
 _OUTCOME_BY_STATUS: dict[int, str] = {200: "ok"} | {c.status: c.outcome for c in _SERVICE_ERRORS}
 OUTCOMES: tuple[str, ...] = tuple(

@@ -35,8 +35,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "detector_requests", "POST /detect requests by outcome", ["outcome"], registry=r
-        )
+            "detector_requests", "Detection requests (/detect, /detect/batch, v2 infer) by outcome",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         for outcome in OUTCOMES:
             self.requests.labels(outcome=outcome)
         self.stage_duration = Histogram(
@@ -46,11 +47,15 @@ class Metrics:
         for stage in STAGES:
             self.stage_duration.labels(stage=stage)
         self.in_flight = Gauge(
-            "detector_in_flight_requests", "POST /detect requests being handled", registry=r
+            "detector_in_flight_requests", "Detection requests being handled", registry=r
         )
         self.queue_depth = Gauge(
             "detector_queue_depth", "Requests waiting for the inference worker", registry=r
         )
+        self.queue_capacity = Gauge(
+            "detector_queue_capacity", "Requests that may wait (DETECTOR_MAX_QUEUE); then 503",
+            registry=r,
+        )  # fmt: skip
         self.detections = Histogram(
             "detector_detections_per_image", "Detections returned per image",
             buckets=DETECTION_BUCKETS, registry=r,

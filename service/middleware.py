@@ -25,7 +25,7 @@ from service.stages import STAGES
 
 log = logging.getLogger("service.access")
 
-DETECT_PATH = "/detect"
+_DETECT_ROUTES = re.compile(r"^(/detect(/batch)?|/v2/models/[^/]+(/versions/[^/]+)?/infer)$")
 QUIET_PREFIXES = ("/health/", "/metrics")  # logged at DEBUG only
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -71,7 +71,7 @@ class RequestContextMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         rid = request_id_from(Headers(scope=scope))
         state.update(request_id=rid, started_monotonic=time.monotonic(), timings_s={})
-        is_detect = scope["path"] == DETECT_PATH and scope["method"] == "POST"
+        is_detect = scope["method"] == "POST" and bool(_DETECT_ROUTES.match(scope["path"]))
         status = 500
 
         async def send_with_headers(message: Message) -> None:

@@ -7,12 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from export.runtime import DetectionResult
 from service.annotate import FORMATS, ImageFormat, render
+from service.class_filter import classes_query, parse_classes
 from service.engine import Engine
 from service.errors import NotReadyError, record_outcome
+from service.intake import received, request_deadline
 from service.metrics import Metrics
 from service.schemas import (
     DetectResponse,
@@ -21,7 +23,7 @@ from service.schemas import (
     ModelInfo,
     detect_response,
 )
-from service.upload import IMAGE_FIELD, read_image_upload
+from service.upload import IMAGE_FIELD, BudgetHold, read_image_upload
 
 router = APIRouter()
 
@@ -31,7 +33,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (
             400,
             "empty, truncated or undecodable image (NaN/inf pixels included); malformed "
-            "multipart body or more than 16 parts",
+            "multipart body or more than 16 parts (JSON: malformed JSON or base64)",
         ),
         (408, "body not received within DETECTOR_BODY_TIMEOUT_S"),
         (
@@ -40,7 +42,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
             "for modes over 3 bytes per pixel, over the same decoded size in bytes)",
         ),
         (415, "not an image (content type or content); formats: JPEG, PNG, WebP, GIF, BMP, TIFF"),
-        (422, "invalid query parameter or missing multipart field"),
+        (422, "invalid query parameter (e.g. unknown class), missing or repeated field"),
         (503, "model not ready, shutting down, or overloaded (with Retry-After)"),
         (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S or timeout_ms) exceeded"),
     )
@@ -72,9 +74,28 @@ _DETECT_BODY: dict[str, Any] = {
             },
             "image/*": {"schema": _BINARY},
             "application/octet-stream": {"schema": _BINARY},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {IMAGE_FIELD: {"type": "string", "format": "byte"}},
+                    "required": [IMAGE_FIELD],
+                }
+            },
         },
     }
 }
+
+
+# Query parameters shared with POST /detect/batch (service.batch).
+SCORE_THRESHOLD = Query(
+    None, ge=0.0, le=1.0, description="minimum score (default DETECTOR_SCORE_THRESHOLD)"
+)
+MAX_DETECTIONS = Query(
+    None, ge=1, le=1000, description="at most this many per image (default DETECTOR_MAX_DETECTIONS)"
+)
+TIMEOUT_MS = Query(
+    None, ge=1, le=600_000, description="deadline for this request -> 504 when exceeded"
+)
 
 
 def _engine(request: Request) -> Engine:
@@ -82,15 +103,6 @@ def _engine(request: Request) -> Engine:
     if engine is None:
         raise NotReadyError("model not ready: the service is starting")
     return engine
-
-
-def _deadline(request: Request, *budgets_s: float | None) -> float | None:
-    """The earliest of the budgets (seconds from arrival; None or 0 = none), or None."""
-    given = [b for b in budgets_s if b]
-    if not given:
-        return None
-    started: float = request.state.started_monotonic
-    return started + min(given)
 
 
 @router.post(
@@ -102,51 +114,37 @@ def _deadline(request: Request, *budgets_s: float | None) -> float | None:
 )
 async def detect(
     request: Request,
-    score_threshold: float | None = Query(
-        None, ge=0.0, le=1.0, description="minimum score (default DETECTOR_SCORE_THRESHOLD)"
-    ),
-    max_detections: int | None = Query(
-        None, ge=1, le=1000, description="at most this many (default DETECTOR_MAX_DETECTIONS)"
-    ),
-    timeout_ms: int | None = Query(
-        None, ge=1, le=600_000, description="deadline for this request -> 504 when exceeded"
-    ),
+    score_threshold: float | None = SCORE_THRESHOLD,
+    max_detections: int | None = MAX_DETECTIONS,
+    timeout_ms: int | None = TIMEOUT_MS,
     annotate: bool = Query(
         False, description="answer with the image (boxes, labels and scores drawn), not JSON"
     ),
     image_format: Literal["jpeg", "png"] = Query(
         "jpeg", alias="format", description="format of the annotated image (annotate=true)"
     ),
+    classes: list[str] | None = Depends(classes_query),
 ) -> DetectResponse | Response:
     engine = _engine(request)
     settings = engine.settings
     detector = engine.require_ready()
+    class_ids = parse_classes(classes, detector.metadata.class_names)
     metrics: Metrics = request.app.state.metrics
     timings: dict[str, float] = request.state.timings_s
 
-    deadline = _deadline(request, settings.request_timeout_s, timeout_ms and timeout_ms / 1000)
-    engine.check_capacity()  # refuse at once when the queue is already full
-    with engine.upload_budget.hold() as hold:
-        t0 = time.perf_counter()
-        data, n_bytes = await read_image_upload(
-            request, settings.max_upload_bytes,
-            _deadline(request, settings.body_timeout_s, settings.request_timeout_s, timeout_ms
-                      and timeout_ms / 1000), hold,
+    timeout_s = timeout_ms / 1000 if timeout_ms else None
+    drawn: list[bytes] = []
+    async with received(request, engine, _read_image, timeout_s) as (data, slot):
+        result, waited = await engine.detect(
+            data,
+            settings.score_threshold if score_threshold is None else score_threshold,
+            settings.max_detections if max_detections is None else max_detections,
+            request_deadline(request, engine, timeout_s),
+            slot,
+            then=_annotator(data, detector.metadata.class_names, image_format,
+                            settings.max_pixels, drawn) if annotate else None,
+            classes=class_ids,
         )  # fmt: skip
-        timings["read"] = time.perf_counter() - t0
-        request.state.request_bytes = n_bytes
-        metrics.request_size.observe(n_bytes)
-        drawn: list[bytes] = []
-        with engine.admit() as slot:  # a queue slot only once the body is complete
-            result, waited = await engine.detect(
-                data,
-                settings.score_threshold if score_threshold is None else score_threshold,
-                settings.max_detections if max_detections is None else max_detections,
-                deadline,
-                slot,
-                then=_annotator(data, detector.metadata.class_names, image_format,
-                                settings.max_pixels, drawn) if annotate else None,
-            )  # fmt: skip
     timings.update(queue=waited, **result.timings_s)
     timings["total"] = time.monotonic() - request.state.started_monotonic
     n_det = len(result.detections)
@@ -163,6 +161,13 @@ async def detect(
             "X-Detections": str(n_det),
         })  # fmt: skip
     return detect_response(result, detector.metadata, timings)
+
+
+async def _read_image(
+    request: Request, deadline: float | None, hold: BudgetHold
+) -> tuple[bytes, int]:
+    return await read_image_upload(request, _engine(request).settings.max_upload_bytes, deadline,
+                                   hold)  # fmt: skip
 
 
 def _annotator(

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from export.postprocess import PostprocessConfig
@@ -119,6 +119,20 @@ class Settings(BaseSettings):
     )
     graceful_timeout_s: float = Field(
         30.0, ge=0.0, description="on SIGTERM, how long in-flight requests may take to finish"
+    )
+
+    max_batch_images: int = Field(
+        16, ge=1, description="images per request on POST /detect/batch and /v2 infer; then 413"
+    )
+    max_batch_bytes: int = Field(
+        32 * MiB, ge=1, description="body limit of POST /detect/batch and /v2 infer (each "
+        "image also obeys DETECTOR_MAX_UPLOAD_BYTES)",
+    )  # fmt: skip
+    admin_reload: bool = Field(
+        False, description="enable POST /admin/reload (reloads DETECTOR_MODEL_PATH, like SIGHUP)"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
 
 

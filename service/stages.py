@@ -8,3 +8,9 @@ from __future__ import annotations
 STAGES: tuple[str, ...] = (
     "read", "queue", "decode", "preprocess", "inference", "postprocess", "annotate", "total",
 )  # fmt: skip
+
+# A request with several images (/detect/batch, /v2 infer): each image has its own
+# IMAGE_STAGES; the request as a whole has REQUEST_STAGES.
+IMAGE_STAGES: tuple[str, ...] = ("decode", "preprocess", "inference", "postprocess")
+REQUEST_STAGES: tuple[str, ...] = ("read", "queue", "total")
+assert set(IMAGE_STAGES) | set(REQUEST_STAGES) <= set(STAGES)

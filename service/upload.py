@@ -1,20 +1,25 @@
 """Reading the uploaded image: bounded in bytes, in time, in memory and in multipart parts.
 
-Accepted bodies: `multipart/form-data` with a field `image`, or the raw bytes with an `image/*`
-or `application/octet-stream` content type (or none). Content-Length is checked up front and
-the stream is cut off as soon as it passes the limit (chunked uploads included); a multipart
-body may exceed the limit by `MULTIPART_OVERHEAD` bytes for its envelope, its image may not.
+Accepted bodies: `multipart/form-data` with a field `image`, the raw bytes with an `image/*`
+or `application/octet-stream` content type (or none), or `application/json`
+`{"image": "<base64>"}` (service.json_input). Content-Length is checked up front and the stream
+is cut off as soon as it passes the limit (chunked uploads included); a multipart body may
+exceed the limit by `MULTIPART_OVERHEAD` bytes for its envelope, its image may not.
 The whole body must arrive before a deadline (else 408), the bytes held by all requests
-together stay within a `MemoryBudget` (else 503), and a multipart body is parsed off the
-event loop and refused after `MAX_PARTS` parts.
+together stay within a `MemoryBudget` (else 503), multipart and JSON bodies are parsed off the
+event loop, and a multipart body is refused after `MAX_PARTS` parts (`parts_limit` for the
+routes that take several images). Every route that takes images reads them this way
+(`read_bounded` under service.intake).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -28,12 +33,31 @@ from service.errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
+from service.json_input import JSON_TYPE, json_body_limit, json_single_image
 
+T = TypeVar("T")
 IMAGE_FIELD = "image"
 MULTIPART_OVERHEAD = 64 * 1024
 MAX_PARTS = 16  # a client sends one part (`image`); a few more are tolerated, floods are not
 MAX_PART_HEADER_BYTES = 8 * 1024
 RAW_TYPES = ("application/octet-stream", "")
+
+
+# Bodies are parsed (multipart, JSON, base64) one at a time on this thread: parsers hold the
+# GIL for long stretches, so several at once would starve the event loop (and multiply the
+# transient copies). A flood waits here, not on the loop.
+_PARSER = ThreadPoolExecutor(1, thread_name_prefix="body-parser")
+
+
+async def parse_off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on the body-parser thread."""
+    return await asyncio.get_running_loop().run_in_executor(_PARSER, fn, *args)
+
+
+def parts_limit(images: int) -> int:
+    """Multipart parts allowed in a body of up to `images` images: those, plus the extra parts
+    a one-image body may have."""
+    return images + MAX_PARTS - 1
 
 
 class MemoryBudget:
@@ -119,13 +143,13 @@ async def read_bounded(
 
 @dataclass
 class _PartCollector:
-    """Callbacks for python-multipart: keeps the data of the first part named `name`."""
+    """Callbacks for python-multipart: keeps the data of every part named `name`, in order."""
 
     name: bytes
-    data: bytearray = field(default_factory=bytearray)
-    found: bool = False
+    max_parts: int = MAX_PARTS
+    parts: list[bytearray] = field(default_factory=list)
     ended: bool = False
-    parts: int = 0
+    n_parts: int = 0
     _capturing: bool = False
     _header_field: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
@@ -144,9 +168,9 @@ class _PartCollector:
         }
 
     def _part_begin(self) -> None:
-        self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise BadRequestError(f"multipart body has more than {MAX_PARTS} parts")
+        self.n_parts += 1
+        if self.n_parts > self.max_parts:
+            raise BadRequestError(f"multipart body has more than {self.max_parts} parts")
         self._part_name = None
         self._header_field.clear()
         self._header_value.clear()
@@ -164,12 +188,13 @@ class _PartCollector:
         self._header_value.clear()
 
     def _headers_finished(self) -> None:
-        self._capturing = not self.found and self._part_name == self.name
-        self.found = self.found or self._capturing
+        self._capturing = self._part_name == self.name
+        if self._capturing:
+            self.parts.append(bytearray())
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._capturing:
-            self.data.extend(data[start:end])
+            self.parts[-1].extend(data[start:end])
 
     def _part_end(self) -> None:
         self._capturing = False
@@ -178,13 +203,16 @@ class _PartCollector:
         self.ended = True
 
 
-def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FIELD) -> bytes:
-    """Bytes of the first part named `name` of a complete multipart/form-data body."""
+def extract_multipart_fields(
+    body: bytes, content_type: str, name: str = IMAGE_FIELD, max_parts: int = MAX_PARTS
+) -> list[bytes]:
+    """Bytes of every part named `name` of a complete multipart/form-data body, in order
+    (BadRequestError after `max_parts` parts of any name)."""
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
         raise BadRequestError("multipart/form-data without a boundary")
-    collector = _PartCollector(name.encode())
+    collector = _PartCollector(name.encode(), max_parts)
     try:
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         parser.write(body)
@@ -193,9 +221,20 @@ def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FI
         raise BadRequestError("malformed multipart body") from exc
     if not collector.ended:
         raise BadRequestError("truncated multipart body (no closing boundary)")
-    if not collector.found:
+    if not collector.parts:
         raise InvalidParameterError(f"multipart field '{name}' is required")
-    return bytes(collector.data)
+    return [bytes(p) for p in collector.parts]
+
+
+def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FIELD) -> bytes:
+    """Bytes of the one part named `name` (a second one is a 422, never silently dropped)."""
+    parts = extract_multipart_fields(body, content_type, name)
+    if len(parts) > 1:
+        raise InvalidParameterError(
+            f"multipart field '{name}' was sent {len(parts)} times; this route takes one "
+            "image: send several to POST /detect/batch"
+        )
+    return parts[0]
 
 
 async def read_image_upload(
@@ -207,14 +246,18 @@ async def read_image_upload(
     media = parse_options_header(content_type)[0].decode("latin-1").lower()
     if media == "multipart/form-data":
         body = await read_bounded(request, max_bytes + MULTIPART_OVERHEAD, deadline, hold)
-        data = await asyncio.to_thread(extract_multipart_field, body, content_type)
+        data = await parse_off_loop(extract_multipart_field, body, content_type)
         if len(data) > max_bytes:
             raise _too_large(max_bytes)
         return data, len(body)
+    if media == JSON_TYPE:
+        body = await read_bounded(request, json_body_limit(max_bytes), deadline, hold)
+        return await parse_off_loop(json_single_image, body, max_bytes), len(body)
     if media.startswith("image/") or media in RAW_TYPES:
         data = await read_bounded(request, max_bytes, deadline, hold)
         return data, len(data)
     raise UnsupportedMediaTypeError(
         f"content type {media!r} is not accepted: send multipart/form-data with a field "
-        f"'{IMAGE_FIELD}', or the image bytes as image/* or application/octet-stream"
+        f"'{IMAGE_FIELD}', the image bytes as image/* or application/octet-stream, or "
+        f'application/json {{"{IMAGE_FIELD}": "<base64>"}}'
     )

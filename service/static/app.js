@@ -2,7 +2,9 @@
 //
 // One upload per image: POST /detect with a low score threshold, then the slider filters the
 // returned detections client-side and redraws the canvas (no new request). The canvas exposes
-// what it shows for tests: data-drawn (number of boxes drawn) and data-threshold.
+// what it shows for tests: data-drawn (number of boxes drawn) and data-threshold. The class
+// picker sends `classes=` (the service filters before NMS and max_detections): changing it asks
+// again for the current image; the annotated download uses it too.
 "use strict";
 
 (() => {
@@ -24,7 +26,8 @@
     sliderValue: $("threshold-value"), count: $("count"), status: $("status"),
     error: $("error"), errorTitle: $("error-title"), errorDetail: $("error-detail"),
     download: $("download"), timings: $("timings").tBodies[0], canvas: $("canvas"),
-    list: $("detections").tBodies[0],
+    list: $("detections").tBodies[0], classes: $("classes"), classList: $("class-list"),
+    classesAll: $("classes-all"), classesNone: $("classes-none"),
   };
   const state = { file: null, image: null, imageUrl: null, result: null, request: 0 };
 
@@ -32,6 +35,17 @@
   const colorOf = (classId) => PALETTE[classId % PALETTE.length];
   const textColorOn = (c) => (0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 150 ? "#000" : "#fff");
   const threshold = () => Number(el.slider.value);
+  const classBoxes = () => [...el.classList.querySelectorAll("input[type=checkbox]")];
+  // null: every class (no filter); otherwise the names picked (possibly none).
+  function pickedClasses() {
+    const boxes = classBoxes();
+    const picked = boxes.filter((b) => b.checked).map((b) => b.value);
+    return picked.length === boxes.length ? null : picked;
+  }
+  function classQuery() {
+    const picked = pickedClasses();
+    return picked === null ? "" : `&classes=${encodeURIComponent(picked.join(","))}`;
+  }
 
   function setState(name) {
     document.body.dataset.state = name;
@@ -83,6 +97,7 @@
         el.model.textContent = `model: ${m.name} ${m.version} · ${m.preset}, ${m.precision}, ` +
           `input ${m.input_size} px, ${m.classes.length} classes`;
         el.model.title = `classes: ${m.classes.join(", ")}`;
+        buildClassPicker(m.classes);
         el.model.dataset.ready = "true";
         retry = false;
       } else {
@@ -93,6 +108,30 @@
       el.model.textContent = `model: service unreachable (${exc})`;
     }
     if (retry) setTimeout(loadModelInfo, 2000);
+  }
+
+  function buildClassPicker(classes) {
+    const labels = classes.map((name, id) => {
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.value = name;
+      box.checked = true;
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = rgb(colorOf(id));
+      const label = document.createElement("label");
+      label.append(box, swatch, name);
+      return label;
+    });
+    el.classList.replaceChildren(...labels);
+    el.classes.dataset.picked = "all";
+    el.classes.disabled = false;
+  }
+
+  function classesChanged() {
+    const picked = pickedClasses();
+    el.classes.dataset.picked = picked === null ? "all" : picked.join(",");
+    if (state.file) detect(state.file);
   }
 
   // ---- detection --------------------------------------------------------------------------
@@ -117,10 +156,19 @@
     setState("loading");
     setStatus(`Detecting objects in ${file.name || "the image"} …`);
     el.download.disabled = true;
+    if (classBoxes().length > 0 && pickedClasses() !== null && pickedClasses().length === 0) {
+      state.result = null;
+      clearCanvas();
+      renderTimings(null);
+      setStatus("No class picked: pick at least one class to detect.");
+      setState("done");
+      return;
+    }
 
     const form = new FormData();
     form.append("image", file, file.name || "image");
-    const url = `/detect?score_threshold=${REQUEST_THRESHOLD}&max_detections=${MAX_DETECTIONS}`;
+    const url = `/detect?score_threshold=${REQUEST_THRESHOLD}&max_detections=${MAX_DETECTIONS}` +
+      classQuery();
     const started = performance.now();
     let response;
     let body;
@@ -270,7 +318,7 @@
     const form = new FormData();
     form.append("image", state.file, state.file.name || "image");
     const url = `/detect?annotate=true&format=jpeg&score_threshold=${threshold()}` +
-      `&max_detections=${MAX_DETECTIONS}`;
+      `&max_detections=${MAX_DETECTIONS}${classQuery()}`;
     el.download.disabled = true;
     try {
       const response = await fetch(url, { method: "POST", body: form });
@@ -320,6 +368,13 @@
     draw();
   });
   el.download.addEventListener("click", downloadAnnotated);
+  el.classList.addEventListener("change", classesChanged);
+  const setAll = (checked) => {
+    for (const b of classBoxes()) b.checked = checked;
+    classesChanged();
+  };
+  el.classesAll.addEventListener("click", () => setAll(true));
+  el.classesNone.addEventListener("click", () => setAll(false));
 
   el.sliderValue.textContent = threshold().toFixed(2);
   loadModelInfo();

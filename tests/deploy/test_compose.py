@@ -140,9 +140,14 @@ def test_nginx_conf(compose_raw):
     # nginx must not reject uploads the service would accept
     limit = re.search(r"client_max_body_size\s+(\d+)([kKmM]?);", body)
     factor = {"": 1, "k": 1024, "m": 1024 * 1024}[limit.group(2).lower()]
+    from service.json_input import json_batch_limit
     from service.settings import Settings
 
-    assert int(limit.group(1)) * factor >= Settings.model_fields["max_upload_bytes"].default
+    fields = Settings.model_fields
+    largest = json_batch_limit(fields["max_batch_bytes"].default,
+                               fields["max_batch_images"].default)  # fmt: skip
+    assert largest >= fields["max_upload_bytes"].default
+    assert int(limit.group(1)) * factor >= largest
     assert braces_balance(conf)
 
 

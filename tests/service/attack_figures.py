@@ -2,7 +2,8 @@
 run the attacks against it on localhost, print one line per figure.
 
     PYTHONPATH=$PWD python -m tests.service.attack_figures [--tree DIR] [--port N]
-        [--nofile N] ATTACK...  (stall bombs peak bombloop formats multipart headers idle sigterm)
+        [--nofile N] ATTACK...  (stall routes batchflood bombs peak bombloop formats multipart
+        headers idle sigterm)
 
 Each attack starts its own server (bundled model, DETECTOR_* from the environment), so peak
 RSS (VmHWM) is per attack. `--tree` runs another checkout (e.g. the base commit) with these
@@ -12,7 +13,9 @@ same attacks.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -28,19 +31,13 @@ from PIL import Image
 
 from tests.service.images import encode, float_tiff, jpeg, outside_allow_list, png_deep
 from tests.service.server import REPO, Server, run_server
+from tests.service.stalls import STALLS, normal_request, stalled
 
 Target = Server
 
 
 def peak_mib(t: Target) -> int:
     return t.rss_bytes("VmHWM") // 2**20
-
-
-def stalled(port: int) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=45)
-    s.sendall(b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-              b"Content-Length: 100000\r\n\r\n\xff\xd8\xff")  # fmt: skip
-    return s
 
 
 def first_line(s: socket.socket) -> tuple[float, bytes]:
@@ -64,6 +61,33 @@ def stall(t: Target) -> None:
             s.close()
     waited, line = first_line(stalled(t.port))
     print(f"a stalled upload is answered after {waited:.1f} s: {line.decode()}")
+
+
+def routes(t: Target, n: int = 32) -> None:
+    """The stalled-upload attack on every route and body form that takes images: `n` stalled
+    uploads of that form, then 20 normal requests of the same form; then one stalled upload
+    of each form at once: how and when each is answered."""
+    model = httpx.get(t.url + "/model").json()["name"]
+    for route in STALLS:
+        socks = [stalled(t.port, route, model) for _ in range(n)]
+        time.sleep(0.5)
+        with httpx.Client(base_url=t.url, timeout=10) as c:
+            codes = [normal_request(c, route, model) for _ in range(20)]
+        print(f"{route}: {n} stalled uploads: {codes.count(200)}/20 normal requests answered "
+              f"200 {sorted(set(codes))}")  # fmt: skip
+        for s in socks:
+            s.close()
+    socks = {route: stalled(t.port, route, model) for route in STALLS}
+    answers: dict[str, tuple[float, bytes]] = {}
+    readers = [threading.Thread(target=lambda r=r: answers.__setitem__(r, first_line(socks[r])))
+               for r in STALLS]  # fmt: skip
+    for th in readers:
+        th.start()
+    for th in readers:
+        th.join()
+    for route, (waited, line) in answers.items():
+        print(f"{route}: a stalled upload is answered after {waited:.1f} s: {line.decode()}")
+        socks[route].close()
 
 
 def bombs(t: Target) -> None:
@@ -130,7 +154,10 @@ def formats(t: Target) -> None:
         print(f"{fmt} sent as image/jpeg: {r.status_code} {r.text[:100]}")
 
 
-def _flood(t: Target, body: bytes, clients: int) -> tuple[list[int], list[float]]:
+def _flood(
+    t: Target, body: bytes, clients: int, path: str = "/detect",
+    ctype: str = "multipart/form-data; boundary=B",
+) -> tuple[list[int], list[float]]:  # fmt: skip
     """(statuses of `clients` concurrent floods, /health/live latencies meanwhile)."""
     stop, lat, codes = threading.Event(), [], []
 
@@ -143,8 +170,7 @@ def _flood(t: Target, body: bytes, clients: int) -> tuple[list[int], list[float]
                 time.sleep(0.05)
 
     def post() -> None:
-        ctype = {"content-type": "multipart/form-data; boundary=B"}
-        codes.append(httpx.post(t.url + "/detect", content=body, headers=ctype,
+        codes.append(httpx.post(t.url + path, content=body, headers={"content-type": ctype},
                                 timeout=60).status_code)  # fmt: skip
 
     prober = threading.Thread(target=probe)
@@ -168,6 +194,30 @@ def multipart(t: Target) -> None:
         codes, lat = _flood(t, body, clients)
         print(f"{clients} x 9.1 MB multipart of 179,000 parts: {codes}; slowest /health/live "
               f"{1000 * max(lat):.0f} ms of {len(lat)}")  # fmt: skip
+
+
+def batchflood(t: Target) -> None:
+    """The multipart flood on /detect/batch (its larger part limit), and JSON bodies near the
+    batch limits (base64 decoding) on /detect/batch and /v2 infer, with liveness probes."""
+    model = httpx.get(t.url + "/model").json()["name"]
+    body = b"".join([b'--B\r\nContent-Disposition: form-data; name="x"\r\n\r\n\r\n'] * 179_000)
+    body += b"--B--\r\n"
+    images = [base64.b64encode(os.urandom(2 * 2**20)).decode() for _ in range(16)]
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [16], "data": images}
+    cases = {
+        "9.1 MB multipart of 179,000 parts to /detect/batch": ("/detect/batch", body,
+                                                               "multipart/form-data; boundary=B"),
+        "45 MB JSON, 16 x 2 MiB base64 (not images) to /detect/batch": (
+            "/detect/batch", json.dumps({"images": images}).encode(), "application/json"),
+        "45 MB JSON, 16 x 2 MiB base64 (not images) to /v2 infer": (
+            f"/v2/models/{model}/infer", json.dumps({"inputs": [tensor]}).encode(),
+            "application/json"),
+    }  # fmt: skip
+    for name, (path, data, ctype) in cases.items():
+        for clients in (1, 4):
+            codes, lat = _flood(t, data, clients, path, ctype)
+            print(f"{clients} x {name}: {codes}; slowest /health/live {1000 * max(lat):.0f} ms "
+                  f"of {len(lat)}; peak RSS {peak_mib(t)} MiB")  # fmt: skip
 
 
 def headers(t: Target) -> None:
@@ -205,7 +255,8 @@ def sigterm(t: Target) -> None:
 
 
 ATTACKS: dict[str, Callable[[Target], None]] = {
-    "stall": stall, "bombs": bombs, "peak": peak, "bombloop": bombloop, "formats": formats,
+    "stall": stall, "routes": routes, "batchflood": batchflood, "bombs": bombs, "peak": peak,
+    "bombloop": bombloop, "formats": formats,
     "multipart": multipart, "headers": headers, "idle": idle, "sigterm": sigterm,
 }  # fmt: skip
 

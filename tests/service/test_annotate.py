@@ -86,8 +86,8 @@ def test_multipart_upload(client: TestClient) -> None:
      ("annotate=true&format=gif", {"content": jpeg()}, 422, "invalid_parameter"),
      ("annotate=maybe", {"content": jpeg()}, 422, "invalid_parameter"),
      ("annotate=true&score_threshold=2", {"content": jpeg()}, 422, "invalid_parameter"),
-     ("annotate=true", {"content": b"{}", "headers": {"content-type": "application/json"}}, 415,
-      "unsupported_media_type")],
+     ("annotate=true", {"content": b"{}", "headers": {"content-type": "application/json"}}, 422,
+      "invalid_parameter")],
 )  # fmt: skip
 def test_errors_are_still_json(
     client: TestClient, query: str, kwargs: dict[str, Any], status: int, code: str

@@ -255,3 +255,49 @@ def test_docs_render_offline(browser: Any, server: Server) -> None:
     assert "FCOS detector" in page.inner_text(".swagger-ui .information-container")
     context.close()
     assert not outside and not errors, (outside, errors)
+
+
+def table_labels(page: Any) -> list[str]:
+    cells = page.query_selector_all("#detections tbody tr td:first-child")
+    return [c.inner_text().strip() for c in cells]
+
+
+def pick_only(page: Any, name: str) -> dict[str, Any]:
+    page.click("#classes-none")
+    page.wait_for_selector('#classes[data-picked=""]')
+    with page.expect_response(lambda r: "/detect?" in r.url) as response:
+        page.check(f'#class-list input[value="{name}"]')
+    assert f"classes={name}" in response.value.url
+    body: dict[str, Any] = response.value.json()
+    page.wait_for_selector('body[data-state="done"]')
+    return body
+
+
+def test_class_picker(page: Any, test_card: Path) -> None:
+    """The class picker lists the model's classes, sends `classes=` to /detect (and with the
+    annotated download); canvas and table show only the picked classes."""
+    names = page.eval_on_selector_all("#class-list input", "els => els.map((e) => e.value)")
+    assert names == list(CLASSES)
+    everything = upload(page, test_card)
+    labels = {d["label"] for d in everything["detections"]}
+    assert len(labels) >= 2, labels  # the demo model finds several classes on the test card
+    target = sorted(labels)[0]
+
+    body = pick_only(page, target)
+    assert body["detections"] and {d["label"] for d in body["detections"]} == {target}
+    shown = [d for d in body["detections"] if d["score"] >= 0.40]
+    assert drawn(page) == len(shown)
+    assert set(table_labels(page)) <= {target}
+
+    with page.expect_request(lambda r: "annotate=true" in r.url) as request, page.expect_download():
+        page.click("#download")
+    assert f"classes={target}" in request.value.url
+
+    page.click("#classes-none")
+    page.wait_for_selector('#classes[data-picked=""]')
+    assert drawn(page) == 0 and "No class picked" in page.inner_text("#status")
+    with page.expect_response(lambda r: "/detect?" in r.url) as response:
+        page.click("#classes-all")
+    assert "classes=" not in response.value.url
+    page.wait_for_selector('body[data-state="done"]')
+    assert response.value.json()["detections"] == everything["detections"]

@@ -80,7 +80,7 @@ BATTERY: list[tuple[str, Callable[[], bytes], str, int, Size]] = [
     ("svg", lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>',
      "image/svg+xml", 415, None),
     ("pdf", lambda: b"%PDF-1.4\n1 0 obj<<>>endobj\n%%EOF", "application/octet-stream", 415, None),
-    ("json-content-type", lambda: jpeg(30, 20), "application/json", 415, None),
+    ("json-content-type", lambda: jpeg(30, 20), "application/json", 400, None),  # not JSON
     ("text-content-type", lambda: jpeg(30, 20), "text/plain", 415, None),
     ("png-bomb-50000x50000", png_bomb, "image/png", 413, None),
     ("png-bomb-just-over", lambda: png_bomb(8000, 5001), "image/png", 413, None),

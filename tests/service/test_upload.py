@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 
 from service.errors import BadRequestError, InvalidParameterError, PayloadTooLargeError
-from service.upload import extract_multipart_field, read_bounded
+from service.upload import extract_multipart_field, extract_multipart_fields, read_bounded
 from tests.service.images import jpeg, multipart
 
 CT = "multipart/form-data; boundary=b0undary"
@@ -52,10 +52,15 @@ def test_body_at_the_limit_is_accepted() -> None:
 
 def test_multipart_field_anywhere_and_quoted_boundary() -> None:
     image = jpeg(32, 32)
-    body = multipart([("note", b"hello", "text/plain"), ("image", image, "image/jpeg"),
-                      ("image", b"second", "image/jpeg")])  # fmt: skip
+    body = multipart([("note", b"hello", "text/plain"), ("image", image, "image/jpeg")])
     assert extract_multipart_field(body, CT) == image
     assert extract_multipart_field(body, 'multipart/form-data; boundary="b0undary"') == image
+    # A second image part is never silently dropped: 422 here, all of them for /detect/batch.
+    twice = multipart([("image", image, "image/jpeg"), ("note", b"x", "text/plain"),
+                       ("image", b"second", "image/jpeg")])  # fmt: skip
+    with pytest.raises(InvalidParameterError, match="sent 2 times"):
+        extract_multipart_field(twice, CT)
+    assert extract_multipart_fields(twice, CT) == [image, b"second"]
 
 
 @pytest.mark.parametrize(

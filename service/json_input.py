@@ -1,0 +1,116 @@
+"""Images sent inside JSON: `{"image": "<base64>"}` (POST /detect) and `{"images": [...]}`
+(POST /detect/batch). Standard base64 (padding optional) or a `data:image/...;base64,` URL.
+
+The same limits as binary uploads: each decoded image obeys DETECTOR_MAX_UPLOAD_BYTES, and the
+body is read only up to what that many bytes need in base64 (plus a small envelope).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from service.errors import (
+    BadRequestError,
+    InvalidParameterError,
+    PayloadTooLargeError,
+    ServiceError,
+)
+
+JSON_TYPE = "application/json"
+JSON_OVERHEAD = 4096  # the envelope: braces, key, quotes, a data-URL prefix, whitespace
+_DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.ASCII)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def base64_size(n_bytes: int) -> int:
+    """Characters of standard (padded) base64 for n bytes."""
+    return 4 * (-(-n_bytes // 3))
+
+
+def json_body_limit(max_image_bytes: int, images: int = 1) -> int:
+    """Body bytes that `images` base64 images of at most `max_image_bytes` each may need."""
+    return images * (base64_size(max_image_bytes) + JSON_OVERHEAD)
+
+
+def json_batch_limit(max_batch_bytes: int, max_images: int) -> int:
+    """Body bytes a JSON body of several images may need: DETECTOR_MAX_BATCH_BYTES in base64
+    plus an envelope per image (POST /detect/batch, /v2 infer: the largest body accepted)."""
+    return base64_size(max_batch_bytes) + max_images * JSON_OVERHEAD
+
+
+def decode_base64_image(value: object, max_bytes: int, where: str) -> bytes:
+    """One base64 string -> the image bytes (checked against `max_bytes` before decoding)."""
+    if not isinstance(value, str):
+        raise InvalidParameterError(f"{where}: expected a base64 string, got {_kind(value)}")
+    text = _WHITESPACE.sub("", _DATA_URL.sub("", value, count=1))
+    if len(text) > base64_size(max_bytes) + 2:
+        raise PayloadTooLargeError(f"{where}: image is larger than the limit of {max_bytes} bytes")
+    text += "=" * (-len(text) % 4)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:  # the library's words go to the log
+        raise BadRequestError(f"{where}: not valid base64") from exc
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(f"{where}: image is larger than the limit of {max_bytes} bytes")
+    return data
+
+
+def json_error_at(exc: Exception) -> str:
+    """Where a JSON body broke, in our words (" at line L column C"), or ""."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f" at line {exc.lineno} column {exc.colno}"
+    return " (not UTF-8)" if isinstance(exc, UnicodeDecodeError) else ""
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _load_object(body: bytes, key: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"malformed JSON body{json_error_at(exc)}") from exc
+    if not isinstance(doc, dict):
+        got = _kind(doc)
+        raise InvalidParameterError(f'JSON body: expected an object {{"{key}": ...}}, got {got}')
+    return doc
+
+
+def json_single_image(body: bytes, max_bytes: int) -> bytes:
+    """`{"image": "<base64>"}` -> the image bytes."""
+    doc = _load_object(body, "image")
+    if "image" not in doc:
+        hint = ": several images go to POST /detect/batch" if "images" in doc else ""
+        raise InvalidParameterError(f'JSON body: field "image" is required{hint}')
+    return decode_base64_image(doc["image"], max_bytes, "image")
+
+
+def json_image_list(body: bytes, max_bytes: int, max_images: int) -> list[bytes | ServiceError]:
+    """`{"images": ["<base64>", ...]}` -> per image its bytes, or the error that image has
+    (bad base64, too large); a malformed envelope (not a list of strings) fails the request."""
+    doc = _load_object(body, "images")
+    images = doc.get("images")
+    if not isinstance(images, list) or not images:
+        raise InvalidParameterError('JSON body: field "images" must be a non-empty list')
+    if len(images) > max_images:
+        raise PayloadTooLargeError(
+            f"{len(images)} images in one request; the limit is {max_images}"
+        )
+    for i, value in enumerate(images):
+        if not isinstance(value, str):
+            got = _kind(value)
+            raise InvalidParameterError(f"images[{i}]: expected a base64 string, got {got}")
+    out: list[bytes | ServiceError] = []
+    for i, value in enumerate(images):
+        try:
+            out.append(decode_base64_image(value, max_bytes, f"images[{i}]"))
+        except ServiceError as exc:
+            out.append(exc)
+    return out

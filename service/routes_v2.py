@@ -1,0 +1,315 @@
+"""The Open Inference Protocol (KServe v2 REST), so that KServe's and Triton's clients
+(`tritonclient.http`) can call the service: the model takes the encoded image files as a BYTES
+tensor `image` of shape [N] and answers, per image, padded detection tensors:
+
+  num_detections INT32 [N]     boxes FP32 [N, K, 4] (xyxy, original pixels)
+  scores FP32 [N, K]           class_ids INT64 [N, K] (-1 = padding)
+  class_names BYTES [N, K] ("" = padding)            K = the most detections of any image
+
+Request `parameters` (optional): score_threshold, max_detections, classes ("person,car").
+Errors follow the protocol: `{"error": "<message>"}` with the same statuses as /detect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from export.metadata import ModelMetadata
+from export.postprocess import candidate_config
+from export.runtime import DetectionResult
+from service.batch import detect_all, observe_result
+from service.class_filter import parse_classes
+from service.engine import Engine
+from service.errors import (
+    HttpError,
+    InvalidParameterError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    record_outcome,
+    to_http_error,
+)
+from service.intake import Reader, received, request_deadline
+from service.json_input import json_batch_limit
+from service.metrics import Metrics
+from service.oip import HEADER_LENGTH, INPUT_NAME, InferRequest, encode_outputs, parse_infer_request
+from service.routes import _engine
+from service.settings import Settings
+from service.stages import REQUEST_STAGES
+from service.upload import BudgetHold, parse_off_loop, read_bounded
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
+SERVER_NAME = "fcos-detector"
+OUTPUTS: tuple[tuple[str, str, list[int]], ...] = (
+    ("num_detections", "INT32", [-1]),
+    ("boxes", "FP32", [-1, -1, 4]),
+    ("scores", "FP32", [-1, -1]),
+    ("class_ids", "INT64", [-1, -1]),
+    ("class_names", "BYTES", [-1, -1]),
+)
+
+
+class OipError(BaseModel):
+    error: str
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OipError, "description": text}
+    for status, text in (
+        (400, "malformed inference request, or an image that cannot be decoded"),
+        (404, "no such model or version"),
+        (408, "body not received within DETECTOR_BODY_TIMEOUT_S"),
+        (413, "body, image or image count over the limits"),
+        (415, "an input element is not an image"),
+        (422, "invalid parameter (e.g. unknown class)"),
+        (503, "model not ready, shutting down, or overloaded (with Retry-After)"),
+        (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S) exceeded"),
+    )
+}
+_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "an inference request; BYTES elements as base64 strings in JSON, or raw "
+        "with Triton's binary data extension (header Inference-Header-Content-Length)",
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["inputs"],
+                                            "properties": {"inputs": {"type": "array"}}}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}  # fmt: skip
+
+
+def _error(request: Request, exc: Exception) -> JSONResponse:
+    err = to_http_error(exc)
+    record_outcome(request, err.outcome)
+    return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
+
+
+def _model(engine: Engine, name: str, version: str | None) -> ModelMetadata:
+    meta = engine.require_ready().metadata
+    if name != meta.name or (version is not None and version != meta.version):
+        wanted = name if version is None else f"{name} version {version}"
+        raise NotFoundError(f"unknown model {wanted!r}: this server serves {meta.name!r} "
+                        f"version {meta.version!r}")  # fmt: skip
+    return meta
+
+
+@router.get("", response_model=ServerMetadata, summary="Server metadata")
+async def server_metadata(request: Request) -> ServerMetadata:
+    return ServerMetadata(name=SERVER_NAME, version=request.app.version,
+                          extensions=["binary_tensor_data"])  # fmt: skip
+
+
+@router.get("/health/live", response_model=Live, summary="Server liveness")
+async def server_live() -> Live:
+    return Live(live=True)
+
+
+@router.get("/health/ready", response_model=Ready, responses={503: {"model": Ready}},
+            summary="Server readiness: 200 once the model is loaded and warmed up")  # fmt: skip
+async def server_ready(request: Request) -> Ready | JSONResponse:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None or not engine.ready:
+        return JSONResponse({"ready": False}, status_code=503)
+    return Ready(ready=True)
+
+
+@router.get("/models/{name}", response_model=ModelMetadataResponse, responses=_ERRORS,
+            summary="Model metadata: inputs and outputs")  # fmt: skip
+@router.get("/models/{name}/versions/{version}", response_model=ModelMetadataResponse,
+            responses=_ERRORS, summary="Model metadata (one version)")  # fmt: skip
+async def model_metadata(
+    request: Request, name: str, version: str | None = None
+) -> ModelMetadataResponse | JSONResponse:
+    try:
+        meta = _model(_engine(request), name, version)
+    except ServiceError as exc:
+        return _error(request, exc)
+    return ModelMetadataResponse(
+        name=meta.name, versions=[meta.version], platform="onnxruntime_onnx",
+        inputs=[TensorMetadata(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
+        outputs=[TensorMetadata(name=n, datatype=d, shape=s) for n, d, s in OUTPUTS],
+    )  # fmt: skip
+
+
+@router.get("/models/{name}/ready", response_model=Ready, responses=_ERRORS,
+            summary="Model readiness")  # fmt: skip
+@router.get("/models/{name}/versions/{version}/ready", response_model=Ready, responses=_ERRORS,
+            summary="Model readiness (one version)")  # fmt: skip
+async def model_ready(request: Request, name: str, version: str | None = None) -> Any:
+    try:
+        _model(_engine(request), name, version)
+    except ServiceError as exc:
+        return _error(request, exc)
+    return Ready(ready=True)
+
+
+@router.post("/models/{name}/infer", responses={200: {"description": "inference response "
+             "(JSON, or JSON + binary tensors)"}, **_ERRORS}, openapi_extra=_INFER_BODY,
+             summary="Detect objects in N encoded images (BYTES tensor 'image')")  # fmt: skip
+@router.post("/models/{name}/versions/{version}/infer", responses=_ERRORS,
+             openapi_extra=_INFER_BODY, summary="Inference (one version)")  # fmt: skip
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    try:
+        return await _infer(request, name, version)
+    except Exception as exc:  # expected failures in the protocol's error shape
+        if to_http_error(exc).status == 500:
+            raise  # a bug: RequestContextMiddleware answers and logs it
+        return _error(request, exc)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    engine = _engine(request)
+    settings = engine.settings
+    meta = _model(engine, name, version)
+    detector = engine.require_ready()
+    metrics: Metrics = request.app.state.metrics
+    timings: dict[str, float] = request.state.timings_s
+    async with received(request, engine, _reader(settings)) as (req, slot):
+        p = req.parameters
+        cfg = candidate_config(
+            _number(p, "score_threshold", settings.score_threshold, 0.0, 1.0),
+            int(_number(p, "max_detections", settings.max_detections, 1, 1000, integer=True)),
+            settings.nms_iou,
+            parse_classes(_classes(p), meta.class_names),
+        )
+        outcomes, timings["queue"] = await engine.worker.run(
+            lambda: detect_all(detector, list(req.images), cfg, settings.max_pixels),
+            request_deadline(request, engine, None), slot,
+        )  # fmt: skip
+    results: list[DetectionResult] = []
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, Exception):
+            raise _ImageError(to_http_error(outcome), i)
+        observe_result(metrics, outcome)
+        results.append(outcome)
+    timings["total"] = time.monotonic() - request.state.started_monotonic
+    metrics.observe_stages({k: timings[k] for k in REQUEST_STAGES})
+    request.state.detections = sum(len(r.detections) for r in results)
+    record_outcome(request, "ok")
+    entries, chunks = encode_outputs(output_tensors(results, meta.class_names), req)
+    doc: dict[str, Any] = {"model_name": meta.name, "model_version": meta.version,
+                           "outputs": entries}  # fmt: skip
+    if req.request_id is not None:
+        doc["id"] = req.request_id
+    header = json.dumps(doc).encode()
+    if not chunks:
+        return Response(header, media_type="application/json")
+    return Response(header + b"".join(chunks), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})  # fmt: skip
+
+
+def _reader(settings: Settings) -> Reader[InferRequest]:
+    """The body reader of the infer route (for service.intake.received): the request parsed
+    and checked against the limits off the event loop."""
+
+    async def read(
+        request: Request, deadline: float | None, hold: BudgetHold
+    ) -> tuple[InferRequest, int]:
+        limit = json_batch_limit(settings.max_batch_bytes, settings.max_batch_images)
+        body = await read_bounded(request, limit, deadline, hold)
+        header_length = request.headers.get(HEADER_LENGTH)
+
+        def parse() -> InferRequest:
+            req = parse_infer_request(body, header_length, settings.max_upload_bytes)
+            _check_limits(req, settings.max_upload_bytes, settings.max_batch_images)
+            return req
+
+        return await parse_off_loop(parse), len(body)
+
+    return read
+
+
+class _ImageError(ServiceError):
+    """The error of one image of the request, named by its index."""
+
+    def __init__(self, err: HttpError, index: int) -> None:
+        super().__init__(f"{INPUT_NAME}[{index}]: {err.message}")
+        self.status, self.code, self.outcome = err.status, err.code, err.outcome
+
+
+def _check_limits(req: InferRequest, max_bytes: int, max_images: int) -> None:
+    if not req.images:
+        raise InvalidParameterError(f"input '{INPUT_NAME}' has no elements")
+    if len(req.images) > max_images:
+        raise PayloadTooLargeError(f"{len(req.images)} images; the limit is {max_images}")
+    for i, data in enumerate(req.images):
+        if len(data) > max_bytes:
+            raise PayloadTooLargeError(f"{INPUT_NAME}[{i}] is larger than {max_bytes} bytes")
+
+
+def _number(params: dict[str, Any], key: str, default: float, lo: float, hi: float,
+            integer: bool = False) -> float:  # fmt: skip
+    value = params.get(key, default)
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if not ok or not lo <= value <= hi:
+        kind = "an integer" if integer else "a number"
+        raise InvalidParameterError(f"parameter {key}: must be {kind} in [{lo}, {hi}]")
+    return float(value)
+
+
+def _classes(params: dict[str, Any]) -> list[str] | None:
+    value = params.get("classes")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise InvalidParameterError("parameter classes: a string 'a,b' or a list of strings")
+
+
+def output_tensors(
+    results: list[DetectionResult], class_names: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Per-image detections -> the padded output tensors (see the module docstring)."""
+    n, k = len(results), max((len(r.detections) for r in results), default=0)
+    counts = np.zeros((n,), np.int32)
+    boxes = np.zeros((n, k, 4), np.float32)
+    scores = np.zeros((n, k), np.float32)
+    class_ids = np.full((n, k), -1, np.int64)
+    names = np.full((n, k), "", dtype=object)
+    for i, r in enumerate(results):
+        d, m = r.detections, len(r.detections)
+        counts[i] = m
+        boxes[i, :m], scores[i, :m], class_ids[i, :m] = d.boxes, d.scores, d.class_ids
+        names[i, :m] = [class_names[c] if 0 <= c < len(class_names) else str(c)
+                        for c in d.class_ids.tolist()]  # fmt: skip
+    return {"num_detections": counts, "boxes": boxes, "scores": scores,
+            "class_ids": class_ids, "class_names": names}  # fmt: skip
