@@ -92,3 +92,16 @@ def run_server(
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@contextmanager
+def ready_server(
+    logs: Path, model: Path, clean_exit: bool = True, **env: str
+) -> Iterator[Server]:
+    """A ready `python -m service` on `model` with one ORT thread and `env` (DETECTOR_*), for a
+    module-scoped fixture; stopped with SIGTERM afterwards (exit code 0 when `clean_exit`)."""
+    with run_server(logs, DETECTOR_MODEL_PATH=str(model), DETECTOR_THREADS="1", **env) as srv:
+        srv.wait_ready()
+        yield srv
+        code = srv.terminate()
+        assert code == 0 or not clean_exit, code

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.service.images import float_tiff, outside_allow_list, png_deep
-from tests.service.server import Server, run_server
+from tests.service.server import Server, ready_server, run_server
 from tests.service.stalls import STALLS, normal_request, read_response
 from tests.service.stalls import stalled as stalled_upload
 
@@ -30,12 +30,9 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(tmp_path_factory.mktemp("attacks"), DETECTOR_MODEL_PATH=str(tiny_onnx_path),
-                    DETECTOR_MAX_QUEUE=str(MAX_QUEUE), DETECTOR_BODY_TIMEOUT_S="3",
-                    DETECTOR_THREADS="1") as srv:  # fmt: skip
-        srv.wait_ready()
+    with ready_server(tmp_path_factory.mktemp("attacks"), tiny_onnx_path,
+                      DETECTOR_MAX_QUEUE=str(MAX_QUEUE), DETECTOR_BODY_TIMEOUT_S="3") as srv:
         yield srv
-        assert srv.terminate() == 0
 
 
 def test_stalled_uploads_do_not_lock_out_other_clients(server: Server) -> None:

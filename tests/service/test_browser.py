@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from service.annotate import class_color
-from tests.service.server import Server, run_server
+from tests.service.server import Server, ready_server
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +81,13 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    logs = tmp_path_factory.mktemp("server")
-    with run_server(logs, DETECTOR_MODEL_PATH=str(demo_model), DETECTOR_THREADS="1") as srv:
-        srv.wait_ready()
+    with ready_server(tmp_path_factory.mktemp("server"), demo_model, clean_exit=False) as srv:
         yield srv
-        srv.terminate()
 
 
 @pytest.fixture
-def test_card(tmp_path: Path) -> Path:
+def card_png(tmp_path: Path) -> Path:
+    """A 640x480 synthetic test card as a PNG file (for the file picker and drag-and-drop)."""
     from export.exporter.parity import synthetic_image
 
     path = tmp_path / "test-card.png"
@@ -145,9 +143,9 @@ def canvas_checksum(page: Any) -> int:
     ))  # fmt: skip
 
 
-def test_upload_draw_filter_and_screenshot(page: Any, test_card: Path, tmp_path: Path) -> None:
+def test_upload_draw_filter_and_screenshot(page: Any, card_png: Path, tmp_path: Path) -> None:
     assert "tiny-demo 0.0.1" in page.inner_text("#model")
-    body = upload(page, test_card)
+    body = upload(page, card_png)
     dets = body["detections"]
     assert body["image"] == {"width": 640, "height": 480}
     assert dets and dets[-1]["score"] >= 0.05, "the test model should find something"
@@ -193,9 +191,9 @@ def test_upload_draw_filter_and_screenshot(page: Any, test_card: Path, tmp_path:
     page.screenshot(path=str(tmp_path / "demo-page-after-slider.png"), full_page=True)
 
 
-def test_drop_download_and_errors(page: Any, test_card: Path, tmp_path: Path) -> None:
+def test_drop_download_and_errors(page: Any, card_png: Path, tmp_path: Path) -> None:
     # drag and drop (a synthetic drop event carrying the file)
-    data = base64.b64encode(test_card.read_bytes()).decode()
+    data = base64.b64encode(card_png.read_bytes()).decode()
     transfer = page.evaluate_handle(
         "(b64) => { const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));"
         " const dt = new DataTransfer();"
@@ -273,12 +271,12 @@ def pick_only(page: Any, name: str) -> dict[str, Any]:
     return body
 
 
-def test_class_picker(page: Any, test_card: Path) -> None:
+def test_class_picker(page: Any, card_png: Path) -> None:
     """The class picker lists the model's classes, sends `classes=` to /detect (and with the
     annotated download); canvas and table show only the picked classes."""
     names = page.eval_on_selector_all("#class-list input", "els => els.map((e) => e.value)")
     assert names == list(CLASSES)
-    everything = upload(page, test_card)
+    everything = upload(page, card_png)
     labels = {d["label"] for d in everything["detections"]}
     assert len(labels) >= 2, labels  # the demo model finds several classes on the test card
     target = sorted(labels)[0]

@@ -20,7 +20,7 @@ import pytest
 
 from export.client import AsyncDetectorClient, DetectorAPIError, DetectorClient, DetectResult
 from tests.service.images import jpeg, png
-from tests.service.server import Server, run_server
+from tests.service.server import Server, ready_server
 from tests.service.test_reload import with_version
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,8 @@ def model_file(tiny_onnx_path: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def server(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(tmp_path_factory.mktemp("srv"), DETECTOR_MODEL_PATH=str(model_file),
-                    DETECTOR_THREADS="1", DETECTOR_MAX_QUEUE="64") as srv:  # fmt: skip
-        srv.wait_ready()
+    with ready_server(tmp_path_factory.mktemp("srv"), model_file, DETECTOR_MAX_QUEUE="64") as srv:
         yield srv
-        assert srv.terminate() == 0
 
 
 def test_tritonclient(server: Server) -> None:

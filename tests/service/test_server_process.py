@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.service.images import encode, jpeg
-from tests.service.server import Server, run_server
+from tests.service.server import Server, ready_server, run_server
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 2 * 1024 * 1024
@@ -33,12 +33,9 @@ def slow_png() -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(tmp_path_factory.mktemp("srv"), DETECTOR_MODEL_PATH=str(tiny_onnx_path),
-                    DETECTOR_MAX_QUEUE="4", DETECTOR_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-                    DETECTOR_THREADS="1") as srv:  # fmt: skip
-        srv.wait_ready()
+    with ready_server(tmp_path_factory.mktemp("srv"), tiny_onnx_path, DETECTOR_MAX_QUEUE="4",
+                      DETECTOR_MAX_UPLOAD_BYTES=str(MAX_UPLOAD)) as srv:
         yield srv
-        assert srv.terminate() == 0
 
 
 def test_concurrent_clients_and_stable_memory(server: Server) -> None:
