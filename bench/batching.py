@@ -9,7 +9,7 @@ this CPU? Writes the figures to a JSON file (bench/results/batching.json by defa
 2. HTTP, through export.client against a real `python -m service`: N images as N POST /detect
    calls vs one POST /detect/batch call, per image.
 
-    python -m bench.batching --images /work/shared/data/voc2012-640/JPEGImages --threads 2
+    python -m bench.batching --images ../shared/data/voc2012-640/JPEGImages --threads 2
 """
 
 from __future__ import annotations
