@@ -22,11 +22,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from python_multipart.multipart import parse_options_header
 
-from export.errors import DetectorError
-from export.postprocess import PostprocessConfig, candidate_config
 from export.runtime import DetectionResult
 from service.class_filter import classes_query, parse_classes
-from service.engine import Detector
 from service.errors import (
     PayloadTooLargeError,
     ServiceError,
@@ -144,22 +141,6 @@ def batch_reader(settings: Settings) -> Reader[list[bytes | ServiceError]]:
     return read
 
 
-def detect_all(
-    detector: Detector, images: list[bytes | ServiceError], cfg: PostprocessConfig, max_pixels: int
-) -> list[DetectionResult | Exception]:
-    """Runs on the inference worker: each image in turn; a failing image yields its error."""
-    out: list[DetectionResult | Exception] = []
-    for item in images:
-        if isinstance(item, Exception):
-            out.append(item)
-            continue
-        try:
-            out.append(detector.detect_bytes(item, cfg, max_pixels))
-        except DetectorError as exc:
-            out.append(exc)
-    return out
-
-
 def observe_result(metrics: Metrics, result: DetectionResult) -> dict[str, float]:
     """Record one image's stages, detections and pixels; its timings (s) with their total."""
     timings = {k: result.timings_s.get(k, 0.0) for k in IMAGE_STAGES}
@@ -189,19 +170,16 @@ async def detect_batch(
     meta = detector.metadata
     class_ids = parse_classes(classes, meta.class_names)
     metrics: Metrics = request.app.state.metrics
-    cfg = candidate_config(
-        settings.score_threshold if score_threshold is None else score_threshold,
-        settings.max_detections if max_detections is None else max_detections,
-        settings.nms_iou,
-        class_ids,
-    )
     timings: dict[str, float] = request.state.timings_s
     timeout_s = timeout_ms / 1000 if timeout_ms else None
     async with received(request, engine, batch_reader(settings), timeout_s) as (images, slot):
-        outcomes, timings["queue"] = await engine.worker.run(
-            lambda: detect_all(detector, images, cfg, settings.max_pixels),
+        outcomes, timings["queue"] = await engine.detect_many(
+            images,
+            settings.score_threshold if score_threshold is None else score_threshold,
+            settings.max_detections if max_detections is None else max_detections,
             request_deadline(request, engine, timeout_s),
             slot,
+            class_ids,
         )
     items = []
     for i, outcome in enumerate(outcomes):

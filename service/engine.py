@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
 
+from export.errors import DetectorError
 from export.metadata import ModelMetadata
 from export.postprocess import PostprocessConfig, candidate_config
 from export.runtime import DetectionResult, OnnxDetector
@@ -160,6 +161,36 @@ class Engine:
             if then is not None:
                 then(result)
             return result
+
+        return await self.worker.run(job, deadline, slot)
+
+    async def detect_many(
+        self,
+        images: Sequence[bytes | Exception],
+        score_threshold: float,
+        max_detections: int,
+        deadline: float | None,
+        slot: Reservation | None = None,
+        classes: tuple[int, ...] | None = None,
+    ) -> tuple[list[DetectionResult | Exception], float]:
+        """Several images, one after the other in one worker job, as `detect` does one: (each
+        image's result or its error, queue wait in s). An item that is already an error (it
+        failed while reading) stays that error; a failing image does not stop the others."""
+        detector = self.require_ready()
+        cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou, classes)
+        max_pixels = self.settings.max_pixels
+
+        def job() -> list[DetectionResult | Exception]:
+            out: list[DetectionResult | Exception] = []
+            for item in images:
+                if isinstance(item, Exception):
+                    out.append(item)
+                    continue
+                try:
+                    out.append(detector.detect_bytes(item, cfg, max_pixels))
+                except DetectorError as exc:
+                    out.append(exc)
+            return out
 
         return await self.worker.run(job, deadline, slot)
 

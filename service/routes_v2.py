@@ -22,9 +22,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from export.metadata import ModelMetadata
-from export.postprocess import candidate_config
 from export.runtime import DetectionResult
-from service.batch import detect_all, observe_result
+from service.batch import observe_result
 from service.class_filter import parse_classes
 from service.engine import Engine
 from service.errors import (
@@ -198,21 +197,18 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     engine = _engine(request)
     settings = engine.settings
     meta = _model(engine, name, version)
-    detector = engine.require_ready()
     metrics: Metrics = request.app.state.metrics
     timings: dict[str, float] = request.state.timings_s
     async with received(request, engine, _reader(settings)) as (req, slot):
         p = req.parameters
-        cfg = candidate_config(
+        outcomes, timings["queue"] = await engine.detect_many(
+            req.images,
             _number(p, "score_threshold", settings.score_threshold, 0.0, 1.0),
             int(_number(p, "max_detections", settings.max_detections, 1, 1000, integer=True)),
-            settings.nms_iou,
+            request_deadline(request, engine, None),
+            slot,
             parse_classes(_classes(p), meta.class_names),
         )
-        outcomes, timings["queue"] = await engine.worker.run(
-            lambda: detect_all(detector, list(req.images), cfg, settings.max_pixels),
-            request_deadline(request, engine, None), slot,
-        )  # fmt: skip
     results: list[DetectionResult] = []
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, Exception):
