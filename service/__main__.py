@@ -34,7 +34,7 @@ FLAGS: dict[str, tuple[str, str]] = {  # flag -> (Settings field, metavar)
 
 
 def _env_name(field: str) -> str:
-    return "DETECTOR_" + field.upper()
+    return Settings.model_config.get("env_prefix", "") + field.upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
