@@ -1,4 +1,6 @@
-"""ONNX Runtime detector: bytes or image in, Detections out. NumPy + onnxruntime, no torch."""
+"""The image -> detections pipeline (decode, letterbox, one model call, decode + NMS) around a
+model runtime, and its ONNX Runtime implementation. NumPy + onnxruntime, no torch. Other
+runtimes (`export.openvino_runtime`) subclass `ImageDetector` and supply `infer`."""
 
 from __future__ import annotations
 
@@ -48,23 +50,19 @@ class DetectionResult:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-class OnnxDetector:
-    """Loads an exported FCOS ONNX file and runs the full image -> detections pipeline."""
+class ImageDetector:
+    """The full image -> detections pipeline around `infer`, which subclasses supply.
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        self.path = Path(path)
-        self.session = make_session(self.path, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = ModelMetadata.from_strings(meta)
+    `infer` must be safe to call from several threads at once (the service runs
+    `DETECTOR_WORKERS` jobs concurrently on one detector).
+    """
 
-    def run(self, tensor: np.ndarray) -> Outputs:
-        """One session run: (N, 3, H, W) float32 -> (N, P, C), (N, P, 4), (N, P, 1)."""
-        cls, box, ctr = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
-        return cls, box, ctr
+    metadata: ModelMetadata
+    backend: str = "none"
 
     def infer(self, tensor: np.ndarray) -> Outputs:
         """(N, 3, H, W) float32 -> raw outputs (N, P, C), (N, P, 4), (N, P, 1)."""
-        return self.run(tensor)
+        raise NotImplementedError
 
     def detect_image(
         self,
@@ -99,3 +97,24 @@ class OnnxDetector:
         result = self.detect_image(image, cfg, original_size)
         result.timings_s = {"decode": t1 - t0, **result.timings_s}
         return result
+
+
+class OnnxDetector(ImageDetector):
+    """An exported FCOS ONNX file on ONNX Runtime (CPU). One session; concurrent `infer` calls
+    share its intra-op thread pool (each caller thread works on its own run)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = True) -> None:
+        self.path = Path(path)
+        self.session = make_session(self.path, threads, spinning)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = ModelMetadata.from_strings(meta)
+
+    def run(self, tensor: np.ndarray) -> Outputs:
+        """One session run: (N, 3, H, W) float32 -> (N, P, C), (N, P, 4), (N, P, 1)."""
+        cls, box, ctr = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
+        return cls, box, ctr
+
+    def infer(self, tensor: np.ndarray) -> Outputs:
+        return self.run(tensor)

@@ -1,0 +1,49 @@
+"""Choosing the runtime that executes an exported ONNX file: ONNX Runtime (always installed)
+or OpenVINO (the optional `openvino` extra), behind the same `ImageDetector` pipeline, so the
+NumPy pre- and post-processing is the same whichever runs the model."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from export.runtime import ImageDetector, OnnxDetector
+
+Backend = Literal["auto", "onnxruntime", "openvino"]
+BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "openvino")
+Precision = Literal["bf16", "f32"]
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def resolve_backend(backend: str) -> str:
+    """`auto` -> `openvino` when it is installed, else `onnxruntime`; others as given."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "openvino" if openvino_installed() else "onnxruntime"
+    return backend
+
+
+def load_detector(
+    path: str | Path,
+    backend: str = "onnxruntime",
+    threads: int | None = None,
+    spinning: bool = True,
+    precision: Precision = "bf16",
+) -> ImageDetector:
+    """The detector for an exported ONNX file on the chosen runtime.
+
+    `threads`: intra-op threads (None: every core). `spinning`: ONNX Runtime's busy-wait of
+    idle pool threads (OpenVINO ignores it). `precision`: OpenVINO's inference precision hint
+    for the layers the INT8 file leaves in floating point (ONNX Runtime ignores it).
+    """
+    chosen = resolve_backend(backend)
+    if chosen == "openvino":
+        from export.openvino_runtime import OpenVinoDetector
+
+        return OpenVinoDetector(path, threads=threads, precision=precision)
+    return OnnxDetector(path, threads=threads, spinning=spinning)
