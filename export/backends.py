@@ -34,16 +34,19 @@ def load_detector(
     threads: int | None = None,
     spinning: bool = True,
     precision: Precision = "bf16",
+    shared_threads: int | None = None,
 ) -> ImageDetector:
     """The detector for an exported ONNX file on the chosen runtime.
 
     `threads`: intra-op threads (None: every core). `spinning`: ONNX Runtime's busy-wait of
     idle pool threads (OpenVINO ignores it). `precision`: OpenVINO's inference precision hint
     for the layers the INT8 file leaves in floating point (ONNX Runtime ignores it).
+    `shared_threads`: threads of the model calls made while other requests run on the same
+    detector (None: `threads`), see `ImageDetector`.
     """
     chosen = resolve_backend(backend)
     if chosen == "openvino":
         from export.openvino_runtime import OpenVinoDetector
 
         return OpenVinoDetector(path, threads=threads, precision=precision)
-    return OnnxDetector(path, threads=threads, spinning=spinning)
+    return OnnxDetector(path, threads=threads, spinning=spinning, shared_threads=shared_threads)

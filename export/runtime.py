@@ -5,7 +5,10 @@ runtimes (`export.openvino_runtime`) subclass `ImageDetector` and supply `infer`
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,15 +57,38 @@ class ImageDetector:
     """The full image -> detections pipeline around `infer`, which subclasses supply.
 
     `infer` must be safe to call from several threads at once (the service runs
-    `DETECTOR_WORKERS` jobs concurrently on one detector).
+    `DETECTOR_WORKERS` jobs concurrently on one detector). While another pipeline call is
+    running on the same detector, the model call goes to `infer_shared` instead: runtimes that
+    hold a narrower engine (fewer threads) for that case override it, so that one request alone
+    gets every thread and concurrent requests do not oversubscribe the cores.
     """
 
     metadata: ModelMetadata
     backend: str = "none"
+    _occupancy_lock = threading.Lock()  # guards `_active` (tiny critical sections)
+    _active = 0  # pipeline calls running on this detector now
 
     def infer(self, tensor: np.ndarray) -> Outputs:
         """(N, 3, H, W) float32 -> raw outputs (N, P, C), (N, P, 4), (N, P, 1)."""
         raise NotImplementedError
+
+    def infer_shared(self, tensor: np.ndarray) -> Outputs:
+        """`infer` while other pipeline calls run at once (default: the same engine)."""
+        return self.infer(tensor)
+
+    @contextmanager
+    def _occupied(self) -> Iterator[None]:
+        with self._occupancy_lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._occupancy_lock:
+                self._active -= 1
+
+    def _infer_now(self, tensor: np.ndarray) -> Outputs:
+        """`infer` when this is the only pipeline call running, else `infer_shared`."""
+        return self.infer(tensor) if self._active <= 1 else self.infer_shared(tensor)
 
     def detect_image(
         self,
@@ -72,13 +98,19 @@ class ImageDetector:
     ) -> DetectionResult:
         """`original_size`: when `image` is a reduced decode (JPEG draft) of a larger original,
         its (width, height): boxes and the reported size are then in original pixels."""
+        with self._occupied():
+            return self._detect_image(image, cfg, original_size)
+
+    def _detect_image(
+        self, image: Image.Image, cfg: PostprocessConfig, original_size: tuple[int, int] | None
+    ) -> DetectionResult:
         m = self.metadata
         t0 = time.perf_counter()
         tensor, lb = preprocess(image, m.input_size, m.mean, m.std)
         if original_size is not None and original_size != image.size:
             lb = lb.for_original_size(*original_size)
         t1 = time.perf_counter()
-        cls, box, ctr = self.infer(tensor)
+        cls, box, ctr = self._infer_now(tensor)
         t2 = time.perf_counter()
         dets = postprocess(cls[0], box[0], ctr[0], tensor.shape[2:], m.strides, lb, cfg)
         t3 = time.perf_counter()
@@ -91,23 +123,41 @@ class ImageDetector:
         cfg: PostprocessConfig = PostprocessConfig(),
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> DetectionResult:
-        t0 = time.perf_counter()
-        image, original_size = decode_image(data, max_pixels, draft_size=self.metadata.input_size)
-        t1 = time.perf_counter()
-        result = self.detect_image(image, cfg, original_size)
+        with self._occupied():
+            t0 = time.perf_counter()
+            size = self.metadata.input_size
+            image, original_size = decode_image(data, max_pixels, draft_size=size)
+            t1 = time.perf_counter()
+            result = self._detect_image(image, cfg, original_size)
         result.timings_s = {"decode": t1 - t0, **result.timings_s}
         return result
 
 
 class OnnxDetector(ImageDetector):
-    """An exported FCOS ONNX file on ONNX Runtime (CPU). One session; concurrent `infer` calls
-    share its intra-op thread pool (each caller thread works on its own run)."""
+    """An exported FCOS ONNX file on ONNX Runtime (CPU).
+
+    One session with `threads` intra-op threads serves a request that runs alone. With
+    `shared_threads` (fewer), a second session with that many threads serves the model calls
+    made while other requests run at once (`infer_shared`): N workers x `shared_threads` then
+    fill the cores without the pool threads of concurrent runs competing for them. Sessions
+    are thread-safe; concurrent runs on one session each work on their caller's thread.
+    """
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        spinning: bool = True,
+        shared_threads: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.session = make_session(self.path, threads, spinning)
+        self.threads = self.session.get_session_options().intra_op_num_threads
+        self.shared_session = self.session
+        if shared_threads is not None and shared_threads < self.threads:
+            self.shared_session = make_session(self.path, shared_threads, spinning=False)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_strings(meta)
 
@@ -118,3 +168,7 @@ class OnnxDetector(ImageDetector):
 
     def infer(self, tensor: np.ndarray) -> Outputs:
         return self.run(tensor)
+
+    def infer_shared(self, tensor: np.ndarray) -> Outputs:
+        cls, box, ctr = self.shared_session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
+        return cls, box, ctr

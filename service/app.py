@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from service.batch import router as batch_router
 from service.demo import install_demo
 from service.docs import install_docs
-from service.engine import Engine, Loader, load_onnx
+from service.engine import Engine, Loader
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings if settings is not None else Settings()
         logging.getLogger("service.access").disabled = not s.access_log
-        engine = Engine(s, metrics, loader or load_onnx)
+        engine = Engine(s, metrics, loader)
         metrics.queue_capacity.set(s.max_queue)
         app.state.settings, app.state.engine = s, engine
         loading = asyncio.create_task(engine.load())  # background: live now, ready later

@@ -17,10 +17,11 @@ from typing import Protocol
 
 from PIL import Image
 
+from export.backends import load_detector
 from export.errors import DetectorError
 from export.metadata import ModelMetadata
 from export.postprocess import PostprocessConfig, candidate_config
-from export.runtime import DetectionResult, OnnxDetector
+from export.runtime import DetectionResult
 from service.errors import NotReadyError
 from service.metrics import Metrics
 from service.settings import Settings, model_display_path
@@ -40,11 +41,7 @@ class Detector(Protocol):
     ) -> DetectionResult: ...
 
 
-Loader = Callable[[Path, int], Detector]
-
-
-def load_onnx(path: Path, threads: int) -> Detector:
-    return OnnxDetector(path, threads=threads)
+Loader = Callable[[Path, int], Detector]  # (model path, threads) -> detector
 
 
 @dataclass
@@ -54,17 +51,27 @@ class ModelStatus:
 
 
 class Engine:
-    def __init__(self, settings: Settings, metrics: Metrics, loader: Loader = load_onnx) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, loader: Loader | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.loader = loader
+        self.loader = loader or self.load_model_file
         self.detector: Detector | None = None
         self.status = ModelStatus()
         self.worker = InferenceWorker(
-            settings.max_queue, settings.retry_after_s, on_depth=metrics.queue_depth.set
-        )
+            settings.max_queue, settings.retry_after_s, on_depth=metrics.queue_depth.set,
+            workers=settings.workers,
+        )  # fmt: skip
         self.upload_budget = MemoryBudget(settings.max_upload_memory_bytes, settings.retry_after_s)
         metrics.model_ready.set(0)
+
+    def load_model_file(self, path: Path, threads: int) -> Detector:
+        """The default loader: the ONNX file on DETECTOR_BACKEND's runtime."""
+        s = self.settings
+        # Alone, a request's model call gets every thread; beside others, its share of them.
+        shared = max(1, threads // s.workers) if s.workers > 1 else None
+        return load_detector(path, s.backend, threads, s.spinning, s.openvino_precision, shared)
 
     @property
     def ready(self) -> bool:

@@ -74,7 +74,27 @@ class Settings(BaseSettings):
     threads: int = Field(
         default_factory=default_threads,
         ge=1,
-        description="ONNX Runtime intra-op threads (default: the cores this process may use)",
+        description="intra-op threads of the model runtime (default: the cores this process "
+        "may use: CPU affinity, capped by a cgroup CPU quota)",
+    )  # fmt: skip
+    workers: int = Field(
+        default_factory=default_threads,
+        ge=1,
+        description="inference jobs run at once, each a whole request (decode, model, NMS); "
+        "they share the `threads` (default: the cores this process may use)",
+    )  # fmt: skip
+    spinning: bool = Field(
+        False,
+        description="ONNX Runtime's idle threads busy-wait for work: a little faster alone, "
+        "much slower beside other busy processes or workers",
+    )  # fmt: skip
+    backend: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "onnxruntime",
+        description="model runtime; `openvino` needs the `openvino` extra, `auto` takes it "
+        "when installed",
+    )  # fmt: skip
+    openvino_precision: Literal["bf16", "f32"] = Field(
+        "bf16", description="OpenVINO's precision for the layers the INT8 file keeps in float"
     )
     warmup: bool = Field(True, description="one dummy inference before reporting ready")
 

@@ -1,12 +1,14 @@
-"""One dedicated inference thread behind a bounded waiting queue, with per-request deadlines.
+"""A few dedicated inference threads behind a bounded waiting queue, with per-request deadlines.
 
-ONNX Runtime already uses every core intra-op, so a single worker thread is the right amount
-of parallelism; the event loop only awaits futures and stays responsive. A request that finds
-`max_queue` requests already waiting is refused at once (503 + Retry-After) instead of
-queueing without bound; one whose deadline passes gets 504 (if it was still waiting, it is
-dropped from the queue; if it was already running, its result is discarded). A request is
-refused at arrival when the queue is already full (`check`, costs nothing), but its slot is
-taken only once its body is complete (`admit`), so slow or stalled uploads never hold one.
+`workers` threads each run one request's whole pipeline (decode, resize, model, NMS); the
+runtimes release the GIL, so on a 2-core machine two workers keep both cores busy where one left
+a core idle during every decode and NMS (bench/RESULTS.md). The event loop only awaits futures
+and stays responsive. A request that finds every worker busy and `max_queue` requests already
+waiting is refused at once (503 + Retry-After) instead of queueing without bound; one whose
+deadline passes gets 504 (if it was still waiting, it is dropped from the queue; if it was
+already running, its result is discarded). A request is refused at arrival when the queue is
+already full (`check`, costs nothing), but its slot is taken only once its body is complete
+(`admit`), so slow or stalled uploads never hold one.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ class InferenceWorker:
         max_queue: int,
         retry_after_s: int = 1,
         on_depth: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.max_queue = max_queue
+        self.workers = workers
         self.retry_after_s = retry_after_s
         self._on_depth = on_depth or (lambda _depth: None)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
         self._lock = threading.Lock()
         self._waiting = 0
         self._running = 0
@@ -50,7 +54,8 @@ class InferenceWorker:
             self._on_depth(self._waiting)
 
     def _refuse_if_full(self) -> None:
-        if self._waiting + self._running > self.max_queue:
+        # room for `workers` running and `max_queue` waiting
+        if self._waiting + self._running >= self.max_queue + self.workers:
             raise OverloadedError(
                 f"server busy: {self._waiting} requests already waiting; retry later",
                 headers={"Retry-After": str(self.retry_after_s)},
@@ -108,7 +113,7 @@ class InferenceWorker:
         return result, (waited[0] if waited else 0.0)
 
     async def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the worker thread outside the request queue (model loading)."""
+        """Run `fn` on a worker thread outside the request queue (model loading)."""
         return await asyncio.wrap_future(self._executor.submit(fn))
 
     def shutdown(self, wait: bool = True) -> None:

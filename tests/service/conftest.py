@@ -64,7 +64,7 @@ class GatedDetector:
 @pytest.fixture
 def make_settings(tiny_onnx_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"model_path": tiny_onnx_path, "threads": 1}
+        values: dict[str, Any] = {"model_path": tiny_onnx_path, "threads": 1, "workers": 1}
         values.update(overrides)
         return Settings(**values)
 

@@ -100,3 +100,20 @@ def test_server_side_deadline_setting(gated_serve: Any) -> None:
         t0 = time.perf_counter()
         assert c.post("/detect?timeout_ms=600000", content=jpeg()).status_code == 504
         assert time.perf_counter() - t0 < 2.0
+
+
+def test_two_workers_run_two_requests_at_once(gated_serve: Any) -> None:
+    """DETECTOR_WORKERS=2: two requests are inside the pipeline together; with max_queue=1 one
+    more may wait and the next is refused."""
+    with gated_serve(workers=2, max_queue=1) as (app, c, det), ThreadPoolExecutor(3) as pool:
+        det.gate.clear()
+        image = jpeg(64, 64)
+        held = [pool.submit(c.post, "/detect", content=image) for _ in range(3)]
+        assert det.started.acquire(timeout=10) and det.started.acquire(timeout=10)  # both run
+        until(lambda: depth(app) == 1)  # the third waits
+        assert metric(c, "detector_in_flight_requests") == 3
+        r = c.post("/detect", content=image)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+        det.gate.set()
+        assert [f.result().status_code for f in held] == [200, 200, 200]
+        assert det.calls == 3

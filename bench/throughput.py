@@ -1,0 +1,208 @@
+"""`python -m bench.throughput`: saturated throughput per core, server configurations side by side.
+
+Starts one `python -m service` per variant (each a set of DETECTOR_* settings; all on the same
+model file), then in interleaved rounds (load changes on a shared machine hit every variant
+alike) measures for each: one client (sequential requests: latency p50 and req/s), 8 clients
+(closed loop: req/s, errors, p50/p99), and one client while a CPU hog spins on core 0 (a
+neighbour). Idle servers cost nothing between their turns (no thread spins). Checks the
+throughput issue's targets, comparing the last variant ("after") with the first ("before"),
+and writes everything to JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.http_load import REPO, LoadResult, Server, closed_loop, run_server
+from bench.images import bench_images
+from bench.report import summary
+
+DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
+BUNDLED_MODEL = REPO / "models" / "default.onnx"
+# Today's service before issue 42: one inference thread using every core, spinning threads.
+BEFORE = "before:DETECTOR_WORKERS=1,DETECTOR_SPINNING=true,DETECTOR_BACKEND=onnxruntime"
+AFTER = "after:"  # the service's defaults
+PAUSE_S = 0.3  # between measurements: lets thread pools of the previous one go idle
+
+# Targets of issue 42 (after vs before, within one run).
+SATURATED_GAIN_MIN = 2.0
+SINGLE_P50_RATIO_MAX = 1.0
+SATURATED_OVER_SINGLE_MIN = 1.0
+P99_OVER_P50_MAX = 3.0
+HOG_P50_RATIO_MAX = 1.3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.throughput",
+                                description=__doc__.splitlines()[0])  # fmt: skip
+    p.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="ONNX file to serve")
+    p.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
+                   help=f"server settings (repeatable; first = baseline, last = candidate); "
+                   f"default: {BEFORE!r} and {AFTER!r}")  # fmt: skip
+    p.add_argument("--image", type=Path, help="photo resized to 500x375 (default: synthetic)")
+    p.add_argument("--clients", type=int, default=8, help="clients of the saturated load")
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--no-hog", action="store_true", help="skip the busy-neighbour measurement")
+    p.add_argument("--ready-timeout", type=float, default=180.0)
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
+    return p
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """'name:KEY=VALUE,KEY=VALUE' -> (name, env)."""
+    name, _, rest = text.partition(":")
+    env = dict(kv.split("=", 1) for kv in rest.split(",") if kv.strip())
+    if not name or any(not k.startswith("DETECTOR_") for k in env):
+        raise ValueError(f"bad variant {text!r}: want NAME:DETECTOR_X=1,DETECTOR_Y=2")
+    return name, env
+
+
+@contextmanager
+def cpu_hog(core: int = 0) -> Iterator[subprocess.Popen[bytes]]:
+    """A busy-looping process pinned to one core (a noisy neighbour), killed on exit."""
+    code = f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile True: pass"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _merge(parts: list[LoadResult]) -> dict[str, Any]:
+    seconds = sum(p.seconds for p in parts)
+    latencies = [x for p in parts for x in p.latencies_s]
+    statuses: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.statuses.items():
+            statuses[str(k)] = statuses.get(str(k), 0) + v
+    return {"seconds": round(seconds, 2),
+            "throughput_rps": round(len(latencies) / seconds, 3) if seconds else 0.0,
+            "errors": sum(p.errors for p in parts), "statuses": statuses,
+            "latency": summary(latencies)}  # fmt: skip
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else a / b
+
+
+def _check(name: str, value: float | None, op: str, limit: float, detail: str) -> dict[str, Any]:
+    ok = value is not None and (value <= limit if op == "<=" else value >= limit)
+    return {"target": name, "value": None if value is None else round(value, 3),
+            "limit": f"{op} {limit:g}", "status": "PASS" if ok else "FAIL",
+            "detail": detail}  # fmt: skip
+
+
+def targets(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    def rps(v: dict[str, Any], key: str) -> float | None:
+        return v[key]["throughput_rps"] if key in v else None
+
+    def p50(v: dict[str, Any], key: str) -> float | None:
+        return v[key]["latency"].get("p50_ms") if key in v else None
+
+    sat = after["saturated"]
+    out = [
+        _check("saturated req/s: after / before", _ratio(rps(after, "saturated"),
+               rps(before, "saturated")), ">=", SATURATED_GAIN_MIN,
+               f"{rps(after, 'saturated')} vs {rps(before, 'saturated')} req/s"),
+        _check("saturated: errors", float(sat["errors"]), "<=", 0, f"statuses {sat['statuses']}"),
+        _check("saturated: p99 / p50", _ratio(sat["latency"].get("p99_ms"), p50(after,
+               "saturated")), "<=", P99_OVER_P50_MAX, "after"),
+        _check("1 client p50: after / before", _ratio(p50(after, "single"), p50(before,
+               "single")), "<=", SINGLE_P50_RATIO_MAX,
+               f"{p50(after, 'single')} vs {p50(before, 'single')} ms"),
+        _check("after: saturated / 1-client req/s", _ratio(rps(after, "saturated"),
+               rps(after, "single")), ">=", SATURATED_OVER_SINGLE_MIN, "the bench's own target"),
+    ]  # fmt: skip
+    if "hog" in after:
+        out.append(_check("after: 1 client p50 with a hog on core 0 / quiet", _ratio(
+            p50(after, "hog"), p50(after, "single")), "<=", HOG_P50_RATIO_MAX,
+            f"before: {_ratio(p50(before, 'hog'), p50(before, 'single')) or 0:.2f}"))  # fmt: skip
+    return out
+
+
+def measure(a: argparse.Namespace, servers: dict[str, Server], body: bytes) -> dict[str, Any]:
+    kinds = ["single", "saturated"] + ([] if a.no_hog else ["hog"])
+    parts: dict[str, dict[str, list[LoadResult]]] = {n: {k: [] for k in kinds} for n in servers}
+    cap = 100_000
+    for r in range(a.rounds):
+        for name, server in servers.items():
+            print(f"[throughput] round {r + 1}/{a.rounds}: {name}", flush=True)
+            time.sleep(PAUSE_S)
+            parts[name]["single"].append(closed_loop(server.port, body, 1, a.duration, cap))
+            time.sleep(PAUSE_S)
+            parts[name]["saturated"].append(
+                closed_loop(server.port, body, a.clients, a.duration, cap))
+            if not a.no_hog:
+                time.sleep(PAUSE_S)
+                with cpu_hog(0):
+                    parts[name]["hog"].append(closed_loop(server.port, body, 1, a.duration, cap))
+    return {n: {k: _merge(v) for k, v in kinds_.items()} for n, kinds_ in parts.items()}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = ["| variant | settings | 1 client p50 ms | 1 client req/s | "
+             f"{result['clients']} clients req/s | p50 / p99 ms | errors | hog p50 ms |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, v in result["variants"].items():
+        s, sat, hog = v["single"], v["saturated"], v.get("hog")
+        env = " ".join(f"{k.removeprefix('DETECTOR_')}={x}" for k, x in v["env"].items())
+        lines.append(
+            f"| {name} | {env or 'defaults'} | {s['latency'].get('p50_ms')} | "
+            f"{s['throughput_rps']:.1f} | {sat['throughput_rps']:.1f} | "
+            f"{sat['latency'].get('p50_ms')} / {sat['latency'].get('p99_ms')} | {sat['errors']} | "
+            f"{hog['latency'].get('p50_ms') if hog else '-'} |"
+        )
+    lines.append("")
+    for t in result["targets"]:
+        lines.append(f"- {t['status']}: {t['target']} = {t['value']} ({t['limit']}; "
+                     f"{t['detail']})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    variants = dict(parse_variant(v) for v in (a.variant or [BEFORE, AFTER]))
+    images, origin = bench_images(a.image)
+    body = images["500x375"]
+    result: dict[str, Any] = {
+        "command": " ".join(["python -m bench.throughput",
+                             *(argv if argv is not None else sys.argv[1:])]),
+        "environment": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                        "load_start": round(os.getloadavg()[0], 2)},
+        "model": str(a.model), "image": f"{origin}, 500x375 JPEG ({len(body)} bytes)",
+        "clients": a.clients, "duration_s": a.duration, "rounds": a.rounds,
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="fcos-throughput.") as tmp, ExitStack() as stack:
+        servers = {}
+        for name, env in variants.items():
+            log = Path(tmp) / f"server-{name}.log"
+            servers[name] = server = stack.enter_context(run_server(a.model, log, env))
+            ready = server.wait_ready(a.ready_timeout)
+            print(f"[throughput] {name} ready in {ready:.1f} s", flush=True)
+        measured = measure(a, servers, body)
+    result["variants"] = {n: {"env": variants[n], **measured[n]} for n in variants}
+    names = list(variants)
+    result["targets"] = targets(measured[names[0]], measured[names[-1]])
+    result["environment"]["load_end"] = round(os.getloadavg()[0], 2)
+    print(format_table(result))
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"[throughput] wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
