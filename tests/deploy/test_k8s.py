@@ -129,10 +129,11 @@ def test_resources_and_threads(by_kind):
     c = _container(by_kind["Deployment"])
     res = c["resources"]
     assert res["requests"]["cpu"] and res["limits"]["cpu"] and res["limits"]["memory"]
-    # ORT threads follow the CPU limit, not the node's core count
+    # model threads and inference workers follow the CPU limit, not the node's core count
     env = {e["name"]: e for e in c.get("env", [])}
-    threads = env["DETECTOR_THREADS"]["valueFrom"]["resourceFieldRef"]
-    assert threads["resource"] == "limits.cpu" and threads["containerName"] == c["name"]
+    for name in ("DETECTOR_THREADS", "DETECTOR_WORKERS"):
+        ref = env[name]["valueFrom"]["resourceFieldRef"]
+        assert ref["resource"] == "limits.cpu" and ref["containerName"] == c["name"]
 
 
 def test_security_context_matches_the_image(by_kind):
