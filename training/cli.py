@@ -17,7 +17,13 @@ import typing
 from typing import Any
 
 from model.config import CENTERNESS_BRANCHES, PRESETS
-from training.config import BOX_LOSS_NAMES, HSV_PLACES, TrainConfig, load_config_file
+from training.config import (
+    BOX_LOSS_NAMES,
+    HSV_PLACES,
+    INIT_CLASSES,
+    TrainConfig,
+    load_config_file,
+)
 from training.recipe import recipe_fields
 
 CHOICES: dict[str, list[str]] = {
@@ -26,6 +32,7 @@ CHOICES: dict[str, list[str]] = {
     "box_loss": list(BOX_LOSS_NAMES),
     "hsv_on": list(HSV_PLACES),
     "centerness_branch": list(CENTERNESS_BRANCHES),
+    "init_classes": list(INIT_CLASSES),
 }
 
 # Fields that describe one invocation, not the run: never taken from a checkpoint.
@@ -90,6 +97,11 @@ HELP: dict[str, str] = {
     "freeze_at": "backbone parts kept as they are: 1 = the stem, 2 = the stem and layer1, ... "
     "5 = the whole ResNet (0 = train everything)",
     "probe_epochs": "with --time-budget-min: epochs timed before the epoch count is fixed",
+    "init_classes": "with --init-weights of other classes, how this run's new classes (not "
+    "in the file by name) start: name (a fresh logit row) or similar (the row of the file's "
+    "class that scores highest on the class's objects in a probe of training images, when "
+    "its mean probability is >= 0.05; training/engine/class_init.py)",
+    "init_classes_images": "--init-classes similar: training images the probe runs over",
 }
 
 

@@ -22,6 +22,8 @@ CONFIG_FILENAME = "train_config.json"
 BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.engine.losses.BOX_LOSSES
 # Where the HSV jitter is applied: auto = on the device when it is a GPU, else in the loader.
 HSV_PLACES: tuple[str, ...] = ("auto", "loader", "device")
+# How new classes' logit rows start when fine-tuning across class lists (engine/class_init.py).
+INIT_CLASSES: tuple[str, ...] = ("name", "similar")
 # Options of removed experiments that older checkpoints' train_config still carry (see
 # models/TRAINING_LOG.md: stochastic depth, class distillation).
 REMOVED_FIELDS: frozenset[str] = frozenset({"drop_path", "distill_from", "distill_weight"})
@@ -103,6 +105,8 @@ class TrainConfig:
     recipe: str = "auto"  # auto (configs/finetune.json with --init-weights) | none | a JSON file
     freeze_at: int = 0  # backbone parts not trained: 1 = stem, 2 = + layer1, ... (transfer.py)
     probe_epochs: int = 2  # --time-budget-min: epochs timed before the count is fixed (budget.py)
+    init_classes: str = "name"  # new classes' logit rows: name (fresh) | similar (class_init.py)
+    init_classes_images: int = 128  # --init-classes similar: training images probed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_to_dict(self)
@@ -146,6 +150,12 @@ class TrainConfig:
             raise ValueError("ema_decay must be in [0, 1)")
         if not 0 <= self.freeze_at <= 5:
             raise ValueError("freeze_at must be in 0..5 (0: train the whole backbone)")
+        if self.init_classes not in INIT_CLASSES:
+            raise ValueError(
+                f"init_classes must be one of {INIT_CLASSES}, not {self.init_classes!r}"
+            )
+        if self.init_classes_images < 1:
+            raise ValueError("init_classes_images must be >= 1")
         if self.probe_epochs < 1:
             raise ValueError("probe_epochs must be >= 1")
         if self.data and not Path(self.data).exists():

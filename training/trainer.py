@@ -77,8 +77,11 @@ class Trainer:
         if cfg.backbone_weights:
             report = load_backbone_weights(self.model.backbone, cfg.backbone_weights)
             self._print(report.summary())
+        self.setup_s = 0.0  # spent before fit() on work the time budget counts
         if cfg.init_weights and not cfg.resume:
             self._print(load_init_weights(self.model, cfg.init_weights))
+            if cfg.init_classes == "similar":
+                self._init_similar_classes()
         if cfg.freeze_at:
             frozen = freeze_backbone(self.model, cfg.freeze_at)
             self._print(f"backbone: the first {cfg.freeze_at} parts frozen ({frozen} parameters)")
@@ -129,6 +132,23 @@ class Trainer:
             params=[p for p in self.model.parameters() if p.requires_grad],
         )  # fmt: skip
 
+    def _init_similar_classes(self) -> None:
+        """--init-classes similar: new classes' rows from their most similar source class
+        (training/engine/class_init.py); every rank computes the same rows."""
+        from training.engine.class_init import similar_class_init
+
+        cfg = self.cfg
+        done = similar_class_init(
+            self.model, cfg.init_weights, self.data.train_samples,
+            center_radius=cfg.center_radius or None, max_images=cfg.init_classes_images,
+            seed=cfg.seed, device=self.device,
+        )  # fmt: skip
+        if done is not None:
+            self._print(done[0])
+            self.setup_s = done[1]
+            self.log.write({"type": "class_init", "epoch": 0, "time_s": done[1],
+                            "summary": done[0].strip()})  # fmt: skip
+
     def _check_data(self) -> None:
         """The dataset check (training/check.py) in the log and as plots/data.png."""
         try:
@@ -176,7 +196,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        t_fit = time.perf_counter()
+        t_fit = time.perf_counter() - self.setup_s  # the budget counts the class probe
         last_epoch = self.start_epoch
         val: dict[str, Any] | None = None
         # --time-budget-min: the epoch count is fixed after the probe epochs (fresh runs only).

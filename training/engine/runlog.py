@@ -3,7 +3,8 @@
 Records: {"type": "iter", "epoch", "iter", "lr", "img_s", <losses>} every `log_interval`
 iterations and {"type": "epoch", "epoch", "lr", "img_s", "time_s", <mean losses>,
 "val": {...} | null, "best_map50"} once per epoch; under DDP one {"type": "ddp_check",
-"digests": [sha256 per rank], "in_sync"} at the end. Epochs count from 1.
+"digests": [sha256 per rank], "in_sync"} at the end; {"type": "class_init", "epoch": 0,
+"time_s", "summary"} before the first epoch with --init-classes similar. Epochs count from 1.
 """
 
 from __future__ import annotations
