@@ -157,9 +157,24 @@ def test_one_compiled_model_per_shape(perturbed_onnx: Path) -> None:
         if shape not in seen:
             seen.append(shape)
         assert det.compiled_shapes == seen
-    compiled = det.compiled_model((1, 3, 96, 128))
-    assert det.compiled_model((1, 3, 96, 128)) is compiled  # reused, not recompiled
+    key, compiled = det.compiled_model((1, 3, 96, 128))
+    assert key == (1, 3, 96, 128) and det.compiled_model(key)[1] is compiled  # reused
     assert list(compiled.input(0).get_partial_shape().to_shape()) == [1, 3, 96, 128]
+    assert not det.uses_dynamic
+
+
+def test_shapes_beyond_max_shapes_share_a_dynamic_model(perturbed_onnx: Path) -> None:
+    det = OpenVinoDetector(perturbed_onnx, threads=1, precision="f32", max_shapes=2)
+    ort_det = OnnxDetector(perturbed_onnx, threads=1)
+    rng = np.random.default_rng(2)
+    shapes = [(1, 3, 96, 128), (1, 3, 128, 96), (1, 3, 64, 128), (1, 3, 128, 64)]
+    for shape in [*shapes, *shapes]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert_raw_close(ort_det.infer(x), det.infer(x), EXACT)
+    assert det.compiled_shapes == shapes[:2] and det.uses_dynamic
+    key, dynamic = det.compiled_model((1, 3, 64, 128))
+    assert key is None and det.compiled_model((2, 3, 32, 32)) == (None, dynamic)
+    assert det._local.requests.keys() == {shapes[0], shapes[1], None}  # one request each
 
 
 def test_concurrent_infer_matches_sequential(perturbed_onnx: Path) -> None:
