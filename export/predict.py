@@ -5,13 +5,14 @@
     python -m export.predict --model model.onnx img.jpg --coco-results coco.json --no-images
 
 Inputs: image files, folders (searched recursively) and glob patterns, in any mix. Each image
-goes through the service's pipeline (export.runtime.OnnxDetector.detect_bytes: EXIF-aware
-decode, letterbox, ONNX Runtime, decode + NMS) with the service's defaults (score threshold
-0.4 on the final score, NMS IoU 0.5, at most 100 detections, 40 Mpx decode limit). Writes
-`<output>/predictions.jsonl` (one line per image: its path, size, detections with class name,
-score and xyxy box in image pixels, timings), annotated images under `<output>/images/`
-(the service's drawing, export/draw.py) and, with --coco-results, a COCO results list. Images
-that cannot be read are reported and skipped. NumPy + Pillow + onnxruntime only: no torch.
+goes through the service's pipeline (export.runtime.ImageDetector.detect_bytes: EXIF-aware
+decode, letterbox, ONNX Runtime or, with --backend openvino, OpenVINO, decode + NMS) with the
+service's defaults (score threshold 0.4 on the final score, NMS IoU 0.5, at most 100
+detections, 40 Mpx decode limit). Writes `<output>/predictions.jsonl` (one line per image: its
+path, size, detections with class name, score and xyxy box in image pixels, timings), annotated
+images under `<output>/images/` (the service's drawing, export/draw.py) and, with
+--coco-results, a COCO results list. Images that cannot be read are reported and skipped.
+NumPy + Pillow + onnxruntime (or openvino) only: no torch.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 import numpy as np
 
+from export.backends import BACKENDS, Precision, load_detector
 from export.errors import DetectorError
 from export.postprocess import Detections, candidate_config
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image
-from export.runtime import DetectionResult, OnnxDetector
+from export.runtime import DetectionResult
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 # The service's defaults (service/settings.py: DETECTOR_SCORE_THRESHOLD, _MAX_DETECTIONS,
@@ -172,7 +174,8 @@ def _annotate(job: Job, data: bytes, result: DetectionResult, names: Sequence[st
 
 
 def predict(args: argparse.Namespace, jobs: Iterable[Job], total: int) -> dict[str, int]:
-    detector = OnnxDetector(args.model, args.threads or None)
+    detector = load_detector(args.model, args.backend, args.threads or None,
+                             precision=args.ov_precision)  # fmt: skip
     names = detector.metadata.class_names
     class_ids = None
     if args.classes:
@@ -259,7 +262,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a COCO annotation file: image and category ids for --coco-results "
         "(matched by file name and class name; default: running index, class id + 1)",
     )
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="onnxruntime",
+        help="the runtime (auto: openvino when installed, else onnxruntime)",
+    )
+    p.add_argument(
+        "--ov-precision",
+        choices=get_args(Precision),
+        default="bf16",
+        help="OpenVINO's inference precision hint for floating-point layers",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if not 0.0 <= args.score_threshold <= 1.0:
@@ -274,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         jobs = find_images(args.inputs)
         counts = predict(args, jobs, len(jobs))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output)

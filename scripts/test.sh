@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch is pinned: an unpinned torch pulls several GB of CUDA packages.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -e '.[export,train,dev]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[export,train,dev,openvino]'
 # compose/promtool/k8s-schema validators, Playwright + Debian chromium; tests skip without them.
 PYTHON=.venv/bin/python bash .ci/install-deploy-tools.sh \
   || echo "warning: some deploy/browser test tools could not be installed; those tests will skip"

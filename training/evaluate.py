@@ -10,9 +10,11 @@
 Images go through exactly the service's path: `export.preprocess.load_image` (bytes, JPEG draft
 at the input size) + `preprocess` + `export.postprocess.postprocess` (candidate threshold 0.05,
 at most 100 detections). Boxes are mapped back to the annotated image size. ONNX files run on
-ONNX Runtime; PyTorch checkpoints run through `TorchDetector`, which the trainer can also build
-from an in-memory (EMA) model. This module imports torch only for checkpoints (the VOC loader
-imports `model.config`, whose package may still pull torch in).
+ONNX Runtime, or OpenVINO with --backend openvino (the same NumPy pre- and post-processing,
+so this checks its accuracy: `--ov-precision bf16|f32`); PyTorch checkpoints run through
+`TorchDetector`, which the trainer can also build from an in-memory (EMA) model. This module
+imports torch only for checkpoints (the VOC loader imports `model.config`, whose package may
+still pull torch in).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
+from export.backends import BACKENDS, Precision
 from export.inferer import Inferer, Outputs
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
@@ -92,15 +95,22 @@ class TorchDetector:
         return cls, box, ctr
 
 
-def load_detector(path: str | Path, threads: int | None = None) -> Inferer:
-    """An `.onnx` file -> OnnxDetector; anything else is read as a PyTorch checkpoint.
+def load_detector(
+    path: str | Path,
+    threads: int | None = None,
+    backend: str = "onnxruntime",
+    precision: Precision = "bf16",
+) -> Inferer:
+    """An `.onnx` file -> the `backend` runtime's detector (`export.backends.load_detector`:
+    onnxruntime, openvino or auto, OpenVINO with the `precision` hint); anything else is read
+    as a PyTorch checkpoint (backend and precision do not apply).
 
-    `threads`: intra-op threads of ONNX Runtime, or torch.set_num_threads for a checkpoint.
+    `threads`: intra-op threads of the runtime, or torch.set_num_threads for a checkpoint.
     """
     if Path(path).suffix.lower() == ".onnx":
-        from export.runtime import OnnxDetector
+        from export.backends import load_detector as load_onnx
 
-        return OnnxDetector(path, threads)
+        return load_onnx(path, backend, threads, precision=precision)
     if threads:
         import torch
 
@@ -263,6 +273,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-centerness", dest="centerness", action="store_false",
                    help="ablation: score by the class probability alone, centre-ness unused")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help=".onnx models: the runtime (auto: openvino when installed)")
+    p.add_argument("--ov-precision", choices=get_args(Precision), default="bf16",
+                   help="OpenVINO's inference precision hint for floating-point layers")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="also report mAP@0.5's 95%% interval over N resamples of the images")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
@@ -271,7 +285,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    detector = load_detector(args.model, args.threads or None)
+    try:
+        detector = load_detector(args.model, args.threads or None, args.backend,
+                                 args.ov_precision)  # fmt: skip
+    except ImportError as exc:  # --backend openvino without the extra installed
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         dataset_classes, _, samples = load_split(args, detector.metadata.class_names)
     except ValueError as exc:
@@ -286,8 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
     print(format_table(metrics, str(args.model), args.split))
     if args.json:
+        backend = getattr(detector, "backend", "torch")  # the runtime that ran the model
+        if backend == "openvino":
+            backend += f" ({args.ov_precision})"
         payload = {**metrics, "model": str(args.model), "split": args.split,
-                   "nms_iou": args.nms_iou}
+                   "nms_iou": args.nms_iou, "backend": backend}  # fmt: skip
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
 

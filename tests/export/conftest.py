@@ -57,3 +57,13 @@ def calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         synthetic_image(w, h, seed=10 + i).save(root / f"img_{i:02d}.png")
     (root / "notes.txt").write_text("not an image")
     return root
+
+
+@pytest.fixture(scope="session")
+def int8_path(perturbed_onnx: Path, calibration_dir: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> Path:  # fmt: skip
+    """`perturbed_onnx` statically quantized to INT8 (QDQ), calibrated on 4 of the PNGs."""
+    from export.exporter.quantize import quantize_int8
+
+    out = tmp_path_factory.mktemp("int8") / "tiny.int8.onnx"
+    return quantize_int8(perturbed_onnx, out, calibration_dir, num_images=4)

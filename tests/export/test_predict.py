@@ -53,6 +53,29 @@ def test_a_folder_gives_json_lines_and_annotated_images(
         assert a.size == (160, 120) and b.size == (120, 160) and b.format == "PNG"
 
 
+def test_openvino_backend_gives_the_same_detections(
+    perturbed_onnx: Path, photos: Path, tmp_path: Path
+) -> None:
+    """--backend openvino --ov-precision f32: the same records as ONNX Runtime (boxes within
+    0.05 px, scores within 1e-3; see tests/export/test_openvino_runtime.py for bf16)."""
+    pytest.importorskip("openvino")
+    records = {}
+    for backend in ("onnxruntime", "openvino"):
+        out = tmp_path / backend
+        assert predict.main(["--model", str(perturbed_onnx), str(photos), "--output", str(out),
+                             "--score-threshold", "0.05", "--no-images", "--quiet",
+                             "--backend", backend, "--ov-precision", "f32"]) == 0  # fmt: skip
+        records[backend] = read_lines(out)
+    for ref, got in zip(records["onnxruntime"], records["openvino"], strict=True):
+        assert ref["image"] == got["image"] and len(ref["detections"]) > 0
+        assert [d["class_id"] for d in got["detections"]] == [
+            d["class_id"] for d in ref["detections"]
+        ]
+        for r, g in zip(ref["detections"], got["detections"], strict=True):
+            assert g["box"] == pytest.approx(r["box"], abs=0.05)
+            assert g["score"] == pytest.approx(r["score"], abs=1e-3)
+
+
 def test_class_filter_threshold_cap_and_coco_results(
     perturbed_onnx: Path, photos: Path, tmp_path: Path
 ) -> None:

@@ -20,15 +20,6 @@ from export.preprocess import load_image, preprocess
 from export.runtime import make_session
 
 
-@pytest.fixture(scope="module")
-def int8_path(perturbed_onnx: Path, calibration_dir: Path, tmp_path_factory: pytest.TempPathFactory
-              ) -> Path:  # fmt: skip
-    from export.exporter.quantize import quantize_int8
-
-    out = tmp_path_factory.mktemp("int8") / "tiny.int8.onnx"
-    return quantize_int8(perturbed_onnx, out, calibration_dir, num_images=4)
-
-
 def test_int8_file_loads_with_qdq_and_metadata(int8_path: Path, perturbed_onnx: Path) -> None:
     session = make_session(int8_path, threads=1)
     meta = ModelMetadata.from_strings(session.get_modelmeta().custom_metadata_map)

@@ -85,6 +85,34 @@ def test_cli_errors_when_dataset_lacks_a_model_class(tiny_onnx_path: Path, voc_r
     assert "person" in capsys.readouterr().err
 
 
+def test_cli_openvino_backend_matches_onnxruntime(tiny_onnx_path: Path, voc_root: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """--backend openvino (f32 hint) runs the same pre/post-processing: the same metrics."""
+    pytest.importorskip("openvino")
+    argv = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--split", "val"]
+    results = {}
+    for backend in ("onnxruntime", "openvino"):
+        out_json = tmp_path / f"{backend}.json"
+        flags = ["--backend", backend, "--ov-precision", "f32", "--json", str(out_json)]
+        assert ev.main([*argv, *flags]) == 0
+        results[backend] = check_metrics_json(out_json, 3)
+    for key in (*METRIC_KEYS, "per_class"):
+        ort, ov = results["onnxruntime"][key], results["openvino"][key]
+        assert ov == pytest.approx(ort, abs=1e-3), key
+    assert results["onnxruntime"]["backend"] == "onnxruntime"
+    assert results["openvino"]["backend"] == "openvino (f32)"
+
+
+def test_cli_openvino_backend_missing(monkeypatch: pytest.MonkeyPatch, tiny_onnx_path: Path,
+                                      voc_root: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the extra were not installed
+    rc = ev.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                  "--backend", "openvino"])  # fmt: skip
+    assert rc == 2
+    assert "pip install 'fcos-detector[openvino]'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("flags", "centerness", "nms_iou"), [
     ((), True, 0.5), (("--no-centerness",), False, 0.5), (("--nms-iou", "0.6"), True, 0.6)])
 def test_postprocessing_flags_reach_postprocessing(
