@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 RESULTS = REPO / "models" / "results"
 LATENCY_JSON = REPO / "bench" / "results" / "default-int8.json"  # the README command writes it
+THROUGHPUT_JSON = REPO / "bench" / "results" / "throughput.json"  # python -m bench.throughput
 SIZES = ("500x375", "1920x1080", "500x500")
 
 
@@ -227,14 +228,24 @@ def targets_block() -> str:
     return _table(("target", "limit", "measured", "", "detail"), rows)
 
 
+def throughput_block() -> str:
+    from bench.throughput import format_table
+
+    data = _load(THROUGHPUT_JSON)
+    return "\n".join([f"`{data['command']}` (`{THROUGHPUT_JSON.relative_to(REPO)}`):", "",
+                      format_table(data)])  # fmt: skip
+
+
 BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
-    "README.md": {"settings": settings_block, "headline": headline_block},
+    "README.md": {"settings": settings_block, "headline": headline_block,
+                  "throughput": throughput_block},
     "models/MODEL_CARD.md": {
         "accuracy": accuracy_block, "per-class": per_class_block, "errors": errors_block,
         "memorisation": memorisation_block,
         "latency": lambda: latency_block(SIZES[:1], (1, 8)),
     },
-    "bench/RESULTS.md": {"latency": latency_block, "targets": targets_block},
+    "bench/RESULTS.md": {"latency": latency_block, "targets": targets_block,
+                         "throughput": throughput_block},
 }  # fmt: skip
 
 

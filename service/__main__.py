@@ -29,6 +29,8 @@ FLAGS: dict[str, tuple[str, str]] = {  # flag -> (Settings field, metavar)
     "--port": ("port", "PORT"),
     "--model": ("model_path", "PATH"),
     "--threads": ("threads", "N"),
+    "--workers": ("workers", "N"),
+    "--backend": ("backend", "NAME"),
     "--log-level": ("log_level", "LEVEL"),
 }
 

@@ -1,8 +1,8 @@
 """The model's lifecycle (load -> warm up -> ready, or failed) and the detect call.
 
-Loading runs on the inference worker thread in the background, so the process answers
-liveness at once; readiness turns 200 only after the model is loaded and one dummy inference
-has run. A missing or unreadable model leaves the service alive and not ready, with one clear
+Loading runs on an inference worker thread in the background, so the process answers
+liveness at once; readiness turns 200 only after the model is loaded and dummy inferences
+have run. A missing or unreadable model leaves the service alive and not ready, with one clear
 log line saying why.
 """
 
@@ -93,9 +93,10 @@ class Engine:
             shown = model_display_path(path)
             raise FileNotFoundError(f"model file not found: {shown} (set DETECTOR_MODEL_PATH)")
         detector = self.loader(path, self.settings.threads)
-        if self.settings.warmup:
+        if self.settings.warmup:  # square, 4:3 and 3:4 photos: the common letterbox shapes
             size = detector.metadata.input_size
-            detector.detect_image(Image.new("RGB", (size, size)), PostprocessConfig())
+            for w, h in ((size, size), (size, size * 3 // 4), (size * 3 // 4, size)):
+                detector.detect_image(Image.new("RGB", (w, h)), PostprocessConfig())
         return detector
 
     def install(self, detector: Detector) -> None:
@@ -129,7 +130,9 @@ class Engine:
         log.info(
             "model ready",
             extra={"model_path": shown, "model_name": m.name, "model_version": m.version,
-                   "preset": m.preset, "precision": m.precision, "load_ms": load_ms},
+                   "preset": m.preset, "precision": m.precision, "load_ms": load_ms,
+                   "backend": getattr(detector, "backend", "custom"),
+                   "threads": self.settings.threads, "workers": self.settings.workers},
         )  # fmt: skip
 
     def check_capacity(self) -> None:

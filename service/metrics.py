@@ -50,7 +50,7 @@ class Metrics:
             "detector_in_flight_requests", "Detection requests being handled", registry=r
         )
         self.queue_depth = Gauge(
-            "detector_queue_depth", "Requests waiting for the inference worker", registry=r
+            "detector_queue_depth", "Requests waiting for an inference worker", registry=r
         )
         self.queue_capacity = Gauge(
             "detector_queue_capacity", "Requests that may wait (DETECTOR_MAX_QUEUE); then 503",

@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     openvino_precision: Literal["bf16", "f32"] = Field(
         "bf16", description="OpenVINO's precision for the layers the INT8 file keeps in float"
     )
-    warmup: bool = Field(True, description="one dummy inference before reporting ready")
+    warmup: bool = Field(
+        True, description="dummy inferences (square, 4:3, 3:4) before reporting ready"
+    )
 
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")
     max_pixels: int = Field(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-# read: receiving the body; queue: waiting for the inference worker; annotate: drawing the
+# read: receiving the body; queue: waiting for an inference worker; annotate: drawing the
 # boxes (annotate=true only); total: arrival to response.
 STAGES: tuple[str, ...] = (
     "read", "queue", "decode", "preprocess", "inference", "postprocess", "annotate", "total",

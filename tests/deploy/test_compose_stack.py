@@ -40,8 +40,9 @@ REPLICAS = 3
 # this test's loopback ports; the compose file publishes on them through its own variables
 PORTS = {"DETECTOR_PUBLISH_PORT": "18410", "PROMETHEUS_PUBLISH_PORT": "18411",
          "LB_PUBLISH_PORT": "18412", "GRAFANA_PUBLISH_PORT": "18413"}  # fmt: skip
+# 2 shared cores: one thread and one worker per replica
 STACK_ENV = {**PORTS, "DETECTOR_REPLICAS": str(REPLICAS), "DETECTOR_THREADS": "1",
-             "DETECTOR_WORKERS": "1", "DETECTOR_CPUS": "1"}  # fmt: skip  (2 shared cores: one thread per replica)
+             "DETECTOR_WORKERS": "1", "DETECTOR_CPUS": "1"}  # fmt: skip
 SERVICES = ["detector-replica", "lb", "prometheus"]  # + `detector` (Prometheus depends on it)
 
 

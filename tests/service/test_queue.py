@@ -1,4 +1,4 @@
-"""The bounded queue in front of the single inference worker, and request deadlines."""
+"""The bounded queue in front of the inference workers, and request deadlines."""
 
 from __future__ import annotations
 
