@@ -134,6 +134,23 @@ class LoadResult:
         return len(self.latencies_s) / self.seconds if self.seconds > 0 else 0.0
 
 
+def merge_results(parts: list[LoadResult]) -> dict[str, Any]:
+    """Several closed-loop runs of one configuration as one: req/s over their total time,
+    errors, statuses and the latency summary of every successful request."""
+    from bench.report import summary
+
+    seconds = sum(p.seconds for p in parts)
+    latencies = [x for p in parts for x in p.latencies_s]
+    statuses: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.statuses.items():
+            statuses[str(k)] = statuses.get(str(k), 0) + v
+    return {"seconds": round(seconds, 2),
+            "throughput_rps": round(len(latencies) / seconds, 3) if seconds else 0.0,
+            "errors": sum(p.errors for p in parts), "statuses": statuses,
+            "latency": summary(latencies)}  # fmt: skip
+
+
 def closed_loop(port: int, body: bytes, clients: int, duration_s: float,
                 max_requests: int) -> LoadResult:  # fmt: skip
     """`clients` threads, each sending its next request as soon as the previous one is

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.http_load import REPO, Client, LoadResult, closed_loop, run_server
+from bench.http_load import REPO, Client, LoadResult, closed_loop, merge_results, run_server
 from bench.images import bench_images
 from bench.models import ModelSource, TorchEager, build_model, existing_model, export_models
 from bench.report import format_report, summary, targets
@@ -173,19 +173,7 @@ def _concurrency(a: argparse.Namespace, port: int, body: bytes) -> list[dict[str
             time.sleep(PAUSE_S)
             cap = max(1, a.max_requests // a.concurrency_rounds)
             results[clients].append(closed_loop(port, body, clients, per_round, cap))
-    levels = []
-    for clients, parts in results.items():
-        seconds = sum(p.seconds for p in parts)
-        latencies = [x for p in parts for x in p.latencies_s]
-        statuses: dict[str, int] = {}
-        for p in parts:
-            for k, v in p.statuses.items():
-                statuses[str(k)] = statuses.get(str(k), 0) + v
-        levels.append({"clients": clients, "seconds": round(seconds, 2),
-                       "throughput_rps": round(len(latencies) / seconds, 3) if seconds else 0.0,
-                       "errors": sum(p.errors for p in parts), "statuses": statuses,
-                       "latency": summary(latencies)})  # fmt: skip
-    return levels
+    return [{"clients": clients, **merge_results(parts)} for clients, parts in results.items()]
 
 
 def _run_precision(a: argparse.Namespace, exported: Any, torch_ref: TorchEager,

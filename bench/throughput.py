@@ -23,9 +23,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.http_load import REPO, LoadResult, Server, closed_loop, run_server
+from bench.http_load import REPO, LoadResult, Server, closed_loop, merge_results, run_server
 from bench.images import bench_images
-from bench.report import summary
 
 DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
 BUNDLED_MODEL = REPO / "models" / "default.onnx"
@@ -79,19 +78,6 @@ def cpu_hog(core: int = 0) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
-
-
-def _merge(parts: list[LoadResult]) -> dict[str, Any]:
-    seconds = sum(p.seconds for p in parts)
-    latencies = [x for p in parts for x in p.latencies_s]
-    statuses: dict[str, int] = {}
-    for p in parts:
-        for k, v in p.statuses.items():
-            statuses[str(k)] = statuses.get(str(k), 0) + v
-    return {"seconds": round(seconds, 2),
-            "throughput_rps": round(len(latencies) / seconds, 3) if seconds else 0.0,
-            "errors": sum(p.errors for p in parts), "statuses": statuses,
-            "latency": summary(latencies)}  # fmt: skip
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -149,7 +135,7 @@ def measure(a: argparse.Namespace, servers: dict[str, Server], body: bytes) -> d
                 time.sleep(PAUSE_S)
                 with cpu_hog(0):
                     parts[name]["hog"].append(closed_loop(server.port, body, 1, a.duration, cap))
-    return {n: {k: _merge(v) for k, v in kinds_.items()} for n, kinds_ in parts.items()}
+    return {n: {k: merge_results(v) for k, v in kinds_.items()} for n, kinds_ in parts.items()}
 
 
 def format_table(result: dict[str, Any]) -> str:
