@@ -244,8 +244,7 @@ BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
         "memorisation": memorisation_block,
         "latency": lambda: latency_block(SIZES[:1], (1, 8)),
     },
-    "bench/RESULTS.md": {"latency": latency_block, "targets": targets_block,
-                         "throughput": throughput_block},
+    "bench/RESULTS.md": {"latency": latency_block, "targets": targets_block},
 }  # fmt: skip
 
 
