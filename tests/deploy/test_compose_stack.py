@@ -218,6 +218,12 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
     record(kill_requests=len(statuses), kill_requests_after_kill=len(statuses) - killed_at,
            kill_failed=sum(failed.values()), kill_nginx_retries=len(retries))  # fmt: skip
     assert replaced, _targets(prom)
-    assert not failed, f"{dict(failed)} of {len(statuses)} requests failed; retried: {retries}"
+    if failed:  # where it went wrong: before or after the kill, and what nginx said
+        first = next(i for i, s in enumerate(statuses) if s != 200)
+        errors = [line for line in compose("logs", "--no-color", "lb").splitlines()
+                  if "[error]" in line or "[warn]" in line][-5:]  # fmt: skip
+        raise AssertionError(
+            f"{dict(failed)} of {len(statuses)} requests failed (the first at request {first}, "
+            f"the kill at {killed_at}); retried: {retries[:3]}; nginx errors: {errors}")
     running = compose("ps", "--quiet", "--status", "running", "detector-replica").split()
     assert len(running) == REPLICAS and victim not in running
