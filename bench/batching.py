@@ -31,7 +31,7 @@ from export.client import DetectorClient
 from export.metadata import INPUT_NAME
 from export.preprocess import decode_image, preprocess
 from export.runtime import make_session
-from service.settings import DEFAULT_MODEL_PATH
+from service.settings import DEFAULT_MODEL_PATH, model_display_path
 
 SYNTHETIC_SIZES = ((500, 375), (375, 500), (500, 333), (480, 640), (640, 480), (500, 500))
 
@@ -137,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",")]
     images, origin = load_images(a.images, max(sizes))
-    result: dict[str, Any] = {"model": str(a.model), "images": origin, "threads": a.threads,
-                              "rounds": a.rounds}  # fmt: skip
+    result: dict[str, Any] = {"model": model_display_path(a.model), "images": origin,
+                              "threads": a.threads, "rounds": a.rounds}  # fmt: skip
     result["model_level"] = model_level(a.model, images, sizes, a.rounds, a.threads)
     for row in result["model_level"]:
         print(f"model  N={row['images']}: sequential {row['sequential']['median_ms_per_image']}"

@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.http_load import REPO, LoadResult, Server, closed_loop, merge_results, run_server
 from bench.images import bench_images
+from service.settings import model_display_path
 
 DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
 BUNDLED_MODEL = REPO / "models" / "default.onnx"
@@ -138,11 +139,14 @@ def measure(a: argparse.Namespace, servers: dict[str, Server], body: bytes) -> d
     return {n: {k: merge_results(v) for k, v in kinds_.items()} for n, kinds_ in parts.items()}
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_table(result: dict[str, Any], names: Sequence[str] | None = None) -> str:
+    """The Markdown table of `names` (default: every variant) and the target checks."""
     lines = ["| variant | settings | 1 client p50 ms | 1 client req/s | "
              f"{result['clients']} clients req/s | p50 / p99 ms | errors | hog p50 ms |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, v in result["variants"].items():
+        if names is not None and name not in names:
+            continue
         s, sat, hog = v["single"], v["saturated"], v.get("hog")
         env = " ".join(f"{k.removeprefix('DETECTOR_')}={x}" for k, x in v["env"].items())
         lines.append(
@@ -168,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              *(argv if argv is not None else sys.argv[1:])]),
         "environment": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                         "load_start": round(os.getloadavg()[0], 2)},
-        "model": str(a.model), "image": f"{origin}, 500x375 JPEG ({len(body)} bytes)",
+        "model": model_display_path(a.model),
+        "image": f"{origin}, 500x375 JPEG ({len(body)} bytes)",
         "clients": a.clients, "duration_s": a.duration, "rounds": a.rounds,
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="fcos-throughput.") as tmp, ExitStack() as stack:
