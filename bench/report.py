@@ -25,7 +25,7 @@ def summary(samples_s: list[float]) -> dict[str, float]:
             "min_ms": round(float(ms.min()), 2)}  # fmt: skip
 
 
-def _check(name: str, value: float | None, limit: float, op: str, detail: str) -> dict[str, Any]:
+def check(name: str, value: float | None, limit: float, op: str, detail: str) -> dict[str, Any]:
     if value is None:
         return {"target": name, "value": None, "limit": limit, "status": "n/a", "detail": detail}
     ok = value <= limit if op == "<=" else value >= limit
@@ -53,14 +53,14 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
     detect, detect_sq = _p50(http, "500x375"), _p50(http, "500x500")
     raw_43 = _p50(raw, "500x375")
     checks = [
-        _check(f"/detect 500x375 p50 / PyTorch eager fp32 {run.get('torch_shape')} p50",
+        check(f"/detect 500x375 p50 / PyTorch eager fp32 {run.get('torch_shape')} p50",
                _ratio(detect, _p50(run, "torch")), DETECT_VS_TORCH_MAX, "<=",
                "same weights, same threads"),
-        _check("/detect 500x375 p50 / raw session.run p50 (same tensor)",
+        check("/detect 500x375 p50 / raw session.run p50 (same tensor)",
                _ratio(detect, raw_43), SERVICE_OVERHEAD_MAX, "<=",
                "raw runs alternate one-to-one with the requests; vs back-to-back raw runs: "
                f"{_fmt(_ratio(detect, _p50(raw, 'back_to_back')))}"),
-        _check("/detect 500x375 p50 / /detect 500x500 p50",
+        check("/detect 500x375 p50 / /detect 500x500 p50",
                _ratio(detect, detect_sq), ASPECT_COST_MAX, "<=",
                f"4:3 vs square; raw session.run ratio "
                f"{_fmt(_ratio(raw_43, _p50(raw, '500x500')))}"),
@@ -69,17 +69,17 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
     single, many = levels.get(1), levels.get(TARGET_CLIENTS)
     if single is None or many is None:
         detail = f"needs concurrency levels 1 and {TARGET_CLIENTS}"
-        checks += [_check(f"{TARGET_CLIENTS} clients: {what}", None, 0.0, "<=", detail)
+        checks += [check(f"{TARGET_CLIENTS} clients: {what}", None, 0.0, "<=", detail)
                    for what in ("errors", "throughput / 1-client", "p99 / p50")]  # fmt: skip
         return checks
     lat = many["latency"]
     checks += [
-        _check(f"{TARGET_CLIENTS} clients: errors", float(many["errors"]), 0.0, "<=",
+        check(f"{TARGET_CLIENTS} clients: errors", float(many["errors"]), 0.0, "<=",
                f"statuses {many['statuses']}"),
-        _check(f"{TARGET_CLIENTS} clients: throughput / 1-client throughput",
+        check(f"{TARGET_CLIENTS} clients: throughput / 1-client throughput",
                _ratio(many["throughput_rps"], single["throughput_rps"]), 1.0, ">=",
                f"{many['throughput_rps']:.2f} vs {single['throughput_rps']:.2f} req/s"),
-        _check(f"{TARGET_CLIENTS} clients: p99 / p50",
+        check(f"{TARGET_CLIENTS} clients: p99 / p50",
                _ratio(lat.get("p99_ms"), lat.get("p50_ms")), CONCURRENT_P99_OVER_P50_MAX,
                "<=", f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms"),
     ]  # fmt: skip

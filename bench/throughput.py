@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.http_load import REPO, LoadResult, Server, closed_loop, merge_results, run_server
 from bench.images import bench_images
+from bench.report import check
 from service.settings import model_display_path
 
 DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
@@ -85,13 +86,6 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
-def _check(name: str, value: float | None, op: str, limit: float, detail: str) -> dict[str, Any]:
-    ok = value is not None and (value <= limit if op == "<=" else value >= limit)
-    return {"target": name, "value": None if value is None else round(value, 3),
-            "limit": f"{op} {limit:g}", "status": "PASS" if ok else "FAIL",
-            "detail": detail}  # fmt: skip
-
-
 def targets(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
     def rps(v: dict[str, Any], key: str) -> float | None:
         return v[key]["throughput_rps"] if key in v else None
@@ -101,21 +95,21 @@ def targets(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any
 
     sat = after["saturated"]
     out = [
-        _check("saturated req/s: after / before", _ratio(rps(after, "saturated"),
-               rps(before, "saturated")), ">=", SATURATED_GAIN_MIN,
+        check("saturated req/s: after / before", _ratio(rps(after, "saturated"),
+              rps(before, "saturated")), SATURATED_GAIN_MIN, ">=",
                f"{rps(after, 'saturated')} vs {rps(before, 'saturated')} req/s"),
-        _check("saturated: errors", float(sat["errors"]), "<=", 0, f"statuses {sat['statuses']}"),
-        _check("saturated: p99 / p50", _ratio(sat["latency"].get("p99_ms"), p50(after,
-               "saturated")), "<=", P99_OVER_P50_MAX, "after"),
-        _check("1 client p50: after / before", _ratio(p50(after, "single"), p50(before,
-               "single")), "<=", SINGLE_P50_RATIO_MAX,
+        check("saturated: errors", float(sat["errors"]), 0, "<=", f"statuses {sat['statuses']}"),
+        check("saturated: p99 / p50", _ratio(sat["latency"].get("p99_ms"), p50(after,
+              "saturated")), P99_OVER_P50_MAX, "<=", "after"),
+        check("1 client p50: after / before", _ratio(p50(after, "single"), p50(before,
+              "single")), SINGLE_P50_RATIO_MAX, "<=",
                f"{p50(after, 'single')} vs {p50(before, 'single')} ms"),
-        _check("after: saturated / 1-client req/s", _ratio(rps(after, "saturated"),
-               rps(after, "single")), ">=", SATURATED_OVER_SINGLE_MIN, "the bench's own target"),
+        check("after: saturated / 1-client req/s", _ratio(rps(after, "saturated"),
+              rps(after, "single")), SATURATED_OVER_SINGLE_MIN, ">=", "the bench's own target"),
     ]  # fmt: skip
     if "hog" in after:
-        out.append(_check("after: 1 client p50 with a hog on core 0 / quiet", _ratio(
-            p50(after, "hog"), p50(after, "single")), "<=", HOG_P50_RATIO_MAX,
+        out.append(check("after: 1 client p50 with a hog on core 0 / quiet", _ratio(
+            p50(after, "hog"), p50(after, "single")), HOG_P50_RATIO_MAX, "<=",
             f"before: {_ratio(p50(before, 'hog'), p50(before, 'single')) or 0:.2f}"))  # fmt: skip
     return out
 
@@ -131,7 +125,8 @@ def measure(a: argparse.Namespace, servers: dict[str, Server], body: bytes) -> d
             parts[name]["single"].append(closed_loop(server.port, body, 1, a.duration, cap))
             time.sleep(PAUSE_S)
             parts[name]["saturated"].append(
-                closed_loop(server.port, body, a.clients, a.duration, cap))
+                closed_loop(server.port, body, a.clients, a.duration, cap)
+            )
             if not a.no_hog:
                 time.sleep(PAUSE_S)
                 with cpu_hog(0):

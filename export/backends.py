@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from export.runtime import ImageDetector, OnnxDetector
 
 Backend = Literal["auto", "onnxruntime", "openvino"]
-BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "openvino")
+BACKENDS: tuple[str, ...] = get_args(Backend)
 Precision = Literal["bf16", "f32"]
 
 

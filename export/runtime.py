@@ -154,21 +154,21 @@ class OnnxDetector(ImageDetector):
     ) -> None:
         self.path = Path(path)
         self.session = make_session(self.path, threads, spinning)
-        self.threads = self.session.get_session_options().intra_op_num_threads
+        threads_used = self.session.get_session_options().intra_op_num_threads
         self.shared_session = self.session
-        if shared_threads is not None and shared_threads < self.threads:
+        if shared_threads is not None and shared_threads < threads_used:
             self.shared_session = make_session(self.path, shared_threads, spinning=False)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_strings(meta)
 
-    def run(self, tensor: np.ndarray) -> Outputs:
-        """One session run: (N, 3, H, W) float32 -> (N, P, C), (N, P, 4), (N, P, 1)."""
-        cls, box, ctr = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
+    def run(self, tensor: np.ndarray, session: ort.InferenceSession | None = None) -> Outputs:
+        """One run of `session` (default: the whole-machine one): (N, 3, H, W) float32 ->
+        (N, P, C), (N, P, 4), (N, P, 1)."""
+        cls, box, ctr = (session or self.session).run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
         return cls, box, ctr
 
     def infer(self, tensor: np.ndarray) -> Outputs:
         return self.run(tensor)
 
     def infer_shared(self, tensor: np.ndarray) -> Outputs:
-        cls, box, ctr = self.shared_session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
-        return cls, box, ctr
+        return self.run(tensor, self.shared_session)

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from export.backends import Backend, Precision
 from export.postprocess import PostprocessConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -88,12 +89,12 @@ class Settings(BaseSettings):
         description="ONNX Runtime's idle threads busy-wait for work: a little faster alone, "
         "much slower beside other busy processes or workers",
     )  # fmt: skip
-    backend: Literal["auto", "onnxruntime", "openvino"] = Field(
+    backend: Backend = Field(
         "onnxruntime",
         description="model runtime; `openvino` needs the `openvino` extra, `auto` takes it "
         "when installed",
     )  # fmt: skip
-    openvino_precision: Literal["bf16", "f32"] = Field(
+    openvino_precision: Precision = Field(
         "bf16", description="OpenVINO's precision for the layers the INT8 file keeps in float"
     )
     warmup: bool = Field(
