@@ -8,7 +8,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal, get_args
 
-from export.runtime import ImageDetector, OnnxDetector
+from export.runtime import ImageDetector, OnnxDetector, Spinning
 
 Backend = Literal["auto", "onnxruntime", "openvino"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -32,15 +32,16 @@ def load_detector(
     path: str | Path,
     backend: str = "onnxruntime",
     threads: int | None = None,
-    spinning: bool = True,
+    spinning: Spinning = True,
     precision: Precision = "bf16",
     shared_threads: int | None = None,
 ) -> ImageDetector:
     """The detector for an exported ONNX file on the chosen runtime.
 
     `threads`: intra-op threads (None: every core). `spinning`: ONNX Runtime's busy-wait of
-    idle pool threads (OpenVINO ignores it). `precision`: OpenVINO's inference precision hint
-    for the layers the INT8 file leaves in floating point (ONNX Runtime ignores it).
+    idle pool threads, or "auto" (while runs keep their quiet speed; OpenVINO ignores it).
+    `precision`: OpenVINO's inference precision hint for the layers the INT8 file leaves in
+    floating point (ONNX Runtime ignores it).
     `shared_threads`: threads of the model calls made while other requests run on the same
     detector (None: `threads`), see `ImageDetector`.
     """

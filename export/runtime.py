@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +21,9 @@ from export.inferer import Outputs
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess
+from export.spin_policy import SpinPolicy
+
+Spinning = bool | Literal["auto"]  # auto: spin while the machine is quiet (SpinPolicy)
 
 
 def make_session(
@@ -141,6 +145,10 @@ class OnnxDetector(ImageDetector):
     made while other requests run at once (`infer_shared`): N workers x `shared_threads` then
     fill the cores without the pool threads of concurrent runs competing for them. Sessions
     are thread-safe; concurrent runs on one session each work on their caller's thread.
+
+    `spinning`: True / False for the lone-request session's pool threads; "auto" holds both a
+    spinning and a non-spinning session and lets `SpinPolicy` pick per run (spin while runs
+    keep their quiet speed). Shared sessions never spin.
     """
 
     backend = "onnxruntime"
@@ -149,14 +157,19 @@ class OnnxDetector(ImageDetector):
         self,
         path: str | Path,
         threads: int | None = None,
-        spinning: bool = True,
+        spinning: Spinning = True,
         shared_threads: int | None = None,
     ) -> None:
         self.path = Path(path)
-        self.session = make_session(self.path, threads, spinning)
-        threads_used = self.session.get_session_options().intra_op_num_threads
-        self.shared_session = self.session
-        if shared_threads is not None and shared_threads < threads_used:
+        threads = threads or (os.cpu_count() or 1)
+        adaptive = spinning == "auto" and threads > 1  # one thread has no pool to spin
+        self.session = make_session(self.path, threads, spinning is True or adaptive)
+        self.spin_policy = SpinPolicy() if adaptive else None
+        self.calm_session = self.session
+        if adaptive:
+            self.calm_session = make_session(self.path, threads, spinning=False)
+        self.shared_session = self.calm_session
+        if shared_threads is not None and shared_threads < threads:
             self.shared_session = make_session(self.path, shared_threads, spinning=False)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_strings(meta)
@@ -168,7 +181,14 @@ class OnnxDetector(ImageDetector):
         return cls, box, ctr
 
     def infer(self, tensor: np.ndarray) -> Outputs:
-        return self.run(tensor)
+        policy = self.spin_policy
+        if policy is None:
+            return self.run(tensor)
+        spin = policy.spin()
+        t0 = time.perf_counter()
+        out = self.run(tensor, self.session if spin else self.calm_session)
+        policy.record(tensor.shape, spin, time.perf_counter() - t0)
+        return out
 
     def infer_shared(self, tensor: np.ndarray) -> Outputs:
         return self.run(tensor, self.shared_session)

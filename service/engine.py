@@ -132,7 +132,8 @@ class Engine:
             extra={"model_path": shown, "model_name": m.name, "model_version": m.version,
                    "preset": m.preset, "precision": m.precision, "load_ms": load_ms,
                    "backend": getattr(detector, "backend", "custom"),
-                   "threads": self.settings.threads, "workers": self.settings.workers},
+                   "threads": self.settings.threads, "workers": self.settings.workers,
+                   "spinning": self.settings.spinning},
         )  # fmt: skip
 
     def check_capacity(self) -> None:

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from export.backends import Backend, Precision
 from export.postprocess import PostprocessConfig
+from export.runtime import Spinning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "default.onnx"
@@ -84,10 +85,10 @@ class Settings(BaseSettings):
         description="inference jobs run at once, each a whole request (decode, model, NMS); "
         "they share the `threads` (default: the cores this process may use)",
     )  # fmt: skip
-    spinning: bool = Field(
-        False,
-        description="ONNX Runtime's idle threads busy-wait for work: a little faster alone, "
-        "much slower beside other busy processes or workers",
+    spinning: Spinning = Field(
+        "auto",
+        description="ONNX Runtime's idle pool threads busy-wait for work (faster alone, slower "
+        "beside a busy process); `auto` spins while runs keep their quiet speed",
     )  # fmt: skip
     backend: Backend = Field(
         "onnxruntime",

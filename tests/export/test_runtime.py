@@ -82,6 +82,33 @@ def test_onnx_shared_session_gives_the_same_outputs(tiny_onnx_path: Path) -> Non
     assert same.shared_session is same.session
 
 
+def test_onnx_auto_spinning_picks_the_session_per_run(tiny_onnx_path: Path) -> None:
+    det = OnnxDetector(tiny_onnx_path, threads=2, spinning="auto", shared_threads=1)
+    assert det.spin_policy is not None
+    assert len({id(det.session), id(det.calm_session), id(det.shared_session)}) == 3
+    x = np.random.default_rng(0).normal(size=(1, 3, 96, 128)).astype(np.float32)
+    used: list[object] = []
+    real_run = det.run
+
+    def spy(tensor: np.ndarray, session: object = None) -> object:
+        used.append(session)
+        return real_run(tensor, session)  # type: ignore[arg-type]
+
+    det.run = spy  # type: ignore[method-assign]
+    quiet = det.infer(x)
+    assert used[-1] is det.session  # spinning while quiet
+    det.spin_policy.spinning = False  # as after runs slowed by a neighbour
+    det.spin_policy._next_probe = float("inf")
+    calm = det.infer(x)
+    assert used[-1] is det.calm_session
+    for a, b in zip(quiet, calm, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert det.spin_policy.spin() is False
+    # One thread has no pool to spin: a single non-spinning session, no policy.
+    one = OnnxDetector(tiny_onnx_path, threads=1, spinning="auto")
+    assert one.spin_policy is None and one.session is one.calm_session is one.shared_session
+
+
 def test_load_detector_onnxruntime(tiny_onnx_path: Path) -> None:
     det = load_detector(tiny_onnx_path, "onnxruntime", threads=2, spinning=False,
                         shared_threads=1)  # fmt: skip

@@ -35,6 +35,16 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.host, s.port, s.score_threshold, s.max_detections) == ("0.0.0.0", 8000, 0.4, 100)
     assert (s.nms_iou, s.max_upload_bytes, s.max_pixels) == (0.5, 10 * 1024 * 1024, 40_000_000)
     assert s.threads >= 1 and s.max_queue == 16
+    assert s.spinning == "auto"
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("auto", "auto"), ("true", True), ("0", False)])
+def test_settings_spinning(monkeypatch: pytest.MonkeyPatch, value: str, parsed: object) -> None:
+    monkeypatch.setenv("DETECTOR_SPINNING", value)
+    assert Settings().spinning == parsed
+    monkeypatch.setenv("DETECTOR_SPINNING", "sometimes")
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
