@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.http_load import run_server
 from bench.images import encode_jpeg, synthetic_photo
+from bench.report import write_json
 from export.client import DetectorClient
 from export.metadata import INPUT_NAME
 from export.preprocess import decode_image, preprocess
@@ -151,9 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{row['detect_calls']['median_ms_per_image']} ms/image, /detect/batch "
                   f"{row['detect_batch_call']['median_ms_per_image']} ms/image "
                   f"(paired ratio x{row['batch_over_calls']})")
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {a.json}")
+    write_json(a.json, result, "batching")
     return 0
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,3 +146,15 @@ def format_report(result: dict[str, Any]) -> str:
         f"images: {result['images']['origin']}",
     ]
     return "\n".join([*head, *(format_run(run) for run in result["runs"])])
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """How a bench was invoked, for its result file: `python -m MODULE ARGS`."""
+    return " ".join([f"python -m {module}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def write_json(path: Path, result: dict[str, Any], tag: str) -> None:
+    """Write a bench's result file (creating its folder) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"[{tag}] wrote {path}")

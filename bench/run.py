@@ -14,7 +14,6 @@ fixed request counts and durations, localhost only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -30,7 +29,7 @@ import numpy as np
 from bench.http_load import REPO, Client, LoadResult, closed_loop, merge_results, run_server
 from bench.images import bench_images
 from bench.models import ModelSource, TorchEager, build_model, existing_model, export_models
-from bench.report import format_report, summary, targets
+from bench.report import command_line, format_report, summary, targets, write_json
 
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 BUNDLED_MODEL = REPO / "models" / "default.onnx"
@@ -226,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     environment = _environment(threads)
     images, origin = bench_images(a.image)
     result: dict[str, Any] = {
-        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("bench", argv),
         "environment": environment,
         "images": {"origin": origin, "jpeg_bytes": {k: len(v) for k, v in images.items()}},
         "runs": [],
@@ -255,7 +254,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  threads, workdir, source))  # fmt: skip
     environment["load_end"] = round(os.getloadavg()[0], 2)
     print(format_report(result))
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"[bench] wrote {a.json}")
+    write_json(a.json, result, "bench")
     return 0

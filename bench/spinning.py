@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.images import bench_images
+from bench.report import command_line, write_json
 from bench.throughput import BUNDLED_MODEL, cpu_hog
 from export.preprocess import decode_image, preprocess
 from export.runtime import OnnxDetector
@@ -68,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(5):
             det.infer(x)
     result: dict[str, Any] = {
-        "command": " ".join(["python -m bench.spinning",
-                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("bench.spinning", argv),
         "model": model_display_path(a.model), "image": origin, "input": list(x.shape),
         "threads": a.threads, "blocks": a.blocks, "runs": a.runs, "gap_ms": a.gap_ms,
     }  # fmt: skip
@@ -86,9 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for m, t in times.items()}  # fmt: skip
     for name in ("quiet", "hog"):
         print(name, json.dumps(result[name]))
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"[spinning] wrote {a.json}")
+    write_json(a.json, result, "spinning")
     return 0
 
 

@@ -12,7 +12,6 @@ and writes everything to JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 from bench.http_load import REPO, LoadResult, Server, closed_loop, merge_results, run_server
 from bench.images import bench_images
-from bench.report import check
+from bench.report import check, command_line, write_json
 from service.settings import model_display_path
 
 DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
@@ -163,8 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images, origin = bench_images(a.image)
     body = images["500x375"]
     result: dict[str, Any] = {
-        "command": " ".join(["python -m bench.throughput",
-                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("bench.throughput", argv),
         "environment": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                         "load_start": round(os.getloadavg()[0], 2)},
         "model": model_display_path(a.model),
@@ -184,9 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["targets"] = targets(measured[names[0]], measured[names[-1]])
     result["environment"]["load_end"] = round(os.getloadavg()[0], 2)
     print(format_table(result))
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"[throughput] wrote {a.json}")
+    write_json(a.json, result, "throughput")
     return 0
 
 

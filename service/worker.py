@@ -2,13 +2,14 @@
 
 `workers` threads each run one request's whole pipeline (decode, resize, model, NMS); the
 runtimes release the GIL, so on a 2-core machine two workers keep both cores busy where one left
-a core idle during every decode and NMS (bench/RESULTS.md). The event loop only awaits futures
-and stays responsive. A request that finds every worker busy and `max_queue` requests already
-waiting is refused at once (503 + Retry-After) instead of queueing without bound; one whose
-deadline passes gets 504 (if it was still waiting, it is dropped from the queue; if it was
-already running, its result is discarded). A request is refused at arrival when the queue is
-already full (`check`, costs nothing), but its slot is taken only once its body is complete
-(`admit`), so slow or stalled uploads never hold one.
+a core idle during every decode and NMS (bench/RESULTS.md). A job goes to the thread that went
+idle last (`service.thread_pool`), so a lone stream of requests stays on one warm thread. The
+event loop only awaits futures and stays responsive. A request that finds every worker busy and
+`max_queue` requests already waiting is refused at once (503 + Retry-After) instead of queueing
+without bound; one whose deadline passes gets 504 (if it was still waiting, it is dropped from
+the queue; if it was already running, its result is discarded). A request is refused at arrival
+when the queue is already full (`check`, costs nothing), but its slot is taken only once its
+body is complete (`admit`), so slow or stalled uploads never hold one.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TypeVar
 
 from service.errors import DeadlineExceededError, OverloadedError
+from service.thread_pool import LifoThreadPool
 
 T = TypeVar("T")
 
@@ -37,7 +39,7 @@ class InferenceWorker:
         self.workers = workers
         self.retry_after_s = retry_after_s
         self._on_depth = on_depth or (lambda _depth: None)
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        self._executor = LifoThreadPool(workers, thread_name_prefix="inference")
         self._lock = threading.Lock()
         self._waiting = 0
         self._running = 0

@@ -1,0 +1,83 @@
+"""LifoThreadPool: jobs go to the thread that went idle last; futures, cancel, shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.thread_pool import LifoThreadPool
+
+
+def wait_idle(pool: LifoThreadPool, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(pool._idle) < n:
+        assert time.monotonic() < deadline, "threads did not go idle"
+        time.sleep(0.001)
+
+
+def test_sequential_jobs_stay_on_the_thread_that_went_idle_last() -> None:
+    pool = LifoThreadPool(3, thread_name_prefix="t")
+    try:
+        names = []
+        for _ in range(20):
+            wait_idle(pool, 3)
+            names.append(pool.submit(lambda: threading.current_thread().name).result(10))
+        assert len(set(names)) == 1  # a ThreadPoolExecutor would rotate through all three
+        assert names[0].startswith("t_")
+    finally:
+        pool.shutdown()
+
+
+def test_concurrent_jobs_use_every_thread() -> None:
+    pool = LifoThreadPool(3)
+    barrier = threading.Barrier(3, timeout=10)
+
+    def job() -> str:
+        barrier.wait()  # only returns when three threads run jobs at once
+        return threading.current_thread().name
+
+    try:
+        futures = [pool.submit(job) for _ in range(3)]
+        assert len({f.result(10) for f in futures}) == 3
+    finally:
+        pool.shutdown()
+
+
+def test_results_exceptions_and_arguments() -> None:
+    pool = LifoThreadPool(2)
+    try:
+        assert pool.submit(pow, 2, exp=10).result(10) == 1024
+        with pytest.raises(ZeroDivisionError):
+            pool.submit(lambda: 1 / 0).result(10)
+    finally:
+        pool.shutdown()
+
+
+def test_a_waiting_job_can_be_cancelled_and_shutdown_cancels_the_queue() -> None:
+    pool = LifoThreadPool(1)
+    started, gate = threading.Event(), threading.Event()
+
+    def block() -> bool:
+        started.set()
+        return gate.wait(10)
+
+    running = pool.submit(block)
+    assert started.wait(10)
+    waiting, cancelled = pool.submit(lambda: "ran"), pool.submit(lambda: "ran")
+    assert not running.cancel() and cancelled.cancel()
+    gate.set()
+    assert running.result(10) is True and waiting.result(10) == "ran"
+    assert cancelled.cancelled()
+    started.clear()
+    gate.clear()
+    blocker = pool.submit(block)
+    assert started.wait(10)
+    queued = pool.submit(lambda: "ran")
+    threading.Timer(0.05, gate.set).start()
+    pool.shutdown(wait=True, cancel_futures=True)  # the running job finishes, the queued not
+    assert blocker.result(0) is True and queued.cancelled()
+    assert not any(t.is_alive() for t in pool._threads)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
