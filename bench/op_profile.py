@@ -1,10 +1,10 @@
 """`python -m bench.op_profile`: where an ONNX Runtime run of the model spends its time, by
 operator type and by node, from ORT's own profiler (the kernels of the optimised graph).
 
-One session (`--threads`, full optimisation, as the service builds it) runs a letterboxed input
-of `--height` x `--width` `--runs` times after a warm-up; the kernel times are summed per op
-type and per node and written as JSON, the top rows printed. It shows what a cheaper model per
-core would have to remove (bench/RESULTS.md, issue 42).
+One session (`export.runtime.make_session`, as the service builds it, `--threads`) runs a
+letterboxed input of `--height` x `--width` `--runs` times after a warm-up; the kernel times are
+summed per op type and per node and written as JSON, the top rows printed. It shows what a
+cheaper model per core would have to remove (bench/RESULTS.md, issue 42).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from bench.report import command_line, write_json
 from bench.throughput import BUNDLED_MODEL
 from export.metadata import INPUT_NAME
+from export.runtime import make_session
 from service.settings import model_display_path
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "op-profile.json"
@@ -69,12 +69,7 @@ def summarise(calls: list[tuple[str, str, float]], runs: int, top: int) -> dict[
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads, opts.inter_op_num_threads = a.threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.enable_profiling = True
-    session = ort.InferenceSession(str(a.model), opts, providers=["CPUExecutionProvider"])
+    session = make_session(a.model, a.threads, spinning=False, profiling=True)
     x = np.random.default_rng(0).normal(size=(1, 3, a.height, a.width)).astype(np.float32)
     for _ in range(WARMUP_RUNS + a.runs):
         session.run(None, {INPUT_NAME: x})

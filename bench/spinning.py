@@ -24,11 +24,11 @@ from bench.images import bench_images
 from bench.report import command_line, write_json
 from bench.throughput import BUNDLED_MODEL, cpu_hog
 from export.preprocess import decode_image, preprocess
-from export.runtime import OnnxDetector
+from export.runtime import OnnxDetector, Spinning
 from service.settings import default_threads, model_display_path
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "spinning.json"
-MODES: dict[str, bool | str] = {"spinning": True, "not spinning": False, "auto": "auto"}
+MODES: dict[str, Spinning] = {"spinning": True, "not spinning": False, "auto": "auto"}
 
 
 def build_parser() -> argparse.ArgumentParser:

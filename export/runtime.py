@@ -27,7 +27,7 @@ Spinning = bool | Literal["auto"]  # auto: spin while the machine is quiet (Spin
 
 
 def make_session(
-    path: str | Path, threads: int | None = None, spinning: bool = True
+    path: str | Path, threads: int | None = None, spinning: bool = True, profiling: bool = False
 ) -> ort.InferenceSession:
     """A CPU session with full graph optimisation and intra-op threads = cores.
 
@@ -46,6 +46,7 @@ def make_session(
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if spinning:
         opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts.enable_profiling = profiling  # ORT's per-kernel trace (bench.op_profile)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -1,16 +1,16 @@
-"""When ONNX Runtime's intra-op threads should busy-wait (spin) between the parallel parts of
-a run: only while nothing else wants the cores.
+"""When ONNX Runtime's intra-op threads should busy-wait (spin) between the parallel parts of a
+run: only while nothing else wants the cores.
 
-Spinning makes a lone 2-thread run of the bundled INT8 model ~6-10% faster on an idle machine
-(the pool threads pick up each op's work without a wake-up), and ~1.8x *slower* when a
-neighbouring process keeps one core busy (a spinning thread then burns the timeslices its
-partner needs). `SpinPolicy` watches the model runs themselves: it spins while runs take about
-their best time for their input shape, stops spinning when the median of the recent ones takes
-`slow_ratio` times that, and while not spinning lets a few runs in a row spin every
-`probe_every_s` (a probe) and spins again when the fastest of them is back near its best. The
-probe is judged by its fastest run because its first run is slow anyway (the spinning
-session's threads and buffers went cold while the other session ran). Measured:
-bench/RESULTS.md (issue 42). Pure logic, no ONNX Runtime.
+Spinning makes a lone 2-thread run of the bundled INT8 model ~7% faster on an idle machine (the
+pool threads pick up each op's work without a wake-up), but beside a process that keeps one core
+busy it took 1.65x its quiet time against 1.41x without spinning (a spinning thread burns the
+timeslices its partner needs; `python -m bench.spinning`). `SpinPolicy` watches the model runs
+themselves: it spins while runs take about their best time for their input shape, stops spinning
+when the median of the recent ones takes `slow_ratio` times that, and while not spinning lets a
+few runs in a row spin every `probe_every_s` (a probe) and spins again when the fastest of them
+is back near its best. The probe is judged by its fastest run because its first run is slow
+anyway (the spinning session's threads and buffers went cold while the other session ran).
+Measured: bench/RESULTS.md (issue 42). Pure logic, no ONNX Runtime.
 """
 
 from __future__ import annotations
