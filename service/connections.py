@@ -7,7 +7,11 @@
   connection (or from the previous response on a keep-alive connection), so connections
   that never send, or drip their headers, are closed (nginx's `client_header_timeout`);
 - header size (`h11_max_incomplete_event_size`) and keep-alive idle time are uvicorn's own
-  settings, set from ours in `uvicorn_options`.
+  settings, set from ours in `uvicorn_options`;
+- a request h11 cannot parse (e.g. headers over the limit) gets uvicorn's 400 and a lingering
+  close, as nginx does: the server half-closes, drops what the client still sends for up to
+  `LINGER_S`, then closes. Closing at once with unread bytes makes the kernel send a reset,
+  and the client often saw "connection reset" instead of the 400.
 
 The body's time limit is the app's (`service.upload`): it answers 408 in the usual JSON shape.
 """
@@ -20,6 +24,7 @@ import resource
 import time
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.settings import Settings
@@ -28,6 +33,7 @@ log = logging.getLogger("service.connections")
 
 FD_RESERVE = 64  # model file, ORT, logs, the listening socket, outgoing...
 BACKLOG = 128  # pending connections the kernel queues; they can each become an open fd
+LINGER_S = 2.0  # after refusing an unparseable request: read and drop the rest this long
 _REFUSAL_BODY = b'{"error":{"code":"too_many_connections","message":"too many connections"}}'
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
@@ -60,6 +66,7 @@ class LimitedH11Protocol(H11Protocol):
     max_connections = 256
     header_timeout_s = 10.0
     _header_timer: asyncio.TimerHandle | None = None
+    _lingering = False  # the request was refused: incoming bytes are dropped until the close
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -70,11 +77,25 @@ class LimitedH11Protocol(H11Protocol):
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         if self.cycle is None or self.cycle.response_complete:
             self._arm_header_timer()  # a new request is starting (keep-alive)
         super().data_received(data)
         if self.cycle is not None and not self.cycle.response_complete:
             self._cancel_header_timer()  # the headers are complete: the app takes over
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 (same bytes), then a lingering close instead of an immediate one."""
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=msg.encode("ascii")), h11.EndOfMessage()):  # fmt: skip
+            self.transport.write(self.conn.send(event))
+        self._lingering = True
+        self._cancel_header_timer()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the 400, then end of stream
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
