@@ -4,6 +4,8 @@
         --data-root ../shared/data/voc2012-640 --split val --bootstrap 2000
     python -m training.compare --model models/default.onnx --nms-iou 0.6 --against-nms-iou 0.5 \\
         --data-root ../shared/data/voc2012-640 --split val     # one model, two settings
+    python -m training.compare --model a_seed0.onnx --also a_seed1.onnx \\
+        --against b_seed0.onnx --against b_seed1.onnx --data d.yaml --split test   # two recipes
 
 Both run exactly like `python -m training.evaluate` (the service's pre- and post-processing).
 The images are then drawn with replacement, `--bootstrap` times, and both are scored on each
@@ -12,6 +14,10 @@ its 95% interval, and the difference A - B with its own interval and the share o
 which A scores higher. An interval of the difference that holds 0 means that this split
 cannot tell the two apart; a gap smaller than either model's own interval may still be real
 when the paired interval excludes 0, because both are scored on the same hard images.
+
+Two training recipes differ by more than their runs' luck only if several runs of each say so:
+`--also` adds runs to A and a repeated `--against` gives B several; each side then scores the
+mean mAP@0.5 of its runs, on the images as they are and on every draw.
 """
 
 from __future__ import annotations
@@ -40,8 +46,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
-    p.add_argument("--against", default=None,
-                   help="model B (.onnx or .pt; default: --model again, e.g. with other settings)")
+    p.add_argument("--also", action="append", default=[], metavar="MODEL",
+                   help="another run of A (e.g. another seed; repeatable): A = their mean")
+    p.add_argument("--against", action="append", default=None, metavar="MODEL",
+                   help="model B (.onnx or .pt; default: --model again, e.g. with other "
+                        "settings); repeated: B = the mean of these runs")
     p.add_argument("--nms-iou", type=float, default=PostprocessConfig.nms_iou,
                    help="model A's class-wise NMS IoU")
     p.add_argument("--against-nms-iou", type=float, default=None,
@@ -81,26 +90,35 @@ def format_result(res: PairedResult, a: str, b: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    b_path = args.against or args.model
+    paths_a = [args.model, *args.also]
+    paths_b = args.against or [args.model]
     b_iou = args.nms_iou if args.against_nms_iou is None else args.against_nms_iou
     try:
-        det_a = load_detector(args.model, args.threads or None)
-        det_b = det_a if b_path == args.model else load_detector(b_path, args.threads or None)
-        dataset_classes, _, samples = load_split(args, det_a.metadata.class_names)
-        rec_a = _records(det_a, args.nms_iou, dataset_classes, samples)
-        rec_b = _records(det_b, b_iou, dataset_classes, samples)
-        res = paired_bootstrap(rec_a, rec_b, args.bootstrap, args.seed)
+        detectors = {p: load_detector(p, args.threads or None) for p in {*paths_a, *paths_b}}
+        first = detectors[args.model]
+        dataset_classes, _, samples = load_split(args, first.metadata.class_names)
+
+        def records(paths: Sequence[str], nms_iou: float) -> list[VocRecords]:
+            return [_records(detectors[p], nms_iou, dataset_classes, samples) for p in paths]
+
+        res = paired_bootstrap(records(paths_a, args.nms_iou), records(paths_b, b_iou),
+                               args.bootstrap, args.seed)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    name_a = f"{args.model} (NMS IoU {args.nms_iou})"
-    name_b = f"{b_path} (NMS IoU {b_iou})"
+    name_a = _side_name(paths_a, args.nms_iou)
+    name_b = _side_name(paths_b, b_iou)
     print(format_result(res, name_a, name_b))
     if args.json:
         payload = {**dataclasses.asdict(res), "model": name_a, "against": name_b,
-                   "split": args.split, "seed": args.seed}
+                   "runs": {"a": paths_a, "b": paths_b}, "split": args.split, "seed": args.seed}
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
+
+
+def _side_name(paths: Sequence[str], nms_iou: float) -> str:
+    runs = paths[0] if len(paths) == 1 else f"mean of {len(paths)} runs: {', '.join(paths)}"
+    return f"{runs} (NMS IoU {nms_iou})"
 
 
 if __name__ == "__main__":

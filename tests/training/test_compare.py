@@ -49,6 +49,26 @@ def test_two_settings_score_as_evaluate_does(tiny_onnx_path: Path, voc_root: Pat
     assert "NMS IoU 0.3" in data["against"]
 
 
+def test_several_runs_a_side(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    # Runs of one side are averaged: two copies of one model score as that model does.
+    base = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--nms-iou", "0.6",
+            "--against-nms-iou", "0.3", "--bootstrap", "20"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    assert cmp.main([*base, "--against", str(tiny_onnx_path), "--json", str(one)]) == 0
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(tiny_onnx_path.read_bytes())
+    assert cmp.main([*base, "--also", str(copy), "--against", str(tiny_onnx_path),
+                     "--against", str(copy), "--json", str(two)]) == 0
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    for key in ("a", "b", "diff"):
+        assert b[key] == pytest.approx(a[key])
+    assert b["runs"] == {"a": [str(tiny_onnx_path), str(copy)],
+                         "b": [str(tiny_onnx_path), str(copy)]}
+    assert "mean of 2 runs" in b["model"] and "NMS IoU 0.3" in b["against"]
+    assert "mean of 2 runs" in capsys.readouterr().out
+
+
 def test_bad_input(tiny_onnx_path: Path, voc_root: Path,
                    capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):

@@ -106,6 +106,25 @@ def test_paired_bootstrap_sees_a_better_model() -> None:
     assert res.diff.value == pytest.approx(res.a.value - res.b.value)
 
 
+def test_paired_bootstrap_of_several_runs_scores_their_mean() -> None:
+    # A: two runs (the second one's detections made around other objects), B: one run. Each
+    # side's value and every draw are the mean of its runs' mAPs on that draw.
+    gts, preds = random_case(3, num_images=30)
+    _, other = random_case(4, num_images=30)
+    r1, r2, rb = (voc_records(gts, p, 4) for p in (preds, other, preds))
+    one = paired_bootstrap(r1, rb, n=50, seed=7)
+    two = paired_bootstrap(r2, rb, n=50, seed=7)
+    both = paired_bootstrap([r1, r2], [rb], n=50, seed=7)
+    assert both.a.value == pytest.approx((one.a.value + two.a.value) / 2)
+    assert both.a.mean == pytest.approx((one.a.mean + two.a.mean) / 2)  # draw by draw
+    assert both.b == one.b and both.diff.value == pytest.approx(both.a.value - both.b.value)
+    assert paired_bootstrap([r1], rb, n=50, seed=7) == one  # a list of one = the run itself
+    with pytest.raises(ValueError, match="no runs"):
+        paired_bootstrap([], rb, n=5)
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap([r1, voc_records(gts[:9], preds[:9], 4)], rb, n=5)
+
+
 def test_paired_bootstrap_refuses_different_images() -> None:
     gts, preds = random_case(0, num_images=10)
     with pytest.raises(ValueError, match="same images"):

@@ -19,6 +19,7 @@ interval would sit too high. The intervals here are bias-corrected percentile in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -77,21 +78,37 @@ def bootstrap_map(records: VocRecords, n: int = 1000, seed: int = 0) -> Interval
 
 @dataclass(frozen=True)
 class PairedResult:
-    a: Interval  # model A's mAP@0.5
+    a: Interval  # model A's mAP@0.5 (the mean of A's runs when A is several)
     b: Interval  # model B's, on the same draws
     diff: Interval  # A - B
     a_wins: float  # share of the draws in which A scores higher than B
 
 
-def paired_bootstrap(
-    a: VocRecords, b: VocRecords, n: int = 1000, seed: int = 0
-) -> PairedResult:
-    """Both models scored on the same n draws of images (a and b: the same images in order)."""
-    if a.npos.shape != b.npos.shape or not np.array_equal(a.npos, b.npos):
-        raise ValueError("the two records are not of the same images and classes")
-    counts = resample_counts(a.num_images, n, seed)
-    ma, mb = _maps(a, counts), _maps(b, counts)
-    va, vb = nanmean_or_nan(weighted_ap(a)), nanmean_or_nan(weighted_ap(b))
+Runs = VocRecords | Sequence[VocRecords]
+
+
+def _group(runs: Runs) -> list[VocRecords]:
+    group = [runs] if isinstance(runs, VocRecords) else list(runs)
+    if not group:
+        raise ValueError("a side of the comparison has no runs")
+    return group
+
+
+def paired_bootstrap(a: Runs, b: Runs, n: int = 1000, seed: int = 0) -> PairedResult:
+    """Both sides scored on the same n draws of images (every record of the same images, in
+    the same order). A side may be several runs (e.g. one recipe trained with several seeds):
+    its score, on the images as they are and on each draw, is then the mean of its runs'
+    mAP@0.5, so the difference averages out the runs' own luck as well as the images'."""
+    runs_a, runs_b = _group(a), _group(b)
+    first = runs_a[0]
+    for r in runs_a[1:] + runs_b:
+        if r.npos.shape != first.npos.shape or not np.array_equal(r.npos, first.npos):
+            raise ValueError("the records are not of the same images and classes")
+    counts = resample_counts(first.num_images, n, seed)
+    ma = np.mean([_maps(r, counts) for r in runs_a], axis=0)  # (n,)
+    mb = np.mean([_maps(r, counts) for r in runs_b], axis=0)  # (n,)
+    va = float(np.mean([nanmean_or_nan(weighted_ap(r)) for r in runs_a]))
+    vb = float(np.mean([nanmean_or_nan(weighted_ap(r)) for r in runs_b]))
     d = ma - mb
     finite = np.isfinite(d)
     wins = float(np.mean(d[finite] > 0)) if finite.any() else float("nan")
