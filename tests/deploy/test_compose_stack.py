@@ -146,6 +146,20 @@ def _nginx_retries(compose) -> list[str]:
     return [line for line in logs.splitlines() if re.search(r"upstream_status=\S+, ", line)]
 
 
+def _error_kinds(log: str) -> dict[str, str]:
+    """nginx's [error]/[warn] lines by kind (the message without times, ids and addresses):
+    "count x first line" each, so a DNS failure is not hidden behind thousands of 502s."""
+    counts: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for line in log.splitlines():
+        if "[error]" in line or "[warn]" in line:
+            message = line.split("]", 2)[-1].split(", client:")[0]
+            kind = re.sub(r"[\d.:*#]+", "N", message).strip()
+            counts[kind] += 1
+            first.setdefault(kind, line)
+    return {kind: f"{n} x {first[kind]}" for kind, n in counts.items()}
+
+
 def test_nginx_t_in_the_nginx_stand_in(stack):
     """`nginx -t` on docker/nginx.conf by the nginx the stack runs (test_compose.py's
     `test_nginx_t` skips where no nginx >= 1.27.3 is installed on the host)."""
@@ -220,10 +234,9 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
     assert replaced, _targets(prom)
     if failed:  # where it went wrong: before or after the kill, and what nginx said
         first = next(i for i, s in enumerate(statuses) if s != 200)
-        errors = [line for line in compose("logs", "--no-color", "lb").splitlines()
-                  if "[error]" in line or "[warn]" in line][-5:]  # fmt: skip
         raise AssertionError(
             f"{dict(failed)} of {len(statuses)} requests failed (the first at request {first}, "
-            f"the kill at {killed_at}); retried: {retries[:3]}; nginx errors: {errors}")
+            f"the kill at {killed_at}); retried: {retries[:3]}; nginx errors, the first of "
+            f"each kind: {_error_kinds(compose('logs', '--no-color', 'lb'))}")
     running = compose("ps", "--quiet", "--status", "running", "detector-replica").split()
     assert len(running) == REPLICAS and victim not in running
