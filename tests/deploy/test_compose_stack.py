@@ -139,11 +139,14 @@ def _detect(lb: str, body: bytes) -> int:
         return 0
 
 
-def _nginx_retries(compose) -> list[str]:
+def _lb_log(compose) -> str:
+    return compose("logs", "--no-color", "lb")
+
+
+def _nginx_retries(log: str) -> list[str]:
     """nginx's log lines of requests passed to a second replica (two upstream statuses): the
     retries docker/nginx.conf documents (proxy_next_upstream)."""
-    logs = compose("logs", "--no-color", "lb")
-    return [line for line in logs.splitlines() if re.search(r"upstream_status=\S+, ", line)]
+    return [line for line in log.splitlines() if re.search(r"upstream_status=\S+, ", line)]
 
 
 def _refused_retries(log: str, victim_ips: list[str]) -> list[str]:
@@ -212,7 +215,7 @@ def test_traffic_through_nginx_is_spread_across_replicas(stack):
 def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
     compose, lb, prom = stack["compose"], stack["lb"], stack["prom"]
     assert _wait(lambda: _replicas_up(prom, REPLICAS), 90), _targets(prom)
-    retries_before = len(_nginx_retries(compose))
+    retries_before = len(_nginx_retries(_lb_log(compose)))
     body = photos(1)[0].read_bytes()
     statuses: list[int] = []
     stop = threading.Event()
@@ -241,8 +244,9 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
         for t in clients:
             t.join(timeout=180)
     failed = Counter(s for s in statuses if s != 200)
-    retries = _nginx_retries(compose)[retries_before:]
-    refused = _refused_retries(compose("logs", "--no-color", "lb"), victim_ips)
+    lb_log = _lb_log(compose)
+    retries = _nginx_retries(lb_log)[retries_before:]
+    refused = _refused_retries(lb_log, victim_ips)
     record(kill_requests=len(statuses), kill_requests_after_kill=len(statuses) - killed_at,
            kill_failed=sum(failed.values()), kill_nginx_retries=len(retries),
            kill_lost_to_nginx_1656=len(refused))  # fmt: skip
@@ -254,6 +258,6 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
         raise AssertionError(
             f"{dict(failed)} of {len(statuses)} requests failed (the first at request {first}, "
             f"the kill at {killed_at}); retried: {retries[:3]}; nginx errors, the first of "
-            f"each kind: {_error_kinds(compose('logs', '--no-color', 'lb'))}")
+            f"each kind: {_error_kinds(lb_log)}")
     running = compose("ps", "--quiet", "--status", "running", "detector-replica").split()
     assert len(running) == REPLICAS and victim not in running

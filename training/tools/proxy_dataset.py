@@ -93,9 +93,8 @@ def write_split(out: Path, split: str, samples: Sequence[Sample], render: str) -
             rendered.save(images / f"{s.image_id}.jpg", quality=92)
         else:
             shutil.copyfile(src, images / f"{s.image_id}{src.suffix}")
-        lines = yolo_lines(s)
-        (labels / f"{s.image_id}.txt").write_text("\n".join(lines) + "\n")
-        counts.update(NAMES[int(line.split()[0])] for line in lines)
+        (labels / f"{s.image_id}.txt").write_text("\n".join(yolo_lines(s)) + "\n")
+        counts.update(MERGE[VOC_CLASSES[k]] for k in s.labels.tolist())
     return counts
 
 
