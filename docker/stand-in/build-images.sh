@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stand-in base images for the container tests, built from Debian packages with debootstrap (no
 # container registry needed) and tagged with the names docker/Dockerfile and docker-compose.yml
-# use. Each is built only when its tag is missing, so later steps of one CI run reuse them.
+# use. Each is built only when its tag is missing (or, for nginx, was built from another
+# nginx-entrypoint.sh: label fcos.stand-in.entrypoint), so later steps of one CI run reuse them.
 #
 #   PODMAN="podman" bash docker/stand-in/build-images.sh python=localhost/python:3.11-slim \
 #       prometheus=docker.io/prom/prometheus:v3.5.0 nginx=docker.io/library/nginx:1.28-alpine
@@ -50,6 +51,14 @@ import() {  # import DIR TAG --change...
 
 exists() { "${podman[@]}" image exists "$1"; }
 
+entrypoint_sum="$(sha256sum "$here/nginx-entrypoint.sh" | cut -c1-16)"
+current() {  # current KIND TAG: the tag exists and holds this checkout's entrypoint (nginx)
+  exists "$2" || return 1
+  [[ "$1" != nginx ]] && return 0
+  [[ "$("${podman[@]}" image inspect --format '{{index .Labels "fcos.stand-in.entrypoint"}}' \
+        "$2")" == "$entrypoint_sum" ]]
+}
+
 sid_dir=""
 sid() {  # one unstable rootfs serves both third-party stand-ins (sets $sid_dir)
   [[ -n "$sid_dir" ]] || sid_dir="$(rootfs sid ca-certificates,prometheus,nginx,dnsmasq-base,wget)"
@@ -57,7 +66,7 @@ sid() {  # one unstable rootfs serves both third-party stand-ins (sets $sid_dir)
 
 for spec in "$@"; do
   kind="${spec%%=*}" tag="${spec#*=}"
-  if exists "$tag"; then log "$tag already present"; continue; fi
+  if current "$kind" "$tag"; then log "$tag already present"; continue; fi
   case "$kind" in
     python)
       dir="$(rootfs bookworm python3,python3-venv,python-is-python3,ca-certificates)"
@@ -75,7 +84,8 @@ for spec in "$@"; do
       sid && dir="$sid_dir"
       install -m 0755 "$here/nginx-entrypoint.sh" "$dir/docker-entrypoint.sh"
       import "$dir" "$tag" 'ENTRYPOINT ["/docker-entrypoint.sh"]' \
-        'CMD ["nginx", "-g", "daemon off;"]' "EXPOSE 80" "STOPSIGNAL SIGQUIT"
+        'CMD ["nginx", "-g", "daemon off;"]' "EXPOSE 80" "STOPSIGNAL SIGQUIT" \
+        "LABEL fcos.stand-in.entrypoint=$entrypoint_sum"
       ;;
     *) log "unknown image kind: $kind"; exit 2 ;;
   esac

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -43,7 +44,8 @@ PORTS = {"DETECTOR_PUBLISH_PORT": "18410", "PROMETHEUS_PUBLISH_PORT": "18411",
 # 2 shared cores: one thread and one worker per replica
 STACK_ENV = {**PORTS, "DETECTOR_REPLICAS": str(REPLICAS), "DETECTOR_THREADS": "1",
              "DETECTOR_WORKERS": "1", "DETECTOR_CPUS": "1"}  # fmt: skip
-SERVICES = ["detector-replica", "lb", "prometheus"]  # + `detector` (Prometheus depends on it)
+SCALE_NAME = "detector-replica"  # the service nginx's upstream resolves
+SERVICES = [SCALE_NAME, "lb", "prometheus"]  # + `detector` (Prometheus depends on it)
 
 
 def _published(service: dict) -> str:
@@ -212,6 +214,23 @@ def test_traffic_through_nginx_is_spread_across_replicas(stack):
     assert len([v for v in spread.values() if v > 0]) == REPLICAS, spread
 
 
+def _resolvers(compose) -> dict[str, str]:
+    """What the lb container's resolvers answer for the replicas' name now ("rcode answers"):
+    docker/nginx.conf's 127.0.0.11 (the stand-in's forwarder) and each nameserver of the
+    container's /etc/resolv.conf, queried from inside its network namespace."""
+    lb = compose("ps", "--quiet", "lb").split()[0]
+    pid = podman("inspect", "--format", "{{.State.Pid}}", lb).stdout.strip()
+    conf = podman("exec", lb, "cat", "/etc/resolv.conf").stdout.split("\n")
+    servers = ["127.0.0.11"] + [line.split()[1] for line in conf if line.startswith("nameserver")]
+    out = {}
+    for server in servers:
+        proc = subprocess.run(["nsenter", f"--target={pid}", "--net", sys.executable, "-m",
+                               "tests.deploy.dns", server, SCALE_NAME],
+                              capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
+        out[server] = proc.stdout.strip() or proc.stderr.strip()[-200:]
+    return out
+
+
 def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
     compose, lb, prom = stack["compose"], stack["lb"], stack["prom"]
     assert _wait(lambda: _replicas_up(prom, REPLICAS), 90), _targets(prom)
@@ -258,6 +277,7 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
         raise AssertionError(
             f"{dict(failed)} of {len(statuses)} requests failed (the first at request {first}, "
             f"the kill at {killed_at}); retried: {retries[:3]}; nginx errors, the first of "
-            f"each kind: {_error_kinds(lb_log)}")
+            f"each kind: {_error_kinds(lb_log)}; the lb's resolvers now ('rcode answers'): "
+            f"{_resolvers(compose)}")
     running = compose("ps", "--quiet", "--status", "running", "detector-replica").split()
     assert len(running) == REPLICAS and victim not in running

@@ -1,0 +1,51 @@
+"""A minimal DNS A query (RFC 1035) for the container tests: ask one server for one name and
+report the response code and answer count, as nginx's resolver sees them. Run inside a
+container's network namespace (`nsenter --net`) to query the resolver at 127.0.0.11 that
+docker/nginx.conf names:
+
+    python -m tests.deploy.dns SERVER NAME [COUNT]  # one "rcode answers" line per query
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import sys
+import time
+
+NOERROR, NXDOMAIN = 0, 3
+
+
+def a_query(server: str, name: str, timeout_s: float = 2.0) -> tuple[int, int]:
+    """(rcode, number of answer records) of an A query for `name`; rcode -1 if no reply came."""
+    ident = random.randrange(1 << 16)
+    packet = struct.pack(">6H", ident, 0x0100, 1, 0, 0, 0)  # recursion desired, one question
+    for label in name.rstrip(".").split("."):
+        packet += bytes([len(label)]) + label.encode("ascii")
+    packet += b"\0" + struct.pack(">2H", 1, 1)  # type A, class IN
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.sendto(packet, (server, 53))
+            while True:
+                reply = sock.recv(4096)
+                if len(reply) >= 12 and struct.unpack(">H", reply[:2])[0] == ident:
+                    break
+        except OSError:
+            return -1, 0
+    flags, _, answers = struct.unpack(">3H", reply[2:8])
+    return flags & 0xF, answers
+
+
+def main(argv: list[str]) -> int:
+    server, name = argv[0], argv[1]
+    for _ in range(int(argv[2]) if len(argv) > 2 else 1):
+        rcode, answers = a_query(server, name)
+        print(rcode, answers, flush=True)
+        time.sleep(0.05)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
