@@ -72,6 +72,15 @@ def podman(*args: str, check: bool = True, timeout: float = 300, **kw: Any):
     return proc
 
 
+def stray_bridges() -> str:
+    """Why published ports may time out here: a CNI bridge left by a bare `podman run` (without
+    docker/stand-in/containers.conf) on the subnet of netavark's `podman0`; else ""."""
+    if Path("/sys/class/net/cni-podman0").exists():
+        return ("a CNI bridge `cni-podman0` shares netavark's subnet (left by a `podman` run "
+                "without CONTAINERS_CONF): remove it with `ip link delete cni-podman0`")
+    return ""
+
+
 def qualified(image: str) -> str:
     """The name podman stores an image under: `nginx:1` -> `docker.io/library/nginx:1`."""
     first, _, rest = image.partition("/")

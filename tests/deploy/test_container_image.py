@@ -30,6 +30,7 @@ from tests.deploy.podman import (
     record,
     require_podman,
     run_flags,
+    stray_bridges,
 )
 
 pytestmark = pytest.mark.slow
@@ -117,7 +118,7 @@ def test_image_is_built_from_the_dockerfile(image):
 
 
 def test_ready_and_the_images_healthcheck_passes_inside(container, image, service):
-    assert container["ready_s"] < READY_BOUND_S
+    assert container["ready_s"] < READY_BOUND_S, stray_bridges()
     kind, *health = image["Healthcheck"]["Test"]  # podman keeps it with --format docker
     argv = ["/bin/sh", "-c", *health] if kind == "CMD-SHELL" else health
     # the compose file's healthcheck is the image's own command
