@@ -123,6 +123,10 @@ def build_detector(workdir: Path = WORKDIR) -> float:
                   "--file", str(DOCKERFILE), "--tag", DETECTOR_TAG, str(REPO),
                   timeout=1800)  # fmt: skip
     (workdir / "build.log").write_text(proc.stdout + proc.stderr)
+    # Each rebuild leaves the last one's layers untagged, full copies under vfs (~390 MB a
+    # build): drop those older than an hour, keeping this run's cache; a disk filled so made
+    # a later build fail with "no space left on device".
+    podman("image", "prune", "--force", "--filter", "until=1h", check=False)
     return time.monotonic() - t0
 
 
