@@ -63,7 +63,7 @@ def stack(tmp_path_factory):
         record(stand_in_prometheus_nginx_s=round(seconds, 1))
     build_detector()
     # podman's Docker API looks short names up as docker.io/library/NAME
-    podman("tag", DETECTOR_TAG, qualified(cfg["detector-replica"]["image"]))
+    podman("tag", DETECTOR_TAG, qualified(cfg[SCALE_NAME]["image"]))
     sock = tmp / "podman.sock"
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
                                env=engine_env(), stderr=subprocess.DEVNULL)  # fmt: skip
@@ -248,14 +248,14 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
         t.start()
     try:
         time.sleep(5)
-        victim = compose("ps", "--quiet", "detector-replica").split()[0]
+        victim = compose("ps", "--quiet", SCALE_NAME).split()[0]
         victim_ips = podman("inspect", "--format", "{{range .NetworkSettings.Networks}}"
                             "{{.IPAddress}} {{end}}", victim).stdout.split()  # fmt: skip
         podman("kill", victim)  # SIGKILL: no graceful shutdown, in-flight requests cut
         killed_at = len(statuses)
         podman("rm", victim)  # gone for good (else restart: unless-stopped revives it)
         compose("up", "--detach", "--no-build", "--no-recreate", "--scale",
-                f"detector-replica={REPLICAS}", "detector-replica")  # fmt: skip
+                f"{SCALE_NAME}={REPLICAS}", SCALE_NAME)  # fmt: skip
         replaced = _wait(lambda: _replicas_up(prom, REPLICAS), 120)
         time.sleep(5)
     finally:
@@ -279,5 +279,5 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
             f"the kill at {killed_at}); retried: {retries[:3]}; nginx errors, the first of "
             f"each kind: {_error_kinds(lb_log)}; the lb's resolvers now ('rcode answers'): "
             f"{_resolvers(compose)}")
-    running = compose("ps", "--quiet", "--status", "running", "detector-replica").split()
+    running = compose("ps", "--quiet", "--status", "running", SCALE_NAME).split()
     assert len(running) == REPLICAS and victim not in running
