@@ -1,9 +1,9 @@
-"""A minimal DNS A query (RFC 1035) for the container tests: ask one server for one name and
-report the response code and answer count, as nginx's resolver sees them. Run inside a
+"""A minimal DNS A query (RFC 1035) for the container tests: ask servers for one name and
+report each response code and answer count, as nginx's resolver sees them. Run inside a
 container's network namespace (`nsenter --net`) to query the resolver at 127.0.0.11 that
 docker/nginx.conf names:
 
-    python -m tests.deploy.dns SERVER NAME  # prints "rcode answers"
+    python -m tests.deploy.dns NAME SERVER...  # prints "server rcode answers" per server
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def a_query(server: str, name: str, timeout_s: float = 2.0) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> int:
-    rcode, answers = a_query(argv[0], argv[1])
-    print(rcode, answers)
+    name, *servers = argv
+    for server in servers:
+        print(server, *a_query(server, name))
     return 0
 
 
