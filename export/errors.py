@@ -37,3 +37,10 @@ class ModelMetadataError(DetectorError):
     """The ONNX file lacks the metadata this project writes."""
 
     code = "model_metadata_error"
+
+
+class DeadlinePassedError(DetectorError):
+    """The caller's deadline passed while the work ran: stopped at a cancellation point
+    (a decoder read, a stage boundary, the next image of a batch)."""
+
+    code = "timeout"

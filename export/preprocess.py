@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from export.decode_budget import DeadlineReader, check_jpeg_work
 from export.errors import (
+    DeadlinePassedError,
     EmptyInputError,
     ImageDecodeError,
     ImageTooLargeError,
@@ -150,15 +151,16 @@ def load_image(
     return decode_image(data, max_pixels, draft_size)[0]
 
 
-def _open(data: bytes, max_pixels: int | None) -> Image.Image:
-    """Image.open restricted to ALLOWED_FORMATS, with Pillow's bomb check at `max_pixels`."""
+def _open(data: bytes, max_pixels: int | None, deadline: float | None = None) -> Image.Image:
+    """Image.open restricted to ALLOWED_FORMATS, with Pillow's bomb check at `max_pixels`; the
+    decoder reads through a DeadlineReader (cancellation points at `deadline`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             old = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = max_pixels
             try:
-                return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+                return Image.open(DeadlineReader(data, deadline), formats=ALLOWED_FORMATS)
             finally:
                 Image.MAX_IMAGE_PIXELS = old
     except UnidentifiedImageError as exc:
@@ -167,21 +169,28 @@ def _open(data: bytes, max_pixels: int | None) -> Image.Image:
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image has more than {max_pixels} pixels") from exc
+    except DeadlinePassedError:
+        raise
     except Exception as exc:
         raise ImageDecodeError("cannot read the image header (corrupt file?)") from exc
 
 
 def decode_image(
-    data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+    data: bytes,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft_size: int | None = None,
+    deadline: float | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """`load_image`, plus the (width, height) of the full-resolution, EXIF-oriented image.
 
-    Limits (ImageTooLargeError): width x height <= max_pixels, and the decoded data (bands x
-    bytes per sample, e.g. 8 for 16-bit RGBA) <= max_pixels x DECODED_BYTES_PER_PIXEL bytes.
+    Limits (ImageTooLargeError): width x height <= max_pixels, the decoded data (bands x
+    bytes per sample, e.g. 8 for 16-bit RGBA) <= max_pixels x DECODED_BYTES_PER_PIXEL bytes, and
+    a JPEG's scans within export.decode_budget's budget. `deadline` (time.monotonic()): the
+    decode stops with DeadlinePassedError at its next read once it has passed.
     """
     if not data:
         raise EmptyInputError("empty body: no image bytes were sent")
-    img = _open(data, max_pixels)
+    img = _open(data, max_pixels, deadline)
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
         raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; limit is {max_pixels}")
@@ -192,11 +201,15 @@ def decode_image(
             f"image is {w}x{h} in mode {img.mode} at {_sample_bytes(img) * 8} bits per sample: "
             f"over the decoded-size limit of {max_pixels * DECODED_BYTES_PER_PIXEL} bytes"
         )
+    if img.format in ("JPEG", "MPO"):
+        check_jpeg_work(data, w, h, max_pixels)
     try:
         if draft_size and img.format in ("JPEG", "MPO"):
             img.draft(img.mode, (draft_size, draft_size))
         img.seek(0)
         img.load()
+    except DeadlinePassedError:
+        raise
     except Exception as exc:
         fmt = img.format or "image"
         raise ImageDecodeError(f"cannot decode the {fmt} data (corrupt or truncated?)") from exc

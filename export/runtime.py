@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from export.decode_budget import check_deadline
 from export.inferer import Outputs
 from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
@@ -107,13 +108,18 @@ class ImageDetector:
             return self._detect_image(image, cfg, original_size)
 
     def _detect_image(
-        self, image: Image.Image, cfg: PostprocessConfig, original_size: tuple[int, int] | None
+        self,
+        image: Image.Image,
+        cfg: PostprocessConfig,
+        original_size: tuple[int, int] | None,
+        deadline: float | None = None,
     ) -> DetectionResult:
         m = self.metadata
         t0 = time.perf_counter()
         tensor, lb = preprocess(image, m.input_size, m.mean, m.std)
         if original_size is not None and original_size != image.size:
             lb = lb.for_original_size(*original_size)
+        check_deadline(deadline)  # the model call is the last stage worth stopping before
         t1 = time.perf_counter()
         cls, box, ctr = self._infer_now(tensor)
         t2 = time.perf_counter()
@@ -127,13 +133,18 @@ class ImageDetector:
         data: bytes,
         cfg: PostprocessConfig = PostprocessConfig(),
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        deadline: float | None = None,
     ) -> DetectionResult:
+        """Decode `data` and detect. `deadline` (time.monotonic()): past it, the work stops at
+        the next cancellation point (a decoder read, a stage boundary) with
+        DeadlinePassedError, so a request that has already been answered 504 stops costing CPU."""
         with self._occupied():
             t0 = time.perf_counter()
             size = self.metadata.input_size
-            image, original_size = decode_image(data, max_pixels, draft_size=size)
+            image, original_size = decode_image(data, max_pixels, size, deadline)
+            check_deadline(deadline)
             t1 = time.perf_counter()
-            result = self._detect_image(image, cfg, original_size)
+            result = self._detect_image(image, cfg, original_size, deadline)
         result.timings_s = {"decode": t1 - t0, **result.timings_s}
         return result
 

@@ -8,6 +8,11 @@ from fastapi import Query
 
 from service.errors import InvalidParameterError
 
+# The 422 for unknown names quotes a few of them, each cut short: a 12 KB URL of made-up
+# names must not come back as a 21 KB answer (the model's own class list is sent in full).
+QUOTED_NAMES = 5
+QUOTED_NAME_CHARS = 40
+
 CLASSES_DESCRIPTION = (
     "only these classes, by name: comma-separated (`person,car`) or repeated; unknown names "
     "-> 422 listing the model's classes (GET /model). The filter is applied before NMS and "
@@ -41,7 +46,14 @@ def parse_classes(
     unknown = [n for n in names if n.lower() not in index]
     if unknown:
         raise InvalidParameterError(
-            f"classes: unknown class name(s) {', '.join(repr(n) for n in unknown)}; "
-            f"valid: {', '.join(class_names)}"
+            f"classes: unknown class name(s) {_quoted(unknown)}; valid: {', '.join(class_names)}"
         )
     return tuple(sorted({index[n.lower()] for n in names}))
+
+
+def _quoted(names: list[str]) -> str:
+    """The first QUOTED_NAMES names, each at most QUOTED_NAME_CHARS long, and how many more."""
+    shown = [repr(n if len(n) <= QUOTED_NAME_CHARS else n[:QUOTED_NAME_CHARS] + "...")
+             for n in names[:QUOTED_NAMES]]  # fmt: skip
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")

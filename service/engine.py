@@ -9,6 +9,7 @@ log line saying why.
 from __future__ import annotations
 
 import logging
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from typing import Protocol
 from PIL import Image
 
 from export.backends import load_detector
-from export.errors import DetectorError
+from export.decode_budget import check_deadline
+from export.errors import DeadlinePassedError, DetectorError
 from export.metadata import ModelMetadata
+from export.model_check import ModelCheck, ModelRefusedError, describe_failure, warmup_sizes
 from export.postprocess import PostprocessConfig, candidate_config
 from export.runtime import DetectionResult
 from service.errors import NotReadyError
@@ -37,7 +40,11 @@ class Detector(Protocol):
     def detect_image(self, image: Image.Image, cfg: PostprocessConfig) -> DetectionResult: ...
 
     def detect_bytes(
-        self, data: bytes, cfg: PostprocessConfig, max_pixels: int | None
+        self,
+        data: bytes,
+        cfg: PostprocessConfig,
+        max_pixels: int | None,
+        deadline: float | None = None,
     ) -> DetectionResult: ...
 
 
@@ -64,11 +71,16 @@ class Engine:
             workers=settings.workers,
         )  # fmt: skip
         self.upload_budget = MemoryBudget(settings.max_upload_memory_bytes, settings.retry_after_s)
+        self.model_check = ModelCheck(
+            settings.model_load_timeout_s, settings.model_load_memory_bytes
+        )
         metrics.model_ready.set(0)
 
     def load_model_file(self, path: Path, threads: int) -> Detector:
-        """The default loader: the ONNX file on DETECTOR_BACKEND's runtime."""
+        """The default loader: the ONNX file on DETECTOR_BACKEND's runtime, once a child process
+        has loaded and warmed it up within the time and memory budgets (export.model_check)."""
         s = self.settings
+        self.model_check.run(path, s.backend, threads)  # ModelRefusedError: not loaded here
         # Alone, a request's model call gets every thread; beside others, its share of them.
         shared = max(1, threads // s.workers) if s.workers > 1 else None
         return load_detector(path, s.backend, threads, s.spinning, s.openvino_precision, shared)
@@ -89,13 +101,18 @@ class Engine:
     def load_detector(self) -> Detector:
         """Load DETECTOR_MODEL_PATH and warm it up (raises on any failure); changes nothing."""
         path = Path(self.settings.model_path)
-        if not path.is_file():
-            shown = model_display_path(path)
-            raise FileNotFoundError(f"model file not found: {shown} (set DETECTOR_MODEL_PATH)")
+        shown = model_display_path(path)
+        try:
+            mode = path.stat().st_mode  # OSError (symlink loop, permission): not readable
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"model file not found: {shown} (set DETECTOR_MODEL_PATH)"
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise ModelRefusedError("not a regular file", f"{shown} is not a regular file")
         detector = self.loader(path, self.settings.threads)
         if self.settings.warmup:  # square, 4:3 and 3:4 photos: the common letterbox shapes
-            size = detector.metadata.input_size
-            for w, h in ((size, size), (size, size * 3 // 4), (size * 3 // 4, size)):
+            for w, h in warmup_sizes(detector.metadata.input_size):
                 detector.detect_image(Image.new("RGB", (w, h)), PostprocessConfig())
         return detector
 
@@ -114,14 +131,14 @@ class Engine:
         try:
             detector = self.load_detector()
         except Exception as exc:  # any failure leaves the service alive and not ready
+            # Clients (GET /health/ready) see the file name and the kind of failure in our
+            # words; the log has the path and the library's own message.
+            kind, detail = describe_failure(exc)
             found = not isinstance(exc, FileNotFoundError)
-            # Clients (GET /health/ready) see the file name and the kind of failure; the log
-            # has the path and the library's own message.
-            public = f"cannot load model {path.name}: {type(exc).__name__}" if found else (
+            public = f"cannot load model {path.name}: {kind}" if found else (
                 f"model file not found: {path.name} (set DETECTOR_MODEL_PATH)")  # fmt: skip
             self.status = ModelStatus("failed", public)
-            detail = f"cannot load model {shown}: {type(exc).__name__}: {exc}" if found else (
-                str(exc))  # fmt: skip
+            detail = f"cannot load model {shown}: {detail}" if found else str(exc)
             log.error("model not loaded, service stays not ready: %s", detail)
             return
         self.install(detector)
@@ -161,6 +178,8 @@ class Engine:
         Decoding happens on the worker too, so at most `max_queue` compressed bodies (never
         decoded images) wait in memory. Only detections scoring >= score_threshold are kept.
         `then(result)`, if given, runs on the worker right after (e.g. drawing the boxes).
+        Past `deadline` the job stops at its next cancellation point (the client has had its
+        504 already), so the worker is free again soon after.
         `classes`: keep only these class ids (None = all).
         """
         detector = self.require_ready()
@@ -168,7 +187,8 @@ class Engine:
         max_pixels = self.settings.max_pixels
 
         def job() -> DetectionResult:
-            result = detector.detect_bytes(data, cfg, max_pixels)  # scores >= min_score only
+            # scores >= min_score only; past the deadline the job stops (DeadlinePassedError)
+            result = detector.detect_bytes(data, cfg, max_pixels, deadline=deadline)
             if then is not None:
                 then(result)
             return result
@@ -194,11 +214,14 @@ class Engine:
         def job() -> list[DetectionResult | Exception]:
             out: list[DetectionResult | Exception] = []
             for item in images:
+                check_deadline(deadline)  # the request is answered 504: no more images
                 if isinstance(item, Exception):
                     out.append(item)
                     continue
                 try:
-                    out.append(detector.detect_bytes(item, cfg, max_pixels))
+                    out.append(detector.detect_bytes(item, cfg, max_pixels, deadline=deadline))
+                except DeadlinePassedError:
+                    raise
                 except DetectorError as exc:
                     out.append(exc)
             return out
@@ -206,5 +229,8 @@ class Engine:
         return await self.worker.run(job, deadline, slot)
 
     def close(self) -> None:
+        """Stop: a model check still running is killed (its load fails at once), so waiting
+        for the worker is bounded whatever the file does."""
+        self.model_check.cancel()
         self.worker.shutdown(wait=True)
         self.metrics.model_ready.set(0)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export.errors import (
+    DeadlinePassedError,
     DetectorError,
     EmptyInputError,
     ImageDecodeError,
@@ -121,6 +122,7 @@ def outcome_for(status: int) -> str:
 # export.errors class -> the service error it is answered as. Checked in order (most specific
 # first); the domain error's own `code` is kept.
 DOMAIN_ERRORS: tuple[tuple[type[DetectorError], type[ServiceError]], ...] = (
+    (DeadlinePassedError, DeadlineExceededError),
     (EmptyInputError, BadRequestError),
     (ImageDecodeError, BadRequestError),
     (UnsupportedImageTypeError, UnsupportedMediaTypeError),

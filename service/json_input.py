@@ -3,6 +3,9 @@
 
 The same limits as binary uploads: each decoded image obeys DETECTOR_MAX_UPLOAD_BYTES, and the
 body is read only up to what that many bytes need in base64 (plus a small envelope).
+`load_json` is the one JSON loader of every route (/detect, /detect/batch, /v2 infer): bodies
+of millions of tiny values or nested thousands deep are refused before or while parsing, never
+answered 500 (issue 55).
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ JSON_TYPE = "application/json"
 JSON_OVERHEAD = 4096  # the envelope: braces, key, quotes, a data-URL prefix, whitespace
 _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.ASCII)
 _WHITESPACE = re.compile(r"\s+")
+# Structural JSON tokens (`,` `:` `[` `{`) a body may hold; over it -> 400 before json.loads.
+# A legitimate request needs a few dozen (16 images, the envelope, the /v2 parameters and
+# outputs); a `classes` list naming every class of a 1,203-class (LVIS) model about 1,200.
+# Base64 never contains these bytes, so the images count nothing. 10,000 tokens parse in about
+# a millisecond; issue 55's 44.7 MB body of 14.9 M empty strings held 15 M (28 s of parsing).
+MAX_JSON_TOKENS = 10_000
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b",:[{")
+# A base64 string longer than this many times its limit is refused before the whitespace is
+# stripped (a pass over the whole string): line breaks every 76 characters (MIME) add 3%.
+_WHITESPACE_SLACK = 2
 
 
 def base64_size(n_bytes: int) -> int:
@@ -45,7 +58,9 @@ def json_batch_limit(max_batch_bytes: int, max_images: int) -> int:
 def decode_base64_image(value: object, max_bytes: int, where: str) -> bytes:
     """One base64 string -> the image bytes (checked against `max_bytes` before decoding)."""
     if not isinstance(value, str):
-        raise InvalidParameterError(f"{where}: expected a base64 string, got {_kind(value)}")
+        raise InvalidParameterError(f"{where}: expected a base64 string, got {json_kind(value)}")
+    if len(value) > _WHITESPACE_SLACK * base64_size(max_bytes) + JSON_OVERHEAD:
+        raise PayloadTooLargeError(f"{where}: image is larger than the limit of {max_bytes} bytes")
     text = _WHITESPACE.sub("", _DATA_URL.sub("", value, count=1))
     if len(text) > base64_size(max_bytes) + 2:
         raise PayloadTooLargeError(f"{where}: image is larger than the limit of {max_bytes} bytes")
@@ -66,19 +81,35 @@ def json_error_at(exc: Exception) -> str:
     return " (not UTF-8)" if isinstance(exc, UnicodeDecodeError) else ""
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
+    """What a JSON value is, for error messages (never the value itself: it may be huge)."""
     return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
         type(value), type(value).__name__
     )
 
 
-def _load_object(body: bytes, key: str) -> dict[str, Any]:
+def load_json(body: bytes, what: str = "JSON body") -> Any:
+    """`body` parsed, or BadRequestError (400): over MAX_JSON_TOKENS structural tokens (counted
+    in one C pass before parsing), nested deeper than the parser's recursion limit (Python's
+    RecursionError, about 1,000 levels), numbers of more than 4,300 digits (ValueError),
+    malformed or not UTF-8. `what` names the document in the message."""
+    tokens = len(body.translate(None, _NOT_STRUCTURAL))
+    if tokens > MAX_JSON_TOKENS:
+        raise BadRequestError(
+            f"{what}: {tokens} JSON tokens (',' ':' '[' '{{'); the limit is {MAX_JSON_TOKENS}"
+        )
     try:
-        doc = json.loads(body)
+        return json.loads(body)
+    except RecursionError as exc:
+        raise BadRequestError(f"{what}: JSON nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"malformed JSON body{json_error_at(exc)}") from exc
+        raise BadRequestError(f"malformed {what}{json_error_at(exc)}") from exc
+
+
+def _load_object(body: bytes, key: str) -> dict[str, Any]:
+    doc = load_json(body)
     if not isinstance(doc, dict):
-        got = _kind(doc)
+        got = json_kind(doc)
         raise InvalidParameterError(f'JSON body: expected an object {{"{key}": ...}}, got {got}')
     return doc
 
@@ -105,7 +136,7 @@ def json_image_list(body: bytes, max_bytes: int, max_images: int) -> list[bytes 
         )
     for i, value in enumerate(images):
         if not isinstance(value, str):
-            got = _kind(value)
+            got = json_kind(value)
             raise InvalidParameterError(f"images[{i}]: expected a base64 string, got {got}")
     out: list[bytes | ServiceError] = []
     for i, value in enumerate(images):

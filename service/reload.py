@@ -3,7 +3,9 @@
 The file at DETECTOR_MODEL_PATH is loaded and warmed up off the inference worker, then swapped
 in with one assignment: requests that already hold the previous model finish on it, later ones
 get the new one, and none waits for the load. A file that fails to load (missing, corrupt, no
-metadata) is refused with a log line and the previous model keeps serving. One reload at a time.
+metadata, hostile: see export.model_check) is refused with a log line and the previous model
+keeps serving. One reload at a time; SIGHUPs that arrive while one is waiting to start add
+nothing (at most one more reload runs after the current one: it reads the file anew anyway).
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ import contextlib
 import hmac
 import logging
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
 
+from export.model_check import describe_failure
 from service.engine import Engine
 from service.errors import NotFoundError, ReloadFailedError, UnauthorizedError
 from service.metrics import Metrics
@@ -29,6 +35,7 @@ from service.settings import model_display_path
 
 log = logging.getLogger("service.reload")
 router = APIRouter()
+T = TypeVar("T")
 
 
 class ReloadResponse(BaseModel):
@@ -47,10 +54,13 @@ class Reloader:
     def __post_init__(self) -> None:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[ReloadResponse]] = set()
+        self._sighup_waiting = False  # a SIGHUP reload is queued and has not started yet
 
     async def reload(self, trigger: str) -> ReloadResponse:
         """Load, warm up and swap in the model file; ReloadFailedError keeps the old one."""
         async with self._lock:
+            if trigger == "SIGHUP":
+                self._sighup_waiting = False  # from now on, a SIGHUP queues one more
             if self.startup is not None and not self.startup.done():
                 await asyncio.shield(self.startup)  # never race the initial load
             engine = self.engine
@@ -58,16 +68,17 @@ class Reloader:
             old = engine.detector.metadata if engine.detector is not None else None
             t0 = time.perf_counter()
             try:
-                detector = await asyncio.to_thread(engine.load_detector)
+                detector = await in_daemon_thread(engine.load_detector)
             except Exception as exc:
                 self.reloads.labels(result="failed").inc()
-                reason = f"{type(exc).__name__}: {exc}"
+                kind, reason = describe_failure(exc)
                 kept = f"{old.name} {old.version}" if old else "no model"
                 log.error("model reload refused, still serving %s: cannot load %s: %s",
                           kept, shown, reason, extra={"trigger": trigger})  # fmt: skip
-                # the client gets the file name and the kind of failure; the log has the rest
+                # the client gets the file name and the kind of failure in our words; the log
+                # has the library's message
                 name = Path(engine.settings.model_path).name
-                message = f"cannot load {name}: {type(exc).__name__}; still serving {kept}"
+                message = f"cannot load {name}: {kind}; still serving {kept}"
                 raise ReloadFailedError(message) from None
             engine.install(detector)
             self.reloads.labels(result="ok").inc()
@@ -85,6 +96,10 @@ class Reloader:
             )  # fmt: skip
 
     def on_sighup(self) -> None:
+        if self._sighup_waiting:  # the queued reload will read the file as it is now
+            log.info("SIGHUP: a reload is already queued")
+            return
+        self._sighup_waiting = True
         task = asyncio.ensure_future(self.reload("SIGHUP"))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -93,6 +108,36 @@ class Reloader:
         self._tasks.discard(task)
         if not task.cancelled():
             task.exception()  # already logged by reload(); keep asyncio quiet
+
+
+async def in_daemon_thread(fn: Callable[[], T]) -> T:
+    """`await fn()` run on a new daemon thread: unlike asyncio.to_thread's pool, nothing waits
+    for it when the process stops (asyncio.run joins its default executor, the interpreter
+    joins non-daemon threads), so a stuck load can never hold up the exit."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(_settle, done, result, error)
+
+    threading.Thread(target=target, name="model-reload", daemon=True).start()
+    return await done
+
+
+def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if done.done():  # the awaiting task was cancelled
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)  # type: ignore[arg-type]
 
 
 def reload_counter(metrics: Metrics) -> Counter:
@@ -138,9 +183,11 @@ async def admin_reload(request: Request) -> ReloadResponse:
     if not settings.admin_reload:
         raise NotFoundError("not found: admin reload is disabled (DETECTOR_ADMIN_RELOAD)")
     if settings.admin_token is not None:
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {settings.admin_token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # RFC 7235: the scheme is case-insensitive ("bearer" is as good as "Bearer")
+        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+        expected = settings.admin_token.get_secret_value()
+        token_ok = hmac.compare_digest(given.strip().encode(), expected.encode())
+        if not (token_ok and scheme.lower() == "bearer"):
             raise UnauthorizedError("a valid 'Authorization: Bearer <token>' header is required",
                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
     reloader: Reloader = request.app.state.reloader

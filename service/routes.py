@@ -133,16 +133,17 @@ async def detect(
     timings: dict[str, float] = request.state.timings_s
 
     timeout_s = timeout_ms / 1000 if timeout_ms else None
+    deadline = request_deadline(request, engine, timeout_s)
     drawn: list[bytes] = []
     async with received(request, engine, _read_image, timeout_s) as (data, slot):
         result, waited = await engine.detect(
             data,
             settings.score_threshold if score_threshold is None else score_threshold,
             settings.max_detections if max_detections is None else max_detections,
-            request_deadline(request, engine, timeout_s),
+            deadline,
             slot,
             then=_annotator(data, detector.metadata.class_names, image_format,
-                            settings.max_pixels, drawn) if annotate else None,
+                            settings.max_pixels, deadline, drawn) if annotate else None,
             classes=class_ids,
         )  # fmt: skip
     timings.update(queue=waited, **result.timings_s)
@@ -175,12 +176,13 @@ def _annotator(
     class_names: tuple[str, ...],
     image_format: ImageFormat,
     max_pixels: int,
+    deadline: float | None,
     out: list[bytes],
 ) -> Callable[[DetectionResult], None]:
     """Runs on the inference worker after the detection: draws its boxes onto `data`."""
 
     def draw(result: DetectionResult) -> None:
-        out.append(render(data, result, class_names, image_format, max_pixels))
+        out.append(render(data, result, class_names, image_format, max_pixels, deadline))
 
     return draw
 

@@ -30,7 +30,6 @@ from service.errors import (
     HttpError,
     InvalidParameterError,
     NotFoundError,
-    PayloadTooLargeError,
     ServiceError,
     record_outcome,
     to_http_error,
@@ -38,7 +37,14 @@ from service.errors import (
 from service.intake import Reader, received, request_deadline
 from service.json_input import json_batch_limit
 from service.metrics import Metrics
-from service.oip import HEADER_LENGTH, INPUT_NAME, InferRequest, encode_outputs, parse_infer_request
+from service.oip import (
+    HEADER_LENGTH,
+    INPUT_NAME,
+    OUTPUTS,
+    InferRequest,
+    encode_outputs,
+    parse_infer_request,
+)
 from service.routes import _engine
 from service.settings import Settings
 from service.stages import REQUEST_STAGES
@@ -46,13 +52,6 @@ from service.upload import BudgetHold, parse_off_loop, read_bounded
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
 SERVER_NAME = "fcos-detector"
-OUTPUTS: tuple[tuple[str, str, list[int]], ...] = (
-    ("num_detections", "INT32", [-1]),
-    ("boxes", "FP32", [-1, -1, 4]),
-    ("scores", "FP32", [-1, -1]),
-    ("class_ids", "INT64", [-1, -1]),
-    ("class_names", "BYTES", [-1, -1]),
-)
 
 
 class OipError(BaseModel):
@@ -219,6 +218,15 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     metrics.observe_stages({k: timings[k] for k in REQUEST_STAGES})
     request.state.detections = sum(len(r.detections) for r in results)
     record_outcome(request, "ok")
+    # Built on the body-parser thread, not the event loop: the response is up to N x K x 4
+    # floats as JSON (16 x 1,000 x 4 at the limits), GIL-bound work like parsing, and one
+    # thread for both bounds how much of it competes with the loop and how many transient
+    # copies exist at once; asyncio.to_thread's pool would run several at a time.
+    return await parse_off_loop(_response, results, meta, req)
+
+
+def _response(results: list[DetectionResult], meta: ModelMetadata, req: InferRequest) -> Response:
+    """The inference response: JSON, or JSON + the outputs asked for as binary."""
     entries, chunks = encode_outputs(output_tensors(results, meta.class_names), req)
     doc: dict[str, Any] = {"model_name": meta.name, "model_version": meta.version,
                            "outputs": entries}  # fmt: skip
@@ -241,13 +249,9 @@ def _reader(settings: Settings) -> Reader[InferRequest]:
         limit = json_batch_limit(settings.max_batch_bytes, settings.max_batch_images)
         body = await read_bounded(request, limit, deadline, hold)
         header_length = request.headers.get(HEADER_LENGTH)
-
-        def parse() -> InferRequest:
-            req = parse_infer_request(body, header_length, settings.max_upload_bytes)
-            _check_limits(req, settings.max_upload_bytes, settings.max_batch_images)
-            return req
-
-        return await parse_off_loop(parse), len(body)
+        limits = settings.max_upload_bytes, settings.max_batch_images
+        req = await parse_off_loop(parse_infer_request, body, header_length, *limits)
+        return req, len(body)
 
     return read
 
@@ -258,16 +262,6 @@ class _ImageError(ServiceError):
     def __init__(self, err: HttpError, index: int) -> None:
         super().__init__(f"{INPUT_NAME}[{index}]: {err.message}")
         self.status, self.code, self.outcome = err.status, err.code, err.outcome
-
-
-def _check_limits(req: InferRequest, max_bytes: int, max_images: int) -> None:
-    if not req.images:
-        raise InvalidParameterError(f"input '{INPUT_NAME}' has no elements")
-    if len(req.images) > max_images:
-        raise PayloadTooLargeError(f"{len(req.images)} images; the limit is {max_images}")
-    for i, data in enumerate(req.images):
-        if len(data) > max_bytes:
-            raise PayloadTooLargeError(f"{INPUT_NAME}[{i}] is larger than {max_bytes} bytes")
 
 
 def _number(params: dict[str, Any], key: str, default: float, lo: float, hi: float,

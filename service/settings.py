@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         True, description="dummy inferences (square, 4:3, 3:4) before reporting ready"
     )
+    model_load_timeout_s: float = Field(
+        60.0, gt=0.0,
+        description="a model file (at startup or reload) is first loaded and warmed up in a "
+        "child process; one that takes longer is refused (the previous model keeps serving)",
+    )  # fmt: skip
+    model_load_memory_bytes: int = Field(
+        1024 * MiB, ge=1,
+        description="resident memory that child process may use (the bundled model: ~130 MiB); "
+        "a file that needs more is refused",
+    )  # fmt: skip
 
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")
     max_pixels: int = Field(
@@ -161,8 +171,9 @@ class Settings(BaseSettings):
 
 
 def model_display_path(path: Path) -> str:
-    """The model path for logs: relative to the repo when inside it."""
+    """The model path for logs: relative to the repo when inside it (as given when it cannot be
+    resolved: Python 3.11's `Path.resolve` raises RuntimeError on a symlink loop)."""
     try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except (ValueError, OSError, RuntimeError):
         return str(path)

@@ -126,7 +126,8 @@ async def read_bounded(
     RequestTimeoutError when it is not complete by `deadline`, OverloadedError when `hold`'s
     budget runs out."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and (
+            len(declared) > 18 or int(declared) > limit):  # ASCII digits only  # fmt: skip
         raise _too_large(limit)
     buf = bytearray()
     try:

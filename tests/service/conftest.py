@@ -53,12 +53,16 @@ class GatedDetector:
         return self.inner.detect_image(image, cfg)
 
     def detect_bytes(
-        self, data: bytes, cfg: PostprocessConfig, max_pixels: int | None
+        self,
+        data: bytes,
+        cfg: PostprocessConfig,
+        max_pixels: int | None,
+        deadline: float | None = None,
     ) -> DetectionResult:
         self.calls += 1
         self.started.release()
         assert self.gate.wait(timeout=30), "test gate never opened"
-        return self.inner.detect_bytes(data, cfg, max_pixels)
+        return self.inner.detect_bytes(data, cfg, max_pixels, deadline=deadline)
 
 
 @pytest.fixture

@@ -126,3 +126,29 @@ def outside_allow_list() -> dict[str, bytes]:
         mode = "1" if fmt == "XBM" else "RGB"
         out[fmt] = encode(Image.new(mode, (64, 64)), fmt)
     return out
+
+
+def jpeg_scan_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan of a JPEG written by Pillow: its SOS marker to the next
+    marker (no restart markers, no garbage)."""
+    spans, pos = [], 2
+    while data[pos + 1] != 0xD9:
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] != 0xDA:
+            pos += 2 + length
+            continue
+        end = pos + 2 + length
+        while data[end] != 0xFF or data[end + 1] == 0:
+            end = data.index(b"\xff", end + (data[end] == 0xFF) * 2)
+        spans.append((pos, end))
+        pos = end
+    return spans
+
+
+def progressive_scan_bomb(size: int = 6000, repeats: int = 1000, mode: str = "L") -> bytes:
+    """A flat `size` x `size` progressive JPEG whose last (refinement) scan is repeated
+    `repeats` times: libjpeg decodes every repeat over every block of the image (issue 55: a
+    6000 px grey one with 1,000 repeats is ~200 KB and ~25 s of CPU)."""
+    data = encode(Image.new(mode, (size, size), 128), "JPEG", progressive=True, quality=75)
+    start, end = jpeg_scan_spans(data)[-1]
+    return data[:end] + data[start:end] * repeats + data[end:]

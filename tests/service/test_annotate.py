@@ -12,7 +12,14 @@ from PIL import Image
 
 from export.postprocess import Detections
 from export.runtime import DetectionResult
-from service.annotate import PALETTE, class_color, draw_detections, label_text, render
+from service.annotate import (
+    MAX_SIDE,
+    PALETTE,
+    class_color,
+    draw_detections,
+    label_text,
+    render,
+)
 from tests.service.images import encode, exif_rotated_jpeg, jpeg, noise, png, png_bomb
 
 ERROR_KEYS = {"code", "message"}
@@ -167,3 +174,13 @@ def test_render_scales_boxes_and_records_its_time() -> None:
     img = Image.open(io.BytesIO(render(data, half, ("cat",), "png")))
     assert img.size == (200, 100) and img.getpixel((50, 80)) == class_color(0)  # y2 40 -> 80
     assert half.timings_s["annotate"] > 0 and half.timings_s["decode"] == 0.1
+
+
+def test_render_reduces_large_images_and_their_boxes() -> None:
+    """Longer side over MAX_SIDE: reduced by the smallest integer factor that fits (4100 px
+    -> /3), the boxes with it."""
+    data = encode(Image.new("RGB", (4100, 300), (0, 0, 0)), "PNG")
+    result = DetectionResult(dets([[300, 30, 900, 240]], [0.9], [0]), 4100, 300)
+    img = Image.open(io.BytesIO(render(data, result, ("cat",), "png")))
+    assert img.size == (1367, 100) and max(img.size) <= MAX_SIDE  # reduce() rounds up
+    assert img.getpixel((100, 50)) == class_color(0)  # x1 300 -> 100

@@ -102,7 +102,7 @@ def test_internal_error_keeps_shape_and_headers(serve: Any) -> None:
         def detect_image(self, *args: Any) -> Any:
             return self.inner.detect_image(*args)
 
-        def detect_bytes(self, *args: Any) -> Any:
+        def detect_bytes(self, *args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("boom")
 
     with serve(loader=Broken) as (_, c):
