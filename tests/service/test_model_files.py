@@ -143,12 +143,16 @@ def test_sighups_coalesce(server: Server) -> None:
     for _ in range(25):
         server.proc.send_signal(signal.SIGHUP)
         time.sleep(0.01)
+    # Each reload that finished while the signals were sent lets one more be queued (a SIGHUP
+    # after the queued reload started may follow a newer file); a busy machine stretches the
+    # 25 sends over more than one reload.
+    finished_during = reloads_ok(server) - before
     last, since = reloads_ok(server), time.monotonic()
     while time.monotonic() - since < 3:  # until no reload has finished for 3 s
         time.sleep(0.2)
         if (now := reloads_ok(server)) != last:
             last, since = now, time.monotonic()
-    assert 1 <= last - before <= 2
+    assert 1 <= last - before <= 2 + finished_during, (last - before, finished_during)
     serves(server)
 
 
