@@ -4,7 +4,7 @@ operator type and by node, from ORT's own profiler (the kernels of the optimised
 One session (`export.runtime.make_session`, as the service builds it, `--threads`) runs a
 letterboxed input of `--height` x `--width` `--runs` times after a warm-up; the kernel times are
 summed per op type and per node and written as JSON, the top rows printed. It shows what a
-cheaper model per core would have to remove (bench/RESULTS.md, issue 42).
+cheaper model per core would have to remove (bench/RESULTS.md).
 """
 
 from __future__ import annotations

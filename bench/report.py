@@ -1,4 +1,4 @@
-"""Latency summaries, the issue's targets as PASS/FAIL checks, and the printed table."""
+"""Latency summaries, the speed targets as PASS/FAIL checks, and the printed table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-# The targets of the speed issue, all ratios measured within one run.
+# The speed targets, all ratios measured within one run.
 DETECT_VS_TORCH_MAX = 0.20
 SERVICE_OVERHEAD_MAX = 1.10
 ASPECT_COST_MAX = 0.80
@@ -52,7 +52,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets for one precision run (see bench/README.md)."""
+    """The speed targets for one precision run (see bench/RESULTS.md)."""
     http, raw = run["http"], run["raw"]
     detect, detect_sq = _p50(http, "500x375"), _p50(http, "500x500")
     raw_43 = _p50(raw, "500x375")

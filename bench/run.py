@@ -7,7 +7,7 @@ each precision start `python -m service` on localhost and, in interleaved rounds
 changes on a shared machine hit every variant alike): PyTorch eager fp32 at 512x512, raw
 `session.run` on the exact tensors the service builds, and sequential `POST /detect` for a
 500x375, a 1920x1080 and a 500x500 JPEG. Then closed-loop load with 1, 2, 4 and 8 concurrent
-clients. Prints a table, checks the issue's targets and writes everything to JSON. Bounded:
+clients. Prints a table, checks the speed targets and writes everything to JSON. Bounded:
 fixed request counts and durations, localhost only.
 """
 
@@ -34,7 +34,7 @@ from bench.report import command_line, format_report, summary, targets, write_js
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 BUNDLED_MODEL = REPO / "models" / "default.onnx"
 BUNDLED_WEIGHTS = REPO / "models" / "default.pt"
-REFERENCE_SIZE = 512  # the issue's PyTorch eager fp32 reference: 512x512
+REFERENCE_SIZE = 512  # the PyTorch eager fp32 reference of the speed targets: 512x512
 BLOCK = 5  # requests (and raw runs) per variant per round
 PAUSE_S = 0.1  # between blocks: lets the other process's thread pools stop spinning
 TORCH_PAUSE_S = 0.5  # after PyTorch: its OpenMP threads may keep spinning for a while

@@ -5,7 +5,7 @@ model file), then in interleaved rounds (load changes on a shared machine hit ev
 alike) measures for each: one client (sequential requests: latency p50 and req/s), 8 clients
 (closed loop: req/s, errors, p50/p99), and one client while a CPU hog spins on core 0 (a
 neighbour). Idle servers cost nothing between their turns (no thread spins). Checks the
-throughput issue's targets, comparing the last variant ("after") with the first ("before"),
+throughput targets, comparing the last variant ("after") with the first ("before"),
 and writes everything to JSON.
 """
 
@@ -29,12 +29,13 @@ from service.settings import model_display_path
 
 DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
 BUNDLED_MODEL = REPO / "models" / "default.onnx"
-# Today's service before issue 42: one inference thread using every core, spinning threads.
+# The service before the per-core throughput work: one inference thread using every core,
+# spinning threads.
 BEFORE = "before:DETECTOR_WORKERS=1,DETECTOR_SPINNING=true,DETECTOR_BACKEND=onnxruntime"
 AFTER = "after:"  # the service's defaults
 PAUSE_S = 0.3  # between measurements: lets thread pools of the previous one go idle
 
-# Targets of issue 42 (after vs before, within one run).
+# Targets of the per-core throughput work (after vs before, within one run).
 SATURATED_GAIN_MIN = 2.0
 SINGLE_P50_RATIO_MAX = 1.0
 SATURATED_OVER_SINGLE_MIN = 1.0

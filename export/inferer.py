@@ -15,7 +15,7 @@ Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 class Inferer(Protocol):
     """Anything with the model's metadata and `.infer(tensor) -> Outputs`:
-    `export.runtime.OnnxDetector`, `training.evaluate.TorchDetector`."""
+    `export.runtime.OnnxDetector`, `training.evaluation.detectors.TorchDetector`."""
 
     @property
     def metadata(self) -> ModelMetadata: ...

@@ -16,6 +16,8 @@ from typing import Any
 from export.errors import ModelMetadataError
 
 FORMAT_VERSION = "1"
+# The ONNX graph's tensor names (the outputs in model.fcos.FCOS.forward's order). The
+# service's /v2 API names its own tensors: service.oip.OIP_INPUT, OIP_OUTPUT_NAMES.
 INPUT_NAME = "images"
 OUTPUT_NAMES: tuple[str, str, str] = ("cls_logits", "box_distances", "centerness_logits")
 

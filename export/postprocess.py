@@ -29,7 +29,9 @@ class Detections:
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    score_threshold: float = 0.05  # candidate threshold on the class probability
+    # Candidate cut on the class probability, before top-n and NMS (the final score is cut by
+    # `score_threshold` below, the same threshold as the API's).
+    candidate_threshold: float = 0.05
     pre_nms_top_n: int = 1000  # per level
     # Class-wise NMS IoU. 0.5 (mmdetection's FCOS test setting; FCOS's own code uses 0.6): on
     # the shipped VOC model it beats 0.6 in 99.8% of paired bootstrap draws of the val images
@@ -37,10 +39,10 @@ class PostprocessConfig:
     nms_iou: float = 0.5
     max_detections: int = 100
     min_size: float = 0.0  # boxes with width or height <= min_size are dropped
-    # Final-score cut applied before NMS. Exactly the same result as cutting after NMS (a box
-    # can only suppress lower-scoring ones, so dropping those below the cut first changes
-    # nothing above it), but NMS then sorts and compares far fewer boxes.
-    min_score: float = 0.0
+    # Final-score cut (the API's score_threshold) applied before NMS. Exactly the same result
+    # as cutting after NMS (a box can only suppress lower-scoring ones, so dropping those below
+    # the cut first changes nothing above it), but NMS then sorts and compares far fewer boxes.
+    score_threshold: float = 0.0
     # False: score = class probability alone, centre-ness unused (an ablation of FCOS's
     # centre-ness at inference; `python -m training.evaluate --no-centerness`).
     centerness: bool = True
@@ -49,7 +51,7 @@ class PostprocessConfig:
     classes: tuple[int, ...] | None = None
 
 
-MIN_CANDIDATE_THRESHOLD = 1e-4  # so score_threshold < 0.01 behaves as 0.01
+MIN_CANDIDATE_THRESHOLD = 1e-4  # so an API score_threshold < 0.01 behaves as 0.01
 MAX_CANDIDATE_THRESHOLD = 0.999  # t = 1 still keeps scores that round to 1.0 in float32
 
 
@@ -63,16 +65,16 @@ def candidate_config(
 
     Both cuts are exact (the same detections as the evaluation settings, candidate 0.05,
     followed by a filter at t, whenever t >= sqrt(0.05)): a score >= t needs p_cls >= t**2,
-    so candidates below t**2 never reach the answer, and `min_score` drops the rest below t
+    so candidates below t**2 never reach the answer, and `score_threshold` drops the rest below t
     before NMS, which then has far fewer boxes to sort (a weak or busy image has thousands).
     """
     return PostprocessConfig(
-        score_threshold=min(
+        candidate_threshold=min(
             max(score_threshold**2, MIN_CANDIDATE_THRESHOLD), MAX_CANDIDATE_THRESHOLD
         ),
         nms_iou=nms_iou,
         max_detections=max_detections,
-        min_score=score_threshold,
+        score_threshold=score_threshold,
         classes=classes,
     )
 
@@ -129,10 +131,10 @@ def postprocess(
 ) -> Detections:
     """One image's outputs (P, C), (P, 4), (P, 1) -> Detections in original pixels.
 
-    Per level: sigmoid class scores, keep (location, class) pairs above the candidate
-    threshold (only classes in `cfg.classes`, if set), top `pre_nms_top_n` of those by score;
+    Per level: sigmoid class scores, keep (location, class) pairs above `candidate_threshold`
+    (only classes in `cfg.classes`, if set), top `pre_nms_top_n` of those by score;
     score = sqrt(cls * centre-ness) (cls alone if not `cfg.centerness`);
-    clip; drop empty boxes and scores below `min_score`; class-wise NMS that stops at
+    clip; drop empty boxes and scores below `score_threshold`; class-wise NMS that stops at
     `max_detections`; map back.
     """
     locs = locations(input_hw[0], input_hw[1], strides)
@@ -147,7 +149,7 @@ def postprocess(
         end = start + loc.shape[0]
         logits = cls_logits[start:end] if columns is None else cls_logits[start:end][:, columns]
         # Threshold on logits first: sigmoid is monotone, so this avoids (P, C) sigmoids.
-        logit_thr = _logit(cfg.score_threshold)
+        logit_thr = _logit(cfg.candidate_threshold)
         flat = np.flatnonzero(logits.ravel() > logit_thr)
         if flat.size:
             cand_logits = logits.ravel()[flat]
@@ -179,7 +181,7 @@ def postprocess(
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, valid_w)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, valid_h)
     wh = boxes[:, 2:] - boxes[:, :2]
-    ok = (wh[:, 0] > cfg.min_size) & (wh[:, 1] > cfg.min_size) & (scores >= cfg.min_score)
+    ok = (wh[:, 0] > cfg.min_size) & (wh[:, 1] > cfg.min_size) & (scores >= cfg.score_threshold)
     boxes, scores, class_ids = boxes[ok], scores[ok], class_ids[ok]
     keep = batched_nms(boxes, scores, class_ids, cfg.nms_iou, cfg.max_detections)
     boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
@@ -187,17 +189,3 @@ def postprocess(
         boxes = letterbox.to_original(boxes)
     return Detections(boxes.astype(np.float32), scores, class_ids)
 
-
-def postprocess_batch(
-    outputs: tuple[np.ndarray, np.ndarray, np.ndarray],
-    input_hw: tuple[int, int],
-    strides: tuple[int, ...],
-    letterboxes: list[Letterbox | None],
-    cfg: PostprocessConfig = PostprocessConfig(),
-) -> list[Detections]:
-    """Batched outputs (N, P, C), (N, P, 4), (N, P, 1) -> one Detections per image."""
-    cls, box, ctr = outputs
-    return [
-        postprocess(cls[i], box[i], ctr[i], input_hw, strides, letterboxes[i], cfg)
-        for i in range(cls.shape[0])
-    ]

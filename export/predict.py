@@ -30,17 +30,13 @@ from typing import Any, TextIO, get_args
 import numpy as np
 
 from export.backends import BACKENDS, Precision, load_detector
+from export.defaults import MAX_DETECTIONS, NMS_IOU, SCORE_THRESHOLD  # the service's defaults
 from export.errors import DetectorError
 from export.postprocess import Detections, candidate_config
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image
 from export.runtime import DetectionResult
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
-# The service's defaults (service/settings.py: DETECTOR_SCORE_THRESHOLD, _MAX_DETECTIONS,
-# _NMS_IOU, _MAX_PIXELS); tests/export/test_predict.py checks that they agree.
-SCORE_THRESHOLD = 0.4
-MAX_DETECTIONS = 100
-NMS_IOU = 0.5
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ when the median of the recent ones takes `slow_ratio` times that, and while not 
 few runs in a row spin every `probe_every_s` (a probe) and spins again when the fastest of them
 is back near its best. The probe is judged by its fastest run because its first run is slow
 anyway (the spinning session's threads and buffers went cold while the other session ran).
-Measured: bench/RESULTS.md (issue 42). Pure logic, no ONNX Runtime.
+Measured: bench/RESULTS.md. Pure logic, no ONNX Runtime.
 """
 
 from __future__ import annotations

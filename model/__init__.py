@@ -9,10 +9,9 @@ from typing import Any
 
 from model.config import PRESETS, ModelConfig, get_preset
 
-_LAZY = {"FCOS", "OUTPUT_NAMES", "build_model", "count_parameters"}
+_LAZY = {"FCOS", "count_parameters"}
 
-__all__ = ["FCOS", "OUTPUT_NAMES", "PRESETS", "ModelConfig", "build_model", "count_parameters",
-           "get_preset"]
+__all__ = ["FCOS", "PRESETS", "ModelConfig", "count_parameters", "get_preset"]
 
 
 def __getattr__(name: str) -> Any:

@@ -75,8 +75,11 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # The seed spec: 256-channel FPN and head, 4 convs per tower, 512 input.
     "r18-gn": ModelConfig(name="r18-gn"),
-    # Lighter head: 128 channels, 2 convs per tower (a fraction of the head FLOPs).
-    "r18-gn-lite": ModelConfig(name="r18-gn-lite", fpn_channels=128, head_convs=2),
+    # Lighter head: 128 channels, 2 convs per tower (a fraction of the head FLOPs), 384 input:
+    # the size every shipped config trains at and the bundled model serves at.
+    "r18-gn-lite": ModelConfig(
+        name="r18-gn-lite", fpn_channels=128, head_convs=2, input_size=384
+    ),
     # Tiny: for tests and CPU overfit runs only.
     "tiny": ModelConfig(
         name="tiny", backbone_channels=(16, 32, 64, 64), fpn_channels=32, head_convs=1,

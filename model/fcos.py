@@ -10,8 +10,6 @@ from model.config import ModelConfig
 from model.fpn import FPN
 from model.head import FCOSHead
 
-OUTPUT_NAMES: tuple[str, str, str] = ("cls_logits", "box_distances", "centerness_logits")
-
 
 def _flatten(x: torch.Tensor) -> torch.Tensor:
     """(N, K, H, W) -> (N, H*W, K), row-major over (y, x)."""
@@ -65,10 +63,6 @@ class FCOS(nn.Module):
         )
         ctr = torch.cat([_flatten(x) for x in ctrs], dim=1)
         return cls, box, ctr
-
-
-def build_model(cfg: ModelConfig) -> FCOS:
-    return FCOS(cfg)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -116,6 +116,28 @@ def headline_block() -> str:
     return _table(header, rows)
 
 
+# The bundled model's answer to the benchmark's 500x375 JPEG (`bench.images.bench_images` of the
+# photo in LATENCY_JSON's command); tests/scripts checks it against the model when the photo is
+# there. Its timings_ms are not one request's: example_block takes them from LATENCY_JSON.
+EXAMPLE_IMAGE = "500x375"
+EXAMPLE = {
+    "detections": [{"label": "tvmonitor", "class_id": 19, "score": 0.6741,
+                    "box": [164.9, 100.2, 331.9, 278.0]}],
+    "image": {"width": 500, "height": 375},
+    "model": {"name": "fcos-r18-gn-lite", "version": "0.1.0"},
+}  # fmt: skip
+
+
+def example_block() -> str:
+    """The README's example /detect response: EXAMPLE with the server's per-stage p50s for the
+    same JPEG from the run behind the headline."""
+    data = _load(LATENCY_JSON)
+    stages = data["runs"][0]["server_stages_p50_ms"][EXAMPLE_IMAGE]
+    body = {**EXAMPLE, "timings_ms": stages}
+    parts = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in body.items()]
+    return "```json\n{" + ",\n ".join(parts) + "}\n```"
+
+
 ACCURACY_ROWS = (
     ("val-int8", "**INT8 ONNX (shipped)**"),
     ("val-fp32", "fp32 ONNX, the same weights"),
@@ -242,7 +264,7 @@ def throughput_block(every_variant: bool = True) -> str:
 
 BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"settings": settings_block, "headline": headline_block,
-                  "throughput": lambda: throughput_block(every_variant=False)},
+                  "example": example_block},
     "models/MODEL_CARD.md": {
         "accuracy": accuracy_block, "per-class": per_class_block, "errors": errors_block,
         "memorisation": memorisation_block,
@@ -250,6 +272,10 @@ BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
     },
     "bench/RESULTS.md": {"latency": latency_block, "targets": targets_block,
                          "throughput": throughput_block},
+    "docs/TRAINING.md": {  # TrainConfig's field metadata (training/config.py)
+        "train-config": lambda: __import__("training.config", fromlist=["_"]).config_table(),
+        "run-outputs": lambda: __import__("training.config", fromlist=["_"]).run_outputs_list(),
+    },
 }  # fmt: skip
 
 

@@ -98,7 +98,7 @@ class Engine:
         """Load and warm up on the worker thread; never raises (failure -> not ready)."""
         await self.worker.call(self._load_blocking)
 
-    def load_detector(self) -> Detector:
+    def load_and_warm_up(self) -> Detector:
         """Load DETECTOR_MODEL_PATH and warm it up (raises on any failure); changes nothing."""
         path = Path(self.settings.model_path)
         shown = model_display_path(path)
@@ -129,7 +129,7 @@ class Engine:
         shown = model_display_path(path)
         t0 = time.perf_counter()
         try:
-            detector = self.load_detector()
+            detector = self.load_and_warm_up()
         except Exception as exc:  # any failure leaves the service alive and not ready
             # Clients (GET /health/ready) see the file name and the kind of failure in our
             # words; the log has the path and the library's own message.
@@ -187,7 +187,7 @@ class Engine:
         max_pixels = self.settings.max_pixels
 
         def job() -> DetectionResult:
-            # scores >= min_score only; past the deadline the job stops (DeadlinePassedError)
+            # scores >= score_threshold only; past the deadline the job stops (DeadlinePassedError)
             result = detector.detect_bytes(data, cfg, max_pixels, deadline=deadline)
             if then is not None:
                 then(result)

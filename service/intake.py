@@ -1,5 +1,5 @@
 """How a detection request's body comes in: the one path for POST /detect, POST /detect/batch
-and POST /v2/models/{name}/infer (issue 39's hardening, whatever the route or body form).
+and POST /v2/models/{name}/infer (the hardened path, whatever the route or body form).
 
 1. At arrival: refused at once when the model is not ready or the queue is already full
    (`Engine.check_capacity`, takes nothing).

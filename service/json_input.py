@@ -5,7 +5,7 @@ The same limits as binary uploads: each decoded image obeys DETECTOR_MAX_UPLOAD_
 body is read only up to what that many bytes need in base64 (plus a small envelope).
 `load_json` is the one JSON loader of every route (/detect, /detect/batch, /v2 infer): bodies
 of millions of tiny values or nested thousands deep are refused before or while parsing, never
-answered 500 (issue 55).
+answered 500.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _WHITESPACE = re.compile(r"\s+")
 # A legitimate request needs a few dozen (16 images, the envelope, the /v2 parameters and
 # outputs); a `classes` list naming every class of a 1,203-class (LVIS) model about 1,200.
 # Base64 never contains these bytes, so the images count nothing. 10,000 tokens parse in about
-# a millisecond; issue 55's 44.7 MB body of 14.9 M empty strings held 15 M (28 s of parsing).
+# a millisecond; a 44.7 MB body of 14.9 M empty strings held 15 M (28 s of parsing).
 MAX_JSON_TOKENS = 10_000
 _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b",:[{")
 # A base64 string longer than this many times its limit is refused before the whitespace is

@@ -2,7 +2,7 @@
 infer request (JSON, or JSON + binary tensors: Triton's binary data extension) and build the
 response. Used by service.routes_v2.
 
-A request is validated before any work in proportion to it (issue 55): the JSON is loaded by
+A request is validated before any work in proportion to it: the JSON is loaded by
 service.json_input.load_json (token count, nesting), the header length must be plain digits,
 the shape is checked against DETECTOR_MAX_BATCH_IMAGES before an element is decoded, elements
 are counted while they are unpacked (stopping at the first one over the shape), `data` may nest
@@ -22,16 +22,19 @@ from service.errors import BadRequestError, InvalidParameterError, PayloadTooLar
 from service.json_input import decode_base64_image, json_kind, load_json
 
 HEADER_LENGTH = "inference-header-content-length"
-INPUT_NAME = "image"
-# The model's outputs: name, datatype, shape (service.routes_v2's module docstring).
-OUTPUTS: tuple[tuple[str, str, list[int]], ...] = (
+# The request's one tensor (the encoded image files): not the ONNX graph's input, which is
+# export.metadata.INPUT_NAME.
+OIP_INPUT = "image"
+# The response's tensors: name, datatype, shape (service.routes_v2's module docstring); not the
+# ONNX graph's outputs, which are export.metadata.OUTPUT_NAMES.
+OIP_OUTPUTS: tuple[tuple[str, str, list[int]], ...] = (
     ("num_detections", "INT32", [-1]),
     ("boxes", "FP32", [-1, -1, 4]),
     ("scores", "FP32", [-1, -1]),
     ("class_ids", "INT64", [-1, -1]),
     ("class_names", "BYTES", [-1, -1]),
 )
-OUTPUT_NAMES: tuple[str, ...] = tuple(name for name, _, _ in OUTPUTS)
+OIP_OUTPUT_NAMES: tuple[str, ...] = tuple(name for name, _, _ in OIP_OUTPUTS)
 OIP_DTYPES: dict[str, str] = {"float32": "FP32", "int64": "INT64", "int32": "INT32"}
 # Inference-Header-Content-Length: ASCII digits only (str.isdigit() also takes "²", which int()
 # refuses, and int() refuses over 4,300 digits). The largest body read (DETECTOR_MAX_BATCH_BYTES
@@ -39,7 +42,7 @@ OIP_DTYPES: dict[str, str] = {"float32": "FP32", "int64": "INT64", "int32": "INT
 MAX_LENGTH_DIGITS = 12
 _LENGTH = re.compile(rf"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")
 # Lists `data` may nest: shape [N] needs one level, [N, 1] two ([["<b64>"], ...]) unless sent
-# flat; deeper is refused at once (issue 55: 700 levels overflowed the recursive flattening).
+# flat; deeper is refused at once (700 levels overflowed the recursive flattening).
 MAX_DATA_DEPTH = 2
 _END = object()
 
@@ -70,7 +73,7 @@ def brief(value: object, limit: int = 60) -> str:
 
 def unpack_bytes_tensor(blob: bytes, max_elements: int | None = None) -> list[bytes]:
     """Triton's BYTES serialisation: each element as a uint32 little-endian length + bytes.
-    BadRequestError as soon as there are more than `max_elements` (issue 55: 8 M zero-length
+    BadRequestError as soon as there are more than `max_elements` (8 M zero-length
     elements took 3.3 s to unpack before they were counted)."""
     out: list[bytes] = []
     pos = 0
@@ -105,12 +108,12 @@ def flatten_data(data: object, max_elements: int) -> list[object]:
         elif isinstance(item, list):
             if len(stack) >= MAX_DATA_DEPTH:
                 raise BadRequestError(
-                    f"input '{INPUT_NAME}': data nested deeper than {MAX_DATA_DEPTH} lists"
+                    f"input '{OIP_INPUT}': data nested deeper than {MAX_DATA_DEPTH} lists"
                 )
             stack.append(iter(item))
         elif len(out) >= max_elements:
             raise BadRequestError(
-                f"input '{INPUT_NAME}': more than {max_elements} elements (the shape)"
+                f"input '{OIP_INPUT}': more than {max_elements} elements (the shape)"
             )
         else:
             out.append(item)
@@ -133,11 +136,11 @@ def parse_infer_request(
         raise BadRequestError('inference request: "inputs" (a list) is required')
     inputs = doc["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise BadRequestError(f"inference request: expected one input '{INPUT_NAME}'")
+        raise BadRequestError(f"inference request: expected one input '{OIP_INPUT}'")
     tensor = inputs[0]
-    if tensor.get("name") != INPUT_NAME or tensor.get("datatype") != "BYTES":
+    if tensor.get("name") != OIP_INPUT or tensor.get("datatype") != "BYTES":
         raise BadRequestError(
-            f"input must be named '{INPUT_NAME}' with datatype BYTES (the encoded image files)"
+            f"input must be named '{OIP_INPUT}' with datatype BYTES (the encoded image files)"
         )
     shape = _shape(tensor.get("shape"), max_images)
     params = _object(tensor.get("parameters"), "input parameters")
@@ -155,13 +158,13 @@ def _shape(shape: object, max_images: int) -> list[int]:
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
             or (len(shape) == 2 and shape[1] != 1)):  # fmt: skip
         raise BadRequestError(
-            f"input '{INPUT_NAME}': shape must be [N] or [N, 1], got {brief(shape)}"
+            f"input '{OIP_INPUT}': shape must be [N] or [N, 1], got {brief(shape)}"
         )
     if shape[0] == 0:
-        raise InvalidParameterError(f"input '{INPUT_NAME}' has no elements")
+        raise InvalidParameterError(f"input '{OIP_INPUT}' has no elements")
     if shape[0] > max_images:
         raise PayloadTooLargeError(
-            f"input '{INPUT_NAME}': {brief(shape[0])} images; the limit is {max_images}"
+            f"input '{OIP_INPUT}': {brief(shape[0])} images; the limit is {max_images}"
         )
     return shape
 
@@ -180,20 +183,20 @@ def _elements(
         images = unpack_bytes_tensor(binary[:size], n)
         for i, data in enumerate(images):
             if len(data) > max_bytes:
-                raise PayloadTooLargeError(f"{INPUT_NAME}[{i}] is larger than {max_bytes} bytes")
+                raise PayloadTooLargeError(f"{OIP_INPUT}[{i}] is larger than {max_bytes} bytes")
     elif "data" in tensor:
         values = flatten_data(tensor["data"], n)
         if len(values) != n:
             raise BadRequestError(
-                f"input '{INPUT_NAME}': shape {brief(shape)} but {len(values)} elements"
+                f"input '{OIP_INPUT}': shape {brief(shape)} but {len(values)} elements"
             )
-        images = [decode_base64_image(v, max_bytes, f"{INPUT_NAME}[{i}]")
+        images = [decode_base64_image(v, max_bytes, f"{OIP_INPUT}[{i}]")
                   for i, v in enumerate(values)]  # fmt: skip
     else:
-        raise BadRequestError(f"input '{INPUT_NAME}' has neither data nor binary_data_size")
+        raise BadRequestError(f"input '{OIP_INPUT}' has neither data nor binary_data_size")
     if len(images) != n:
         raise BadRequestError(
-            f"input '{INPUT_NAME}': shape {brief(shape)} but {len(images)} elements"
+            f"input '{OIP_INPUT}': shape {brief(shape)} but {len(images)} elements"
         )
     return images
 
@@ -218,9 +221,9 @@ def _flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
 
 def _outputs(outputs: object, binary_default: bool) -> list[tuple[str, bool]]:
     """`outputs` -> (name, as binary) per output asked for: each one of the model's, once
-    (so at most len(OUTPUTS) entries: issue 55's 2,000 copies built a 1.3 GB response)."""
+    (so at most len(OIP_OUTPUTS) entries: 2,000 copies once built a 1.3 GB response)."""
     if outputs is None:
-        return [(name, binary_default) for name in OUTPUT_NAMES]
+        return [(name, binary_default) for name in OIP_OUTPUT_NAMES]
     if not isinstance(outputs, list):
         raise BadRequestError(f'"outputs" must be a list, got {json_kind(outputs)}')
     wanted: dict[str, bool] = {}
@@ -228,9 +231,9 @@ def _outputs(outputs: object, binary_default: bool) -> list[tuple[str, bool]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise BadRequestError(f'outputs[{i}]: an object with a "name" (a string) is required')
         name = entry["name"]
-        if name not in OUTPUT_NAMES:
+        if name not in OIP_OUTPUT_NAMES:
             raise BadRequestError(
-                f"unknown output {brief(name)}; outputs: {', '.join(OUTPUT_NAMES)}"
+                f"unknown output {brief(name)}; outputs: {', '.join(OIP_OUTPUT_NAMES)}"
             )
         if name in wanted:
             raise BadRequestError(f"output {name!r} is asked for more than once")

@@ -68,7 +68,7 @@ class Reloader:
             old = engine.detector.metadata if engine.detector is not None else None
             t0 = time.perf_counter()
             try:
-                detector = await in_daemon_thread(engine.load_detector)
+                detector = await in_daemon_thread(engine.load_and_warm_up)
             except Exception as exc:
                 self.reloads.labels(result="failed").inc()
                 kind, reason = describe_failure(exc)

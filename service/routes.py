@@ -205,7 +205,8 @@ async def ready(request: Request) -> HealthStatus:
 
 @router.get("/model", response_model=ModelInfo, responses={503: _ERROR_RESPONSES[503]})
 async def model_info(request: Request) -> ModelInfo:
-    return ModelInfo.from_metadata(_engine(request).require_ready().metadata)
+    engine = _engine(request)
+    return ModelInfo.from_metadata(engine.require_ready().metadata, engine.settings.score_threshold)
 
 
 @router.get(

@@ -39,8 +39,8 @@ from service.json_input import json_batch_limit
 from service.metrics import Metrics
 from service.oip import (
     HEADER_LENGTH,
-    INPUT_NAME,
-    OUTPUTS,
+    OIP_INPUT,
+    OIP_OUTPUTS,
     InferRequest,
     encode_outputs,
     parse_infer_request,
@@ -161,8 +161,8 @@ async def model_metadata(
         return _error(request, exc)
     return ModelMetadataResponse(
         name=meta.name, versions=[meta.version], platform="onnxruntime_onnx",
-        inputs=[TensorMetadata(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
-        outputs=[TensorMetadata(name=n, datatype=d, shape=s) for n, d, s in OUTPUTS],
+        inputs=[TensorMetadata(name=OIP_INPUT, datatype="BYTES", shape=[-1])],
+        outputs=[TensorMetadata(name=n, datatype=d, shape=s) for n, d, s in OIP_OUTPUTS],
     )  # fmt: skip
 
 
@@ -260,7 +260,7 @@ class _ImageError(ServiceError):
     """The error of one image of the request, named by its index."""
 
     def __init__(self, err: HttpError, index: int) -> None:
-        super().__init__(f"{INPUT_NAME}[{index}]: {err.message}")
+        super().__init__(f"{OIP_INPUT}[{index}]: {err.message}")
         self.status, self.code, self.outcome = err.status, err.code, err.outcome
 
 

@@ -55,13 +55,17 @@ class ModelInfo(BaseModel):
     strides: list[int]
     mean: list[float]
     std: list[float]
+    score_threshold: float = Field(
+        description="the service's default score threshold (DETECTOR_SCORE_THRESHOLD): the "
+        "operating point a request gets without `score_threshold`"
+    )
 
     @classmethod
-    def from_metadata(cls, m: ModelMetadata) -> ModelInfo:
+    def from_metadata(cls, m: ModelMetadata, score_threshold: float) -> ModelInfo:
         return cls(
             name=m.name, version=m.version, preset=m.preset, precision=m.precision,
             classes=list(m.class_names), input_size=m.input_size, strides=list(m.strides),
-            mean=list(m.mean), std=list(m.std),
+            mean=list(m.mean), std=list(m.std), score_threshold=score_threshold,
         )  # fmt: skip
 
 

@@ -2,10 +2,9 @@
 
 Thresholds: `score_threshold` is the API's threshold on the *final* detection score
 (sqrt(class probability x centre-ness)); it filters the detections returned to the client.
-The candidate threshold inside `export.postprocess` (on the class probability alone) stays at
-its evaluation default of 0.05, lowered to `score_threshold**2` only when a client asks for a
-threshold below sqrt(0.05) ~ 0.22, so that every detection scoring >= `score_threshold` is
-always a candidate (score >= t implies class probability >= t**2, since centre-ness <= 1).
+The candidate cut inside `export.postprocess` (on the class probability alone, before NMS) is
+always `score_threshold**2` (`candidate_config`): a score >= t implies a class probability
+>= t**2, since centre-ness <= 1, so no detection that would pass is cut early.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from export import defaults
 from export.backends import Backend, Precision
-from export.postprocess import PostprocessConfig
 from export.runtime import Spinning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,14 +60,16 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="one JSON line per request")
 
     score_threshold: float = Field(
-        0.4,
+        defaults.SCORE_THRESHOLD,
         ge=0.0,
         le=1.0,
         description="default API threshold (the default model's operating point)",
     )
-    max_detections: int = Field(100, ge=1, le=1000, description="default cap per image")
+    max_detections: int = Field(
+        defaults.MAX_DETECTIONS, ge=1, le=1000, description="default cap per image"
+    )
     nms_iou: float = Field(
-        PostprocessConfig.nms_iou,
+        defaults.NMS_IOU,
         gt=0.0,
         le=1.0,
         description="class-wise NMS IoU (the evaluation's default)",
@@ -114,7 +115,7 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="request body limit")
     max_pixels: int = Field(
-        40_000_000, ge=1,
+        defaults.MAX_PIXELS, ge=1,
         description="decoded width x height limit; images of more than 3 bytes per pixel "
         "(16-bit, float, RGBA) may decode to at most max_pixels x 3 bytes",
     )  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_CLASSES: tuple[str, ...] = ("cat", "dog", "person")
+from tests import TINY_CLASSES
 
 
 @pytest.fixture(scope="session")

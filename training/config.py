@@ -1,112 +1,199 @@
-"""Training configuration: one flat dataclass, loadable from a config file and CLI flags.
+"""Training configuration: one flat dataclass; each field carries its help text (and choices).
 
-Precedence (lowest to highest): dataclass defaults < checkpoint's `train_config` (when
-resuming without `--config`) < `--config FILE` (.toml or .json) < explicit CLI flags.
+The field metadata is the one source of what a field means: `python -m training --help`
+(training/cli.py) and the table in docs/TRAINING.md (scripts/sync_docs.py) are built from it.
+
+Precedence (lowest to highest): dataclass defaults < the checkpoint's `train_config` (with
+`--resume` and no `--config`) < the recipe (fresh runs: `--recipe`, training/recipe.py) <
+`--config FILE` (.toml or .json) < explicit CLI flags.
 
 The defaults are the recipe of the shipped model's main GPU stage (configs/voc-lite/
 stage37.toml) run from random initialisation on the project's VOC 2012 copy: a sensible first
 run on a GPU. configs/ holds every stage of the shipped model as a file.
+
+A dataset is named by `data` (`--data`). The eight older dataset fields (LEGACY_DATA_FIELDS)
+are read from old checkpoints and old runs' train_config.json only; they are no CLI flags.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from model.config import CENTERNESS_BRANCHES, VOC_CLASSES, dataclass_from_dict, dataclass_to_dict
+from model.config import (
+    CENTERNESS_BRANCHES,
+    PRESETS,
+    VOC_CLASSES,
+    dataclass_from_dict,
+    dataclass_to_dict,
+)
 
 CONFIG_FILENAME = "train_config.json"
+# What a run writes into --output-dir: name -> what it is. docs/TRAINING.md's list is
+# generated from this (scripts/sync_docs.py); a finished run's directory holds exactly these
+# (tests/training/trainer/test_cli.py).
+RUN_OUTPUTS: dict[str, str] = {
+    "train_config.json": "the run's TrainConfig (resume and `--config` read it)",
+    "log.jsonl": "one record per --log-interval iterations and per epoch: losses, lr, img/s, "
+    "val metrics, the time-budget plan",
+    "plots/": "losses.png, lr.png, map.png (and data.png for a --data run's dataset check)",
+    "last.pt": "full checkpoint (optimiser, scheduler, RNG states) every "
+    "--checkpoint-interval epochs and after the last: what --resume reads",
+    "best.pt": "the full checkpoint of the best val mAP@0.5 (runs with validation)",
+    "final.pt": "a copy of last.pt once the last epoch is done",
+    "weights_fp16.pt": "the EMA weights alone in fp16 with the train config: what export and "
+    "--init-weights need",
+}
 BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.engine.losses.BOX_LOSSES
-# Where the HSV jitter is applied: auto = on the device when it is a GPU, else in the loader.
 HSV_PLACES: tuple[str, ...] = ("auto", "loader", "device")
-# How new classes' logit rows start when fine-tuning across class lists (engine/class_init.py).
 INIT_CLASSES: tuple[str, ...] = ("name", "similar")
+DATASET_FORMATS: tuple[str, ...] = ("voc", "coco")
 # Options of removed experiments that older checkpoints' train_config still carry (see
 # models/TRAINING_LOG.md: stochastic depth, class distillation).
 REMOVED_FIELDS: frozenset[str] = frozenset({"drop_path", "distill_from", "distill_weight"})
+# `extends` chains: a file may extend a base, and that base nothing (two levels at most).
+MAX_EXTENDS_LEVELS = 2
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, *,
+       legacy: bool = False) -> Any:  # fmt: skip
+    """A TrainConfig field with its help text, allowed values and whether it is a legacy
+    dataset field (old checkpoints only, no CLI flag)."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if legacy:
+        meta["legacy"] = True
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
     # Model
-    preset: str = "r18-gn-lite"
-    input_size: int = 384  # 0 = the preset's input size
-    backbone_weights: str = ""  # torchvision-format ResNet-18 state dict (see backbone_weights.py)
-    init_weights: str = ""  # whole-model weights to start from (fresh optimiser and schedule)
-    centerness_branch: str = "reg"  # tower that predicts centre-ness: reg or cls (ablation)
+    preset: str = _f("r18-gn-lite", "model preset (model/config.py)", tuple(sorted(PRESETS)))
+    input_size: int = _f(384, "square input size in pixels (0 = the preset's)")
+    backbone_weights: str = _f("", "a torchvision-format ResNet-18 state dict to start the "
+                               "backbone from (training/engine/backbone_weights.py)")
+    init_weights: str = _f("", "a checkpoint or weights file (EMA weights preferred) to start the "
+                           "whole model from; optimiser, schedule and epochs start afresh "
+                           "(ignored with --resume)")
+    centerness_branch: str = _f("reg", "the head tower that predicts centre-ness: reg (the "
+                                "paper's later version) or cls (its first version)",
+                                CENTERNESS_BRANCHES)
     # Data
-    dataset_format: str = "voc"  # voc | coco
-    data_root: str = "../shared/data/voc2012-640"  # VOC: the directory the splits are under
-    train_split: str = "train"
-    val_split: str = "val"  # "" disables validation
-    coco_train_json: str = ""
-    coco_train_images: str = ""
-    coco_val_json: str = ""
-    coco_val_images: str = ""
-    classes: tuple[str, ...] = ()  # empty: VOC's 20 classes (voc) or all categories (coco)
-    max_val_images: int = 0  # 0 = the whole validation split
-    skip_invalid: bool = False  # skip (and count) malformed annotations instead of failing
+    data: str = _f("", "the dataset, its format recognised: a YOLO data.yaml, a COCO .json "
+                   "(images beside it), a Roboflow COCO export folder or a VOC folder "
+                   "(training/data/source.py); its classes unless --classes is given. "
+                   "--data-root is an old spelling of it")
+    classes: tuple[str, ...] = _f((), "comma-separated class names to train, in this order "
+                                  "(default: the dataset's own list)")
+    max_val_images: int = _f(0, "validate on the first N validation images only (0 = all)")
+    skip_invalid: bool = _f(False, "skip (and count) malformed annotations instead of failing")
+    dataset_format: str = _f("voc", "old checkpoints only: voc or coco", DATASET_FORMATS,
+                             legacy=True)
+    data_root: str = _f("../shared/data/voc2012-640", "old checkpoints only: the VOC directory "
+                        "the splits are under", legacy=True)
+    train_split: str = _f("train", "old checkpoints only: '+'-joined DIR/SPLIT VOC entries "
+                          "under data_root", legacy=True)
+    val_split: str = _f("val", "old checkpoints only: like train_split; '' = no validation",
+                        legacy=True)
+    coco_train_json: str = _f("", "old checkpoints only: COCO training annotations",
+                              legacy=True)
+    coco_train_images: str = _f("", "old checkpoints only: COCO training images", legacy=True)
+    coco_val_json: str = _f("", "old checkpoints only: COCO validation annotations",
+                            legacy=True)
+    coco_val_images: str = _f("", "old checkpoints only: COCO validation images", legacy=True)
     # Schedule and optimiser (AdamW)
-    epochs: int = 300
-    batch_size: int = 64  # per process
-    lr: float = 8e-4  # for a total batch of `lr_base_batch`
-    lr_base_batch: int = 64  # lr scales linearly with the total batch; 0 = use lr as is
-    weight_decay: float = 0.075  # not applied to norm, bias and Scale parameters
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_epochs: float = 2.0
-    warmup_iters: int = 0  # > 0 overrides warmup_epochs
-    warmup_start_ratio: float = 0.001
-    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    ema_decay: float = 0.998  # 0 disables EMA
-    ema_tau: float = 300.0  # decay ramp: d * (1 - exp(-updates / tau))
+    epochs: int = _f(300, "training epochs (with --time-budget-min: the ceiling)")
+    batch_size: int = _f(64, "images per process and step")
+    lr: float = _f(8e-4, "peak AdamW learning rate for a total batch of --lr-base-batch")
+    lr_base_batch: int = _f(64, "lr is scaled by total batch / this (0 = lr as is)")
+    weight_decay: float = _f(0.075, "AdamW weight decay (not on norm, bias and Scale "
+                             "parameters)")
+    betas: tuple[float, float] = _f((0.9, 0.999), "AdamW betas")
+    warmup_epochs: float = _f(2.0, "linear warm-up length in epochs")
+    warmup_iters: int = _f(0, "linear warm-up iterations (> 0 overrides --warmup-epochs)")
+    warmup_start_ratio: float = _f(0.001, "warm-up starts at lr * this")
+    min_lr_ratio: float = _f(0.05, "the cosine decays to lr * this")
+    grad_clip: float = _f(1.0, "max global gradient norm (0 = off)")
+    ema_decay: float = _f(0.998, "EMA decay of the weights (0 = no EMA); ramped as "
+                          "d * (1 - exp(-updates / tau))")
+    ema_tau: float = _f(300.0, "EMA ramp length in optimiser steps")
     # Loss
-    center_radius: float = 1.5  # centre sampling, in strides; 0 = off (the whole box)
-    box_loss: str = "giou"  # giou | iou (1 - IoU, the ablation)
+    center_radius: float = _f(1.5, "centre sampling: positives lie within this many strides of "
+                              "the box centre (0 = off: any location inside the box)")
+    box_loss: str = _f("giou", "box regression loss on positives: giou (1 - GIoU) or iou "
+                       "(1 - IoU)", BOX_LOSS_NAMES)
     # Augmentation (training/data AugmentConfig fields)
-    augment: bool = True
-    scale_min: float = 0.3
-    scale_max: float = 2.0
-    aspect_jitter: float = 0.3  # w/h ratio stretch, log-uniform in [1/(1+j), 1+j]; 0 = off
-    flip_prob: float = 0.5
-    hsv_h: float = 0.015
-    hsv_s: float = 0.7
-    hsv_v: float = 0.4
-    hsv_on: str = "auto"  # auto | loader | device: where the HSV jitter is applied
-    mosaic_prob: float = 1.0
-    mixup_prob: float = 1.0
-    mixup_beta: float = 1.5
-    min_box_size: float = 2.0
-    no_aug_epochs: int = 15  # last epochs with mosaic and mixup off
+    augment: bool = _f(True, "data augmentation (off: resize and letterbox only)")
+    scale_min: float = _f(0.3, "random scale jitter: smallest factor")
+    scale_max: float = _f(2.0, "random scale jitter: largest factor")
+    aspect_jitter: float = _f(0.3, "stretch each image or Mosaic tile: its width/height ratio "
+                              "times a log-uniform factor in [1/(1+j), 1+j], area kept (0 = off)")
+    flip_prob: float = _f(0.5, "horizontal flip probability")
+    hsv_h: float = _f(0.015, "HSV jitter: hue gain")
+    hsv_s: float = _f(0.7, "HSV jitter: saturation gain")
+    hsv_v: float = _f(0.4, "HSV jitter: value gain")
+    hsv_on: str = _f("auto", "where the HSV jitter is applied: loader (workers, a Pillow lookup "
+                     "table), device (the loader only draws it; exact, on the batch after the "
+                     "copy) or auto (device on CUDA, else loader); the same draws either way",
+                     HSV_PLACES)
+    mosaic_prob: float = _f(1.0, "Mosaic probability per training image")
+    mixup_prob: float = _f(1.0, "MixUp probability per Mosaic image")
+    mixup_beta: float = _f(1.5, "MixUp ratio lambda ~ Beta(this, this)")
+    min_box_size: float = _f(2.0, "boxes smaller than this (pixels) after augmentation are "
+                             "dropped")
+    no_aug_epochs: int = _f(15, "final epochs without Mosaic and MixUp")
     # Runtime
-    device: str = ""  # "" = cuda when available (LOCAL_RANK picks the GPU), else cpu
-    amp: bool = True  # bf16 autocast on CUDA
-    cpu_amp: bool = False  # bf16 autocast on CPU too (needs native bf16: AVX512-BF16 or AMX)
-    channels_last: bool = True  # CUDA only
-    compile: bool = False  # torch.compile the training forward
-    workers: int = 8
-    cache_images: bool = False
-    seed: int = 0
+    device: str = _f("", "cuda, cuda:N or cpu (default: cuda when available, LOCAL_RANK picks "
+                     "the GPU)")
+    amp: bool = _f(True, "bf16 autocast on CUDA")
+    cpu_amp: bool = _f(False, "bf16 autocast on CPU as well: about 3x faster steps on a CPU "
+                       "with native bf16 (AVX512-BF16/AMX), slower on one without")
+    channels_last: bool = _f(True, "channels_last memory format (CUDA only)")
+    compile: bool = _f(False, "torch.compile the training forward")
+    workers: int = _f(8, "DataLoader worker processes per rank")
+    cache_images: bool = _f(False, "keep decoded, resized images in RAM")
+    seed: int = _f(0, "seed of every random draw (data order, augmentation, init)")
     # Evaluation, logging, outputs
-    eval_interval: int = 10  # epochs; the last epoch is always evaluated
-    log_interval: int = 20  # iterations per log.jsonl record
-    checkpoint_interval: int = 10  # epochs between last.pt writes (the last epoch always)
-    plot_interval_s: float = 30.0  # plots are redrawn after an epoch at most this often
-    progress: bool = True  # tqdm bars (also off when stderr is not a TTY)
-    output_dir: str = "runs/fcos"
-    resume: str = ""  # a last.pt to continue from
-    stop_epoch: int = 0  # > 0: stop after this epoch (time-sliced jobs; resume later)
-    time_budget_min: float = 0.0  # > 0: fit the epoch count to this wall time (engine/budget.py)
-    # Added for fine-tuning on a user's dataset (issue 40)
-    data: str = ""  # a dataset path, format recognised (training/data/source.py); overrides above
-    recipe: str = "auto"  # auto (configs/finetune.json with --init-weights) | none | a JSON file
-    freeze_at: int = 0  # backbone parts not trained: 1 = stem, 2 = + layer1, ... (transfer.py)
-    probe_epochs: int = 2  # --time-budget-min: epochs timed before the count is fixed (budget.py)
-    init_classes: str = "name"  # new classes' logit rows: name (fresh) | similar (class_init.py)
-    init_classes_images: int = 128  # --init-classes similar: training images probed
+    eval_interval: int = _f(10, "validate every N epochs, the last always (0 = no validation)")
+    log_interval: int = _f(20, "iterations per log.jsonl record and progress-bar update")
+    checkpoint_interval: int = _f(10, "epochs between last.pt writes (the last and "
+                                  "--stop-epoch epochs always write; best.pt whenever val "
+                                  "improves)")
+    plot_interval_s: float = _f(30.0, "plots are redrawn after an epoch at most this often "
+                                "(seconds)")
+    progress: bool = _f(True, "tqdm progress bars (also off when stderr is not a TTY)")
+    output_dir: str = _f("runs/fcos", "the run directory (its files: docs/TRAINING.md)")
+    resume: str = _f("", "continue exactly from this last.pt (its config unless --config is "
+                     "given)")
+    stop_epoch: int = _f(0, "> 0: stop after this epoch (time-sliced jobs; --resume later)")
+    time_budget_min: float = _f(0.0, "> 0: wall-clock minutes for the whole fit: after "
+                                "--probe-epochs epochs (and one validation) the epoch count is "
+                                "set to what fits, --epochs being the ceiling; keep "
+                                "--warmup-epochs >= --probe-epochs so the cosine is unchanged "
+                                "(training/engine/budget.py)")
+    # Fine-tuning on a user's dataset
+    recipe: str = _f("auto", "defaults for a fresh run, under --config and flags: auto "
+                     "(configs/finetune.toml with --init-weights, else none), none, a recipe "
+                     "name in configs/ (finetune) or a TOML file (training/recipe.py)")
+    freeze_at: int = _f(0, "backbone parts kept as they are: 1 = the stem, 2 = the stem and "
+                        "layer1, ... 5 = the whole ResNet (0 = train everything)")
+    probe_epochs: int = _f(2, "with --time-budget-min: epochs timed before the epoch count is "
+                           "fixed")
+    init_classes: str = _f("name", "with --init-weights of other classes, how this run's new "
+                           "classes (not in the file by name) start: name (a fresh logit row) "
+                           "or similar (the row of the file's class that scores highest on the "
+                           "class's objects in a probe of training images, when its mean "
+                           "probability is >= 0.05; training/engine/class_init.py)",
+                           INIT_CLASSES)
+    init_classes_images: int = _f(128, "--init-classes similar: training images the probe "
+                                  "runs over")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_to_dict(self)
@@ -129,52 +216,55 @@ class TrainConfig:
         return VOC_CLASSES if self.dataset_format == "voc" and not self.data else None
 
     def validate(self) -> None:
-        if self.dataset_format not in ("voc", "coco"):
-            raise ValueError(f"dataset_format must be voc or coco, not {self.dataset_format!r}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name} must be one of {choices}, not "
+                                 f"{getattr(self, f.name)!r}")  # fmt: skip
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_interval < 1:
             raise ValueError("epochs, batch_size and checkpoint_interval must be >= 1")
         if self.center_radius < 0:
             raise ValueError("center_radius must be >= 0 (0 turns centre sampling off)")
-        if self.box_loss not in BOX_LOSS_NAMES:
-            raise ValueError(f"box_loss must be one of {BOX_LOSS_NAMES}, not {self.box_loss!r}")
-        if self.centerness_branch not in CENTERNESS_BRANCHES:
-            raise ValueError(
-                f"centerness_branch must be one of {CENTERNESS_BRANCHES}, "
-                f"not {self.centerness_branch!r}"
-            )
-        if self.hsv_on not in HSV_PLACES:
-            raise ValueError(f"hsv_on must be one of {HSV_PLACES}, not {self.hsv_on!r}")
         if self.time_budget_min < 0:
             raise ValueError("time_budget_min must be >= 0")
+        if self.eval_interval < 0:
+            raise ValueError("eval_interval must be >= 0 (0: no validation)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
         if not 0 <= self.freeze_at <= 5:
             raise ValueError("freeze_at must be in 0..5 (0: train the whole backbone)")
-        if self.init_classes not in INIT_CLASSES:
-            raise ValueError(
-                f"init_classes must be one of {INIT_CLASSES}, not {self.init_classes!r}"
-            )
         if self.init_classes_images < 1:
             raise ValueError("init_classes_images must be >= 1")
         if self.probe_epochs < 1:
             raise ValueError("probe_epochs must be >= 1")
-        if self.data and not Path(self.data).exists():
-            raise ValueError(f"--data {self.data}: no such file or folder")
         if (
             self.dataset_format == "coco"
             and not self.data
             and not (self.coco_train_json and self.coco_train_images)
         ):
-            raise ValueError("coco needs --coco-train-json and --coco-train-images")
+            raise ValueError("an old COCO config needs coco_train_json and coco_train_images")
+
+    def resolved_input_size(self) -> int:
+        """The input size the run trains at: input_size, or the preset's when it is 0."""
+        return self.input_size or PRESETS[self.preset].input_size
 
 
-def load_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """TrainConfig fields from a .toml or .json file. `extends = "other.toml"` (a path relative
-    to the file) starts from that file's fields; the file's own fields win. Field names are
-    checked when the dict becomes a TrainConfig."""
-    path = Path(path).resolve()
-    if path in _seen:
-        raise ValueError(f"{path}: config files extend each other in a cycle")
+LEGACY_DATA_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(TrainConfig) if f.metadata.get("legacy")
+)
+
+
+def field_help(name: str) -> str:
+    """A TrainConfig field's help text (its metadata)."""
+    return str(TrainConfig.__dataclass_fields__[name].metadata["help"])
+
+
+def field_choices(name: str) -> tuple[str, ...] | None:
+    """A TrainConfig field's allowed values, or None when any value of its type goes."""
+    return TrainConfig.__dataclass_fields__[name].metadata.get("choices")
+
+
+def _read(path: Path) -> dict[str, Any]:
     text = path.read_text()
     if path.suffix == ".toml":
         if sys.version_info >= (3, 11):
@@ -186,10 +276,29 @@ def load_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
         data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file holds one object of TrainConfig fields")
+    return data
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """TrainConfig fields from a .toml or .json file. `extends = "base.toml"` (a path relative
+    to the file) starts from that file's fields; the file's own fields win. A base extends
+    nothing (MAX_EXTENDS_LEVELS): a deeper chain is an error. Field names are checked when the
+    dict becomes a TrainConfig."""
+    path = Path(path).resolve()
+    data = _read(path)
     base = data.pop("extends", None)
     if base is None:
         return data
-    merged = load_config_file(path.parent / str(base), (*_seen, path))
+    base_path = (path.parent / str(base)).resolve()
+    if base_path == path:
+        raise ValueError(f"{path}: a config file cannot extend itself")
+    merged = _read(base_path)
+    if "extends" in merged:
+        raise ValueError(
+            f"{path} extends {base_path.name}, which extends {merged['extends']}: at most "
+            f"{MAX_EXTENDS_LEVELS} levels (a file and one base that extends nothing); copy the "
+            "fields into one of them"
+        )
     merged.update(data)
     return merged
 
@@ -198,3 +307,33 @@ def save_config(cfg: TrainConfig, run_dir: str | Path) -> Path:
     path = Path(run_dir) / CONFIG_FILENAME
     path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     return path
+
+
+def config_table() -> str:
+    """Every TrainConfig field as a Markdown table (flag, default, meaning): docs/TRAINING.md's
+    generated block (scripts/sync_docs.py)."""
+    defaults = TrainConfig()
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for f in fields(TrainConfig):
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            shown = str(value).lower()
+        elif isinstance(value, tuple):
+            shown = ",".join(str(v) for v in value)
+        else:
+            shown = str(value)
+        shown = f"`{shown}`" if shown else '`""`'
+        meaning = str(f.metadata["help"]).replace("|", "\\|")
+        choices = f.metadata.get("choices")
+        if choices:
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in choices)
+        flag = f"`--{f.name.replace('_', '-')}`"
+        if f.metadata.get("legacy"):
+            flag = f"`{f.name}` (no flag)"
+        rows.append(f"| {flag} | {shown} | {meaning} |")
+    return "\n".join(rows)
+
+
+def run_outputs_list() -> str:
+    """RUN_OUTPUTS as a Markdown list: docs/TRAINING.md's generated block."""
+    return "\n".join(f"- `{name}`: {what}" for name, what in RUN_OUTPUTS.items())

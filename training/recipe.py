@@ -1,10 +1,12 @@
-"""Training recipes: TrainConfig defaults for a kind of run, kept as JSON files in configs/.
+"""Training recipes: TrainConfig defaults for a kind of run, kept as TOML files in configs/.
 
-`--recipe auto` (the default) picks `configs/finetune.json` when the run starts from a trained
+`--recipe auto` (the default) picks `configs/finetune.toml` when the run starts from a trained
 model (`--init-weights`), and nothing otherwise (the dataclass defaults: training from
-scratch). A recipe sits between the defaults and `--config`/flags, so anything it sets can be
-overridden; keys starting with "_" are comments. A run started from a trained model also takes
-that model's architecture (its preset, input size and centre-ness branch) unless told otherwise.
+scratch). `--recipe finetune` names it outright, `--recipe none` turns recipes off, and
+`--recipe FILE.toml` reads another file. A recipe is read like a `--config` file (comments are
+TOML comments; `extends` works the same) and sits between the defaults and `--config`/flags,
+so anything it sets can be overridden. A run started from a trained model also takes that
+model's architecture (its preset, input size and centre-ness branch) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from training.config import TrainConfig, load_config_file
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-FINETUNE = CONFIGS / "finetune.json"
+FINETUNE = CONFIGS / "finetune.toml"
 # The TrainConfig fields init_architecture reads from a model file (all given: no need to).
 ARCHITECTURE = frozenset({"preset", "input_size", "centerness_branch"})
 
@@ -27,12 +29,19 @@ def recipe_path(settings: dict[str, Any]) -> Path | None:
         return None
     if recipe == "auto":
         return FINETUNE if settings.get("init_weights") else None
-    return Path(recipe)
+    named = CONFIGS / f"{recipe}.toml"
+    if "/" not in recipe and "\\" not in recipe and named.is_file():
+        return named
+    path = Path(recipe)
+    if not path.is_file():
+        raise ValueError(f"--recipe {recipe}: not auto, none, a recipe in configs/ "
+                         "(finetune) or a TOML file")  # fmt: skip
+    return path
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
-    """A recipe file's TrainConfig fields (comments dropped; unknown fields are an error)."""
-    fields = {k: v for k, v in load_config_file(path).items() if not k.startswith("_")}
+    """A recipe file's TrainConfig fields (unknown fields are an error)."""
+    fields = load_config_file(path)
     TrainConfig.from_dict(fields)  # validates the names
     return fields
 

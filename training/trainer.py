@@ -1,7 +1,8 @@
 """The trainer: builds everything from a TrainConfig and runs the epochs.
 
-Rank 0 alone writes the run directory (config, log.jsonl, plots, checkpoints) and evaluates;
-the other ranks wait at a barrier. See training/engine/checkpointing.py for what is saved.
+Rank 0 alone writes the run directory (training/config.py RUN_OUTPUTS: docs/TRAINING.md's
+list, checked against a run by tests/training/trainer/test_cli.py) and evaluates; the other
+ranks wait at a barrier. See training/engine/checkpointing.py for what a checkpoint holds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from model.checkpoint import save_weights_only
 from model.config import get_preset
 from model.fcos import FCOS
 from training.config import TrainConfig, save_config
-from training.data.setup import DataBundle, build_data
+from training.data.loaders import DataBundle, build_data
 from training.engine import distributed as dist_utils
 from training.engine.backbone_weights import load_backbone_weights
 from training.engine.budget import RESERVE, plan_epochs
@@ -69,7 +70,7 @@ class Trainer:
             self._print(f"HSV jitter: drawn by the loader, applied on {self.device}")
         base = get_preset(cfg.preset, class_names=self.data.class_names)
         self.model_cfg = base.replace(
-            input_size=cfg.input_size or base.input_size, centerness_branch=cfg.centerness_branch
+            input_size=cfg.resolved_input_size(), centerness_branch=cfg.centerness_branch
         )
         if cfg.data and self.info.is_main:
             self._check_data()
@@ -175,9 +176,9 @@ class Trainer:
         return epoch <= self.cfg.epochs - self.cfg.no_aug_epochs
 
     def _should_eval(self, epoch: int) -> bool:
-        if not self.data.val_samples:
+        interval = self.cfg.eval_interval
+        if not self.data.val_samples or interval < 1:  # 0: no validation
             return False
-        interval = max(1, self.cfg.eval_interval)
         return epoch % interval == 0 or epoch == self.cfg.epochs
 
     def _checkpoint(self, epoch: int, metrics: dict[str, Any], rng: list) -> dict[str, Any]:

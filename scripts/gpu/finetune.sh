@@ -14,7 +14,7 @@
 # 37's final EMA weights, Mosaic 1.0 + MixUp 1.0 where a run does not switch them off.
 set -uo pipefail
 source "$(dirname "$0")/setup.sh"
-common=(--data-root "$DATA" --train-split train --val-split '' --preset "${PRESET:-r18-gn-lite}"
+common=(--data "$DATA" --eval-interval 0 --preset "${PRESET:-r18-gn-lite}"
   --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" --lr-base-batch 0 --warmup-epochs 1
   --epochs "${EPOCHS:-16}" --ema-decay "${EMA:-0.995}" --ema-tau "${EMA_TAU:-30}" --lr 1e-3
   --no-aug-epochs 2

@@ -40,8 +40,8 @@ fi
 # it): the smaller of its img/s and the step's bounds the run. On CUDA, --hsv-on auto leaves the
 # HSV jitter to the GPU, so the step above includes it and the workers only draw it.
 if [ "${LOADER_CHECK:-1}" = 1 ]; then
-  timeout 120 $PY -m training.tools.loader_speed --data-root "$DATA" --train-split train \
-    --val-split '' --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" \
+  timeout 120 $PY -m training.tools.loader_speed --data "$DATA" --eval-interval 0 \
+    --input-size "${SIZE:-384}" --batch-size "${BATCH:-64}" \
     --workers "${WORKERS:-14}" --cache-images --mosaic-prob "${MOSAIC:-0.8}" \
     --mixup-prob "${MIXUP:-0.15}" --scale-min 0.5 --scale-max 1.5 --aspect-jitter 0 "$@" --batches 40 2>&1 | grep "img/s" | tee -a "$OUT/train.log"
 fi
@@ -53,8 +53,8 @@ train() {
   budget_min=${BUDGET_MIN:-$(awk -v s="$spent" -v limit="${CALL_LIMIT_S:-600}" \
     'BEGIN { printf "%.2f", (limit - s - 40 - 60) / 60 }')}
   echo "fit budget ${budget_min} min (extra flags: $*)" | tee -a "$OUT/train.log"
-  timeout "$(( ${CALL_LIMIT_S:-600} - 40 - spent ))" $PY -m training --data-root "$DATA" \
-    --train-split train --val-split val --preset "${PRESET:-r18-gn-lite}" \
+  timeout "$(( ${CALL_LIMIT_S:-600} - 40 - spent ))" $PY -m training --data "$DATA" \
+    --preset "${PRESET:-r18-gn-lite}" \
     --input-size "${SIZE:-384}" --epochs "${EPOCHS:-1000}" --time-budget-min "$budget_min" \
     --batch-size "${BATCH:-64}" --lr "${LR:-1e-3}" --lr-base-batch 0 --warmup-epochs 2 \
     --mosaic-prob "${MOSAIC:-0.8}" --mixup-prob "${MIXUP:-0.15}" --no-aug-epochs "${NO_AUG:-15}" \

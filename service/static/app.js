@@ -98,6 +98,9 @@
           `input ${m.input_size} px, ${m.classes.length} classes`;
         el.model.title = `classes: ${m.classes.join(", ")}`;
         buildClassPicker(m.classes);
+        // the service's operating point (DETECTOR_SCORE_THRESHOLD) is the slider's start
+        el.slider.value = String(m.score_threshold);
+        el.sliderValue.textContent = threshold().toFixed(2);
         el.model.dataset.ready = "true";
         retry = false;
       } else {

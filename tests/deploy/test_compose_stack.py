@@ -222,8 +222,8 @@ def _resolvers(compose) -> dict[str, str]:
     pid = podman("inspect", "--format", "{{.State.Pid}}", lb).stdout.strip()
     conf = podman("exec", lb, "cat", "/etc/resolv.conf").stdout.split("\n")
     servers = ["127.0.0.11"] + [line.split()[1] for line in conf if line.startswith("nameserver")]
-    proc = subprocess.run(["nsenter", f"--target={pid}", "--net", sys.executable, "-m",
-                           "tests.deploy.dns", SCALE_NAME, *servers],
+    proc = subprocess.run(["nsenter", f"--target={pid}", "--net", sys.executable,
+                           str(REPO / "scripts" / "dns_query.py"), SCALE_NAME, *servers],
                           capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
     answers = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
     return answers or {"error": proc.stderr.strip()[-300:]}

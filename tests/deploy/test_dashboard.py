@@ -8,10 +8,10 @@ import io
 import json
 import re
 import subprocess
-import time
 
 import pytest
 
+from tests import wait_until
 from tests.deploy.helpers import (
     DASHBOARD,
     INSTALL_HINT,
@@ -141,10 +141,8 @@ def exported(tiny_onnx_path) -> dict[str, set[str]]:
     buf = io.BytesIO()
     Image.new("RGB", (96, 64), (120, 80, 40)).save(buf, format="PNG")
     with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health/ready").status_code != 200:
-            assert time.monotonic() < deadline, "app never became ready"
-            time.sleep(0.1)
+        wait_until(lambda: client.get("/health/ready").status_code == 200, 60, 0.1,
+                   what="app never became ready")  # fmt: skip
         ok = client.post("/detect", files={"image": ("x.png", buf.getvalue(), "image/png")})
         assert ok.status_code == 200, ok.text
         client.post("/detect", content=b"not an image", headers={"content-type": "text/plain"})

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 import pytest
 from PIL import Image
 
+from tests import TINY_CLASSES
+
 if TYPE_CHECKING:
     from model.fcos import FCOS
 
-CLASSES: tuple[str, ...] = ("cat", "dog", "person")
 PERTURB_STD = 0.1  # gives ~65 detections on the 160x120 test card
 
 
@@ -24,7 +25,7 @@ def perturbed_tiny() -> FCOS:
     from model import FCOS, get_preset
 
     torch.manual_seed(0)
-    model = FCOS(get_preset("tiny", class_names=CLASSES)).eval()
+    model = FCOS(get_preset("tiny", class_names=TINY_CLASSES)).eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():

@@ -8,6 +8,7 @@ import time
 import pytest
 from PIL import Image
 
+from bench.attacks.images import encode, jpeg_scan_spans, noise, progressive_scan_bomb
 from export.decode_budget import (
     JPEG_COMPONENT_SCANS_PER_PIXEL,
     MAX_JPEG_MARKERS,
@@ -17,7 +18,6 @@ from export.decode_budget import (
 )
 from export.errors import DeadlinePassedError, ImageTooLargeError
 from export.preprocess import decode_image
-from tests.service.images import encode, jpeg_scan_spans, noise, progressive_scan_bomb
 
 
 def _jpeg(mode: str = "RGB", **kw: object) -> bytes:

@@ -23,7 +23,7 @@ def test_cancel_kills_a_running_check_and_refuses_later_ones(
     tiny_onnx_path: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("onnx", reason="building the hostile file needs the onnx package")
-    from tests.service.hostile_models import endless_loop
+    from bench.attacks.hostile_models import endless_loop
 
     path = endless_loop(tiny_onnx_path, tmp_path / "loop.onnx")
     check = ModelCheck(600, 2**30)

@@ -12,7 +12,6 @@ from export.postprocess import (
     level_sizes,
     locations,
     postprocess,
-    postprocess_batch,
 )
 from export.preprocess import Letterbox
 
@@ -85,17 +84,17 @@ def test_candidate_threshold_and_empty_boxes_dropped() -> None:
     assert len(dets) == 1 and dets.class_ids.tolist() == [0]
 
 
-def test_thresholds_at_the_ends_and_min_score() -> None:
+def test_thresholds_at_the_ends_and_the_final_score_cut() -> None:
     cls, box, ctr = blank(64, 64)
     cls[1, 0] = logit(0.06)  # score sqrt(0.06 * ~1) ~ 0.245
     cls[5, 1] = logit(0.9)  # score ~ 0.949
     assert len(postprocess(cls, box, ctr, (64, 64), STRIDES,
-                           cfg=PostprocessConfig(score_threshold=1.0))) == 0  # fmt: skip
+                           cfg=PostprocessConfig(candidate_threshold=1.0))) == 0  # fmt: skip
     everything = postprocess(cls, box, ctr, (64, 64), STRIDES,
-                             cfg=PostprocessConfig(score_threshold=0.0))  # fmt: skip
+                             cfg=PostprocessConfig(candidate_threshold=0.0))  # fmt: skip
     assert len(everything) == 100  # every location and class, capped at max_detections
     strong = postprocess(cls, box, ctr, (64, 64), STRIDES,
-                         cfg=PostprocessConfig(min_score=0.5))  # fmt: skip
+                         cfg=PostprocessConfig(score_threshold=0.5))  # fmt: skip
     assert strong.class_ids.tolist() == [1] and strong.scores[0] == pytest.approx(0.9487, 1e-3)
 
 
@@ -149,9 +148,3 @@ def test_wrong_location_count_raises() -> None:
     with pytest.raises(ValueError, match="locations"):
         postprocess(cls, box, ctr, (96, 64), STRIDES)
 
-
-def test_batch_matches_single() -> None:
-    cls, box, ctr = blank(64, 64)
-    cls[9, 0] = logit(0.9)
-    out = postprocess_batch((cls[None], box[None], ctr[None]), (64, 64), STRIDES, [None])
-    assert len(out) == 1 and len(out[0]) == 1

@@ -135,15 +135,6 @@ def test_bad_inputs_are_clear_errors(
     assert "error:" in capsys.readouterr().err
 
 
-def test_the_defaults_are_the_services() -> None:
-    from service.settings import Settings
-
-    s = Settings()
-    service = (s.score_threshold, s.max_detections, s.nms_iou)
-    assert service == (predict.SCORE_THRESHOLD, predict.MAX_DETECTIONS, predict.NMS_IOU)
-    assert s.max_pixels == predict.DEFAULT_MAX_PIXELS
-
-
 @pytest.mark.slow
 def test_the_cli_runs_without_torch(perturbed_onnx: Path, photos: Path, tmp_path: Path) -> None:
     code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['predict', *sys.argv[1:]];"

@@ -5,15 +5,12 @@ No torch here: this is the service's own path (export.runtime + NumPy post-proce
 
 Golden values: `tests/models/golden_default.json`, written for the model file whose SHA-256
 it records. After replacing the default model, regenerate them (and review the diff) with
-
-    python -m tests.models.test_default_model
+`python -m scripts.golden_default`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +19,21 @@ from PIL import Image
 
 from export.boxes import box_iou
 from export.metadata import ModelMetadata
-from export.postprocess import Detections, PostprocessConfig, sigmoid
-from export.preprocess import preprocess
 from export.runtime import OnnxDetector
 from model.config import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from scripts.golden_default import (
+    GOLDEN,
+    GOLDEN_CFG,
+    MODEL,
+    REPO,
+    class_peaks,
+    detect,
+    fixed_input,
+    sha256,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-MODEL = REPO / "models" / "default.onnx"
-GOLDEN = Path(__file__).with_name("golden_default.json")
 VOC_ROOT = REPO.parent / "shared" / "data" / "voc2012-640"
+
 
 def _cpu_has_vnni() -> bool:
     """Whether this CPU has VNNI: ONNX Runtime's u8s8 INT8 dot products are then exact int32
@@ -48,10 +51,6 @@ def _cpu_has_vnni() -> bool:
 # within 0.01, and val mAP@0.5 was 0.3566 against 0.3576 (`python -m training.evaluate`).
 SCORE_ATOL = 0.03
 BOX_ATOL_PX = 3.0 if _cpu_has_vnni() else 6.0
-# The fixed input's top detections (candidate threshold 0.01 so that even a weak model's
-# strongest guesses are pinned) are stored; so is the peak probability of every class.
-GOLDEN_CFG = PostprocessConfig(score_threshold=0.01, max_detections=10)
-
 # The VOC check: the first N val images in split order, a detection counts when its class is
 # right and IoU >= 0.5 with a non-difficult labelled object. Thresholds sit below what the
 # shipped model measured (see models/MODEL_CARD.md); a broken model or pipeline finds ~0.
@@ -59,56 +58,6 @@ VOC_IMAGES = 40
 VOC_SCORE_THRESHOLD = 0.4  # the service's default
 MIN_RECALL = 0.45
 MIN_PRECISION = 0.26
-
-
-def fixed_input() -> np.ndarray:
-    """A deterministic 500x375 RGB uint8 image: smooth colour fields and a few blocks (not a
-    dataset image; its detections are whatever the model makes of it, pinned as golden)."""
-    rng = np.random.default_rng(20261121)
-    h, w = 375, 500
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([x / w * 200 + 30, y / h * 180 + 40, (x + y) / (w + h) * 150 + 60], axis=-1)
-    for _ in range(6):
-        x0, y0 = int(rng.integers(0, w - 80)), int(rng.integers(0, h - 80))
-        bw, bh = int(rng.integers(40, 200)), int(rng.integers(40, 200))
-        img[y0 : y0 + bh, x0 : x0 + bw] = rng.integers(0, 256, size=3)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _detect(detector: OnnxDetector, image: np.ndarray, cfg: PostprocessConfig) -> Detections:
-    return detector.detect_image(Image.fromarray(image, "RGB"), cfg).detections
-
-
-def _class_peaks(detector: OnnxDetector, image: np.ndarray) -> np.ndarray:
-    """(C,) the highest class probability over all locations, per class (raw outputs)."""
-    m = detector.metadata
-    tensor, _ = preprocess(Image.fromarray(image, "RGB"), m.input_size, m.mean, m.std)
-    cls, _, _ = detector.infer(tensor)
-    return sigmoid(cls[0].max(axis=0))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_golden() -> None:
-    detector = OnnxDetector(MODEL, threads=1)
-    image = fixed_input()
-    dets = _detect(detector, image, GOLDEN_CFG)
-    payload = {
-        "model_sha256": _sha256(MODEL),
-        "class_peaks": [round(float(v), 4) for v in _class_peaks(detector, image)],
-        "detections": [
-            {
-                "class_id": int(c),
-                "score": round(float(s), 4),
-                "box": [round(float(v), 2) for v in b],
-            }
-            for b, s, c in zip(dets.boxes, dets.scores, dets.class_ids, strict=True)
-        ],
-    }
-    GOLDEN.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {len(dets)} detections to {GOLDEN}")
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +78,14 @@ def test_bundled_model_metadata(detector: OnnxDetector) -> None:
 
 def test_bundled_model_golden_detections(detector: OnnxDetector) -> None:
     golden = json.loads(GOLDEN.read_text())
-    assert golden["model_sha256"] == _sha256(MODEL), (
+    assert golden["model_sha256"] == sha256(MODEL), (
         "models/default.onnx changed: regenerate the golden values "
-        "(python -m tests.models.test_default_model)"
+        "(python -m scripts.golden_default)"
     )
     image = fixed_input()
-    peaks = _class_peaks(detector, image)
+    peaks = class_peaks(detector, image)
     np.testing.assert_allclose(peaks, golden["class_peaks"], atol=SCORE_ATOL)
-    dets = _detect(detector, image, GOLDEN_CFG)
+    dets = detect(detector, image, GOLDEN_CFG)
     expected = golden["detections"]
     assert len(expected) == GOLDEN_CFG.max_detections, "the golden input should fill the top-k"
     floor = min(d["score"] for d in expected) + SCORE_ATOL
@@ -178,11 +127,6 @@ def test_bundled_model_finds_voc_objects(detector: OnnxDetector) -> None:
     precision = correct / max(predicted, 1)
     assert recall >= MIN_RECALL, f"found {found}/{labelled} labelled objects"
     assert precision >= MIN_PRECISION, f"{correct}/{predicted} detections were right"
-
-
-if __name__ == "__main__":
-    write_golden()
-    sys.exit(0)
 
 
 def test_service_serves_the_bundled_model_by_default() -> None:

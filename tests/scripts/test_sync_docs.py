@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,29 @@ def test_readme_json_example_is_a_response_of_the_bundled_model() -> None:
     assert (response.model.name, response.model.version) == (meta.name, meta.version)
     for d in response.detections:
         assert meta.class_names[d.class_id] == d.label
+
+
+def test_readme_example_is_the_bundled_models_answer_to_the_bench_image() -> None:
+    """The example's detections are what the model answers for the JPEG the headline's latency
+    was measured on; its timings are that run's per-stage p50s."""
+    from bench.images import bench_images
+    from export.postprocess import candidate_config
+    from export.runtime import OnnxDetector
+    from service.schemas import detect_response
+    from service.settings import Settings
+
+    bench = json.loads(sync_docs.LATENCY_JSON.read_text())
+    photo = REPO / bench["command"].split("--image ", 1)[1].split()[0]
+    if not photo.exists():
+        pytest.skip(f"{photo} (the benchmark's photo) is not on this machine")
+    data = bench_images(photo)[0][sync_docs.EXAMPLE_IMAGE]
+    assert len(data) == bench["images"]["jpeg_bytes"][sync_docs.EXAMPLE_IMAGE]  # the same JPEG
+    detector = OnnxDetector(REPO / "models" / "default.onnx", threads=1)
+    s = Settings()  # the service's defaults: score threshold, cap, NMS IoU
+    cfg = candidate_config(s.score_threshold, s.max_detections, s.nms_iou, None)
+    result = detector.detect_bytes(data, cfg)
+    response = detect_response(result, detector.metadata, {}).model_dump(mode="json")
+    del response["timings_ms"]
+    assert response == sync_docs.EXAMPLE
+    example = json.loads(sync_docs.example_block().split("```json\n", 1)[1].split("```", 1)[0])
+    assert example["timings_ms"] == bench["runs"][0]["server_stages_p50_ms"]["500x375"]

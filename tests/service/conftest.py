@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from export.runtime import DetectionResult, OnnxDetector
 from service.app import create_app
 from service.engine import Detector, Loader
 from service.settings import Settings
+from tests import wait_until
 
 with warnings.catch_warnings():  # starlette's "use httpx2" notice, emitted on import
     warnings.simplefilter("ignore")
@@ -29,12 +29,8 @@ AppFactory = Callable[..., Any]
 
 
 def wait_ready(client: TestClient, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if client.get("/health/ready").status_code == 200:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"not ready after {timeout_s} s: {client.get('/health/ready').json()}")
+    wait_until(lambda: client.get("/health/ready").status_code == 200, timeout_s,
+               what=lambda: f"not ready: {client.get('/health/ready').json()}")  # fmt: skip
 
 
 class GatedDetector:

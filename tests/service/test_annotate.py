@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from bench.attacks.images import encode, exif_rotated_jpeg, jpeg, noise, png, png_bomb
 from export.postprocess import Detections
 from export.runtime import DetectionResult
 from service.annotate import (
@@ -20,7 +21,6 @@ from service.annotate import (
     label_text,
     render,
 )
-from tests.service.images import encode, exif_rotated_jpeg, jpeg, noise, png, png_bomb
 
 ERROR_KEYS = {"code", "message"}
 

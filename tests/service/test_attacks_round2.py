@@ -1,14 +1,12 @@
-"""Issue 55's decode-cost and body-shape attacks against `python -m service` as a real process:
-a progressive-JPEG scan bomb, work that goes on after the client got its 504, 1-byte chunked
-uploads, an annotated 40 MP image, the unknown-class echo, the bearer scheme's case. (The /v2
-bodies: test_oip_hardening.py; model files: test_model_files.py.) Localhost only; every loop is
-bounded in count and time; the hostile files are made here."""
+"""The second round of decode-cost and body-shape attacks against `python -m service` as a
+real process: a progressive-JPEG scan bomb, work that goes on after the client got its 504,
+1-byte chunked uploads, an annotated 40 MP image, the unknown-class echo, the bearer scheme's
+case. (The /v2 bodies: test_oip_hardening.py; model files: test_model_files.py.) Localhost
+only; every loop is bounded in count and time; the hostile files are made here."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +16,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.service.images import encode, jpeg, progressive_scan_bomb
-from tests.service.server import Server, ready_server
+from bench.attacks.images import encode, jpeg, progressive_scan_bomb
+from bench.attacks.server import Server, ready_server
+from bench.attacks.stalls import drip
 
 pytestmark = pytest.mark.slow
 
@@ -83,29 +82,11 @@ def test_work_past_the_deadline_stops_soon_after(server: Server) -> None:
     assert normal.status_code == 200
 
 
-def _drip(port: int, chunks: int, out: list[bytes]) -> None:
-    """A chunked upload of `chunks` 1-byte chunks to /detect; what the server answered."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = b"POST /detect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-    block = b"1\r\nx\r\n" * 10_000
-    with contextlib.suppress(OSError):
-        s.sendall(head)
-        for _ in range(chunks // 10_000):
-            s.sendall(block)
-        s.sendall(b"0\r\n\r\n")
-    data = b""
-    with contextlib.suppress(OSError):
-        while chunk := s.recv(65536):
-            data += chunk
-    s.close()
-    out.append(data)
-
-
 def test_one_byte_chunks_are_refused(server: Server) -> None:
     """Three connections sending 1 MB as 1-byte chunks: each gets a 400 after a thousand chunks
     or so, and a normal /detect meanwhile keeps its usual latency (it took 7-9 s before)."""
     answers: list[bytes] = []
-    threads = [threading.Thread(target=_drip, args=(server.port, 1_000_000, answers))
+    threads = [threading.Thread(target=drip, args=(server.port, 1_000_000, answers))
                for _ in range(3)]  # fmt: skip
     for t in threads:
         t.start()

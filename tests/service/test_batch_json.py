@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.service.images import jpeg, png
+from bench.attacks.images import jpeg, png
 from tests.service.test_metrics import scrape, value
 
 Q = "score_threshold=0&max_detections=20"

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
+from bench.attacks.server import Server, ready_server
 from service.annotate import class_color
-from tests.service.server import Server, ready_server
+from tests import TINY_CLASSES
 
 pytestmark = pytest.mark.slow
 
-CLASSES = ("cat", "dog", "person")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-PAGE_DEFAULT_THRESHOLD = 0.40  # the slider's initial value in service/static/index.html
+PAGE_DEFAULT_THRESHOLD = 0.40  # the slider starts at the service default (GET /model)
 TIMEOUT_MS = 30_000
 
 
@@ -64,7 +64,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model import FCOS, get_preset
 
     torch.manual_seed(0)
-    model = FCOS(get_preset("tiny", class_names=CLASSES)).eval()
+    model = FCOS(get_preset("tiny", class_names=TINY_CLASSES)).eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -275,7 +275,7 @@ def test_class_picker(page: Any, card_png: Path) -> None:
     """The class picker lists the model's classes, sends `classes=` to /detect (and with the
     annotated download); canvas and table show only the picked classes."""
     names = page.eval_on_selector_all("#class-list input", "els => els.map((e) => e.value)")
-    assert names == list(CLASSES)
+    assert names == list(TINY_CLASSES)
     everything = upload(page, card_png)
     labels = {d["label"] for d in everything["detections"]}
     assert len(labels) >= 2, labels  # the demo model finds several classes on the test card

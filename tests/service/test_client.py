@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.attacks.images import jpeg
 from export.client import (
     DetectorAPIError,
     DetectorClient,
@@ -20,7 +21,7 @@ from export.client import (
     read_image,
 )
 from service.stages import STAGES
-from tests.service.images import jpeg
+from tests import TINY_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def test_detect_from_bytes_path_and_file_object(client: TestClient, tmp_path: Pa
     assert [d.box for d in r.detections] == [tuple(d["box"]) for d in raw["detections"]]
     assert (r.width, r.height, r.model_name) == (320, 240, "fcos-tiny")
     assert set(r.timings_ms) == set(STAGES)  # every stage, 0 where it did not run
-    assert api.model().classes == ["cat", "dog", "person"] and api.ready()
+    assert api.model().classes == list(TINY_CLASSES) and api.ready()
 
 
 def test_errors_are_typed(client: TestClient) -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.attacks.images import encode, float_tiff, noise, outside_allow_list, png, png_deep
 from export import preprocess
 from export.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageTypeError
 from export.preprocess import ALLOWED_FORMATS, decode_image
-from tests.service.images import encode, float_tiff, noise, outside_allow_list, png, png_deep
 
 
 def reference_l(img: Image.Image) -> np.ndarray:

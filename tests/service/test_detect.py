@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.attacks.images import jpeg, png
 from export.postprocess import candidate_config
 from export.preprocess import decode_image
 from export.runtime import OnnxDetector
 from service.schemas import DetectResponse
 from service.stages import STAGES
-from tests.service.images import jpeg, png
+from tests import TINY_CLASSES
 
 
 def check_schema(body: dict[str, Any], width: int, height: int) -> None:
@@ -28,7 +29,7 @@ def check_schema(body: dict[str, Any], width: int, height: int) -> None:
     assert body["timings_ms"]["total"] >= body["timings_ms"]["inference"]
     for det in body["detections"]:
         assert set(det) == {"label", "class_id", "score", "box"}
-        assert det["label"] == ("cat", "dog", "person")[det["class_id"]]
+        assert det["label"] == TINY_CLASSES[det["class_id"]]
         x1, y1, x2, y2 = det["box"]
         assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
 
@@ -101,7 +102,7 @@ def test_model_endpoint(client: TestClient) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["name"] == "fcos-tiny" and body["preset"] == "tiny"
-    assert body["precision"] == "fp32" and body["classes"] == ["cat", "dog", "person"]
+    assert body["precision"] == "fp32" and body["classes"] == list(TINY_CLASSES)
     assert body["input_size"] == 128 and body["strides"] == [8, 16, 32, 64, 128]
 
 

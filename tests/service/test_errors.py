@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.attacks.images import jpeg, multipart, png_bomb, raw_png
 from service.errors import OUTCOMES
-from tests.service.images import jpeg, multipart, png_bomb, raw_png
 
 
 def outcome_counts(client: TestClient) -> dict[str, float]:

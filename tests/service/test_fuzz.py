@@ -1,5 +1,5 @@
-"""Every value of a valid request replaced by hostile JSON, or dropped: never a 5xx (issue 55
-item 4). Exhaustive and deterministic: each path of a valid /v2 infer request (JSON and binary
+"""Every value of a valid request replaced by hostile JSON, or dropped: never a 5xx.
+Exhaustive and deterministic: each path of a valid /v2 infer request (JSON and binary
 form), /detect and /detect/batch JSON body, each value of HOSTILE, and the header numbers; each
 answer is 2xx or 4xx in the route's error shape, with a short message (nothing echoed whole)."""
 
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.attacks.images import jpeg
 from service.oip import pack_bytes_tensor
-from tests.service.images import jpeg
 from tests.service.test_oip import MODEL
 
 INFER = f"/v2/models/{MODEL}/infer"

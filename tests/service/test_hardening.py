@@ -1,4 +1,4 @@
-"""App-level limits of issue 39 and the newcomer fixes of issue 38: multipart parts, the
+"""App-level limits and the small fixes a newcomer asked for: multipart parts, the
 upload memory budget, header size, the status -> outcome map, /docs offline, HEAD /, the
 command line, connection limits and log rate limiting."""
 
@@ -8,7 +8,6 @@ import logging
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.attacks.images import jpeg, multipart
+from bench.attacks.server import REPO
 from service.__main__ import settings_from_args
 from service.connections import BACKLOG, FD_RESERVE, RateLimitFilter, connection_limit
 from service.errors import OUTCOMES, ServiceError, outcome_for
-from tests.service.images import jpeg, multipart
-from tests.service.server import REPO
+from tests import wait_until
 
 AppFactory = Callable[..., Any]
 MULTIPART = {"content-type": "multipart/form-data; boundary=b0undary"}
@@ -128,8 +128,7 @@ def test_model_load_failure_shows_no_directories(serve: AppFactory, tmp_path: Pa
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not an onnx file")
     with serve(model_path=bad, ready=False) as (app, client):
-        deadline = time.monotonic() + 20
-        while app.state.engine.status.state == "loading" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: app.state.engine.status.state != "loading", 20,
+                   what="the broken file was still loading")  # fmt: skip
         message = client.get("/health/ready").json()["error"]["message"]
     assert "broken.onnx" in message and str(tmp_path) not in message and "/" not in message

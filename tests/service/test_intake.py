@@ -1,5 +1,5 @@
-"""Every route that takes images reads them the hardened way (service.intake, issue 39), in
-every body form of issue 41: refused at arrival when the queue is full (before the body is
+"""Every route that takes images reads them the hardened way (service.intake), in
+every body form: refused at arrival when the queue is full (before the body is
 read), the upload memory budget, the part limit, parsing off the event loop and error texts
 without library internals. The body deadline (408) is tested against a real server in
 tests/service/test_attacks.py."""
@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 import service.batch
 import service.routes_v2
 import service.upload
+from bench.attacks.images import jpeg, multipart
 from service.errors import RequestTimeoutError
 from service.upload import MAX_PARTS, parts_limit
-from tests.service.images import jpeg, multipart
 
 AppFactory = Callable[..., Any]
 MODEL = "fcos-tiny"

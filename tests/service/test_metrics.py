@@ -7,9 +7,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.attacks.images import jpeg
 from service.metrics import STAGE_BUCKETS
 from service.stages import STAGES
-from tests.service.images import jpeg
 
 EXPECTED_TYPES = {
     "detector_requests": "counter",

@@ -1,4 +1,4 @@
-"""Model files validated before they serve (issue 55): a real `python -m service` reloads
+"""Model files validated before they serve: a real `python -m service` reloads
 hostile or malformed files (generated here with onnx.helper, carrying the tiny model's
 metadata), refuses each with 409 in our own words, keeps serving the old model, and still
 exits 0 on SIGTERM within the graceful timeout."""
@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.hostile_models import constant_of_shape, endless_loop, with_metadata
-from tests.service.images import jpeg
-from tests.service.server import Server, ready_server, run_server
+from bench.attacks.hostile_models import constant_of_shape, endless_loop, with_metadata
+from bench.attacks.images import jpeg
+from bench.attacks.server import Server, ready_server, run_server
+from tests import wait_until
 
 pytest.importorskip("onnx", reason="building hostile ONNX files needs the onnx package")
 
@@ -88,7 +89,7 @@ def test_endless_loop_is_refused_at_the_time_budget(server: Server, model_path: 
     worker = threading.Thread(target=lambda: pending.append(refused(server, "took longer")))
     t0 = time.monotonic()
     worker.start()
-    time.sleep(1.0)
+    wait_until(server.child_pids, 10, what="the hostile file's check never started")
     serves(server)  # while the hostile file loads
     worker.join(timeout=30)
     assert pending and f"load took longer than {LOAD_TIMEOUT_S} s" in pending[0]
@@ -164,12 +165,13 @@ def test_startup_refuses_a_hostile_file_and_sigterm_exits(
     env = {**BUDGETS, "DETECTOR_MODEL_PATH": str(path), "DETECTOR_THREADS": "1"}
     with run_server(tmp_path, **env) as srv:
         srv.wait_ready(path="/health/live")
-        deadline = time.monotonic() + LOAD_TIMEOUT_S + 20
-        while (r := httpx.get(srv.url + "/health/ready")).status_code != 200:
-            body = json.dumps(r.json())
-            if "took longer" in body or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+
+        def settled() -> httpx.Response | None:  # served, or refused at the time budget
+            r = httpx.get(srv.url + "/health/ready")
+            return r if r.status_code == 200 or "took longer" in r.text else None
+
+        r = wait_until(settled, LOAD_TIMEOUT_S + 20, 0.2, what="the load never ended")
+        body = json.dumps(r.json())
         assert r.status_code == 503, r.text
         assert f"cannot load model loop.onnx: load took longer than {LOAD_TIMEOUT_S} s" in body
         assert srv.terminate(timeout_s=15) == 0
@@ -195,7 +197,7 @@ def test_sigterm_during_a_hostile_load_exits_within_the_graceful_timeout(
                 answers.append(exc)
 
         threading.Thread(target=admin_reload, daemon=True).start()
-        time.sleep(1.5)
+        wait_until(srv.child_pids, 10, what="the hostile file's check never started")
         serves(srv)
         t0 = time.monotonic()
         assert srv.terminate(timeout_s=graceful + 15) == 0

@@ -9,10 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
-from service.settings import Settings
-from tests.service.conftest import wait_ready
-from tests.service.images import (
+from bench.attacks.images import (
     animated,
     encode,
     exif_rotated_jpeg,
@@ -26,6 +23,9 @@ from tests.service.images import (
     png_rgb16,
     raw_png,
 )
+from service.app import create_app
+from service.settings import Settings
+from tests.service.conftest import wait_ready
 
 Size = tuple[int, int] | None
 # (id, body builder, content type, expected status, expected (width, height) for 200)

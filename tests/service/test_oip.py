@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.attacks.images import jpeg, png
 from service.oip import pack_bytes_tensor, unpack_bytes_tensor
-from tests.service.images import jpeg, png
 
 MODEL = "fcos-tiny"  # export_onnx's default name for the tiny test model
 PARAMS = {"score_threshold": 0.0, "max_detections": 20}

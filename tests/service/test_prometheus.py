@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.attacks.images import jpeg
+from bench.attacks.server import REPO, run_server
 from bench.http_load import free_port
+from tests import wait_until
 from tests.deploy.helpers import INSTALL_HINT, dashboard_queries, venv_bin_tool
-from tests.service.images import jpeg
-from tests.service.server import REPO, run_server
 
 pytestmark = pytest.mark.slow
 yaml = pytest.importorskip("yaml", reason=f"PyYAML is not installed: {INSTALL_HINT}")
@@ -139,16 +140,15 @@ def prometheus_url(tmp_path: Path, tiny_onnx_path: Path) -> Iterator[tuple[str, 
                                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
+
+            def ready() -> bool:
                 assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
                 try:
-                    if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                        break
+                    return httpx.get(url + "/-/ready", timeout=1).status_code == 200
                 except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "prometheus never became ready"
-                time.sleep(0.2)
+                    return False
+
+            wait_until(ready, 60, 0.2, what="prometheus never became ready")
             yield url, srv.url
         finally:
             proc.terminate()

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.service.images import jpeg
-
-
-def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.002)
+from bench.attacks.images import jpeg
+from tests import wait_until
 
 
 def metric(client: TestClient, name: str) -> float:
@@ -37,7 +30,7 @@ def test_overflow_is_refused_at_once_with_retry_after(gated_serve: Any) -> None:
         image = jpeg(64, 64)
         held = [pool.submit(c.post, "/detect", content=image) for _ in range(3)]
         assert det.started.acquire(timeout=10)  # one running ...
-        until(lambda: depth(app) == 2)  # ... and two waiting: the queue is full
+        wait_until(lambda: depth(app) == 2, interval_s=0.002)  # ... two waiting: the queue is full
         assert metric(c, "detector_queue_depth") == 2
         assert metric(c, "detector_in_flight_requests") == 3
         t0 = time.perf_counter()
@@ -110,7 +103,7 @@ def test_two_workers_run_two_requests_at_once(gated_serve: Any) -> None:
         image = jpeg(64, 64)
         held = [pool.submit(c.post, "/detect", content=image) for _ in range(3)]
         assert det.started.acquire(timeout=10) and det.started.acquire(timeout=10)  # both run
-        until(lambda: depth(app) == 1)  # the third waits
+        wait_until(lambda: depth(app) == 1, interval_s=0.002)  # the third waits
         assert metric(c, "detector_in_flight_requests") == 3
         r = c.post("/detect", content=image)
         assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"

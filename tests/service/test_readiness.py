@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from bench.attacks.images import jpeg
 from export.runtime import OnnxDetector
 from service.engine import Detector
 from tests.service.conftest import wait_ready
-from tests.service.images import jpeg
 
 
 def test_not_ready_until_loaded_and_warmed(serve: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import shutil
 import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +17,10 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.attacks.images import jpeg, png
+from bench.attacks.server import Server, ready_server
 from export.client import AsyncDetectorClient, DetectorAPIError, DetectorClient, DetectResult
-from tests.service.images import jpeg, png
-from tests.service.server import Server, ready_server
+from tests import TINY_CLASSES, wait_until
 from tests.service.test_reload import with_version
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_sync_client(server: Server) -> None:
     with DetectorClient(server.url) as client:
         assert client.ready()
         info = client.model()
-        assert info.name == MODEL and info.classes == ["cat", "dog", "person"]
+        assert info.name == MODEL and info.classes == list(TINY_CLASSES)
         result = client.detect(jpeg(), score_threshold=0.0, max_detections=5, classes=["cat"])
         assert isinstance(result, DetectResult) and len(result.detections) == 5
         assert {d.label for d in result.detections} == {"cat"} and result.width == 320
@@ -131,33 +131,32 @@ def test_sighup_reload_under_load(server: Server, model_file: Path) -> None:
         return version
 
     def wait_version(v: str) -> None:
-        deadline = time.monotonic() + 30
-        while model_version() != v:
-            assert time.monotonic() < deadline, f"model never became {v}"
-            time.sleep(0.05)
+        wait_until(lambda: model_version() == v, 30, 0.05, what=f"model never became {v}")
+
+    def served(v: str, n: int = 3) -> None:  # clients got `n` answers from version `v`
+        wait_until(lambda: versions[v] >= n, 30, 0.05, what=lambda: f"{v}: {versions}")
 
     original = model_file.read_bytes()
+    first = model_version()
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(load) for _ in range(3)]
         try:
-            time.sleep(0.5)
+            served(first)
             with_version(model_file, model_file, "2.0.0")
             server.proc.send_signal(signal.SIGHUP)
             wait_version("2.0.0")
-            time.sleep(0.5)
+            served("2.0.0")
             model_file.write_bytes(b"corrupt")
             server.proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 30
-            while "model reload refused" not in server.log_path.read_text():
-                assert time.monotonic() < deadline, "no log line for the refused file"
-                time.sleep(0.05)
+            wait_until(lambda: "model reload refused" in server.log_path.read_text(), 30, 0.05,
+                       what="no log line for the refused file")  # fmt: skip
             assert model_version() == "2.0.0"
-            time.sleep(0.5)
+            served("2.0.0", versions["2.0.0"] + 3)
             model_file.write_bytes(original)
             with_version(model_file, model_file, "3.0.0")
             server.proc.send_signal(signal.SIGHUP)
             wait_version("3.0.0")
-            time.sleep(0.5)
+            served("3.0.0", 4)
         finally:
             stop.set()
             for f in futures:

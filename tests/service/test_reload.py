@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.attacks.images import jpeg
 from export.runtime import OnnxDetector
 from service.engine import Detector
 from tests.service.conftest import GatedDetector
-from tests.service.images import jpeg
 from tests.service.test_metrics import scrape, value
 
 

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,8 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     unsupported_method,
 )
 
+from tests import wait_until  # noqa: E402
+
 EXAMPLES_PER_OPERATION = 250  # /detect; the GETs take no input (one case each)
 
 
@@ -35,10 +36,8 @@ def live_app(tiny_onnx_path: Path) -> FastAPI:
     """The app under test; schemathesis' in-process client runs its lifespan."""
     app = create_app(Settings(model_path=tiny_onnx_path, threads=1, max_upload_bytes=1024 * 1024))
     with get_client(app) as client:  # starts the lifespan (kept until the process exits)
-        deadline = time.monotonic() + 30
-        while client.get("http://testserver/health/ready").status_code != 200:
-            assert time.monotonic() < deadline, "model not ready"
-            time.sleep(0.01)
+        wait_until(lambda: client.get("http://testserver/health/ready").status_code == 200, 30,
+                   what="model not ready")  # fmt: skip
     return app
 
 

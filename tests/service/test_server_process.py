@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.images import encode, jpeg
-from tests.service.server import Server, ready_server, run_server
+from bench.attacks.images import encode, jpeg
+from bench.attacks.server import Server, ready_server, run_server
+from tests import wait_until
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 2 * 1024 * 1024
@@ -150,18 +151,18 @@ def test_sigterm_finishes_in_flight_requests(tiny_onnx_path: Path, tmp_path: Pat
 
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(post) for _ in range(4)]
-            deadline = time.monotonic() + 30
-            while "detector_in_flight_requests 4.0" not in httpx.get(srv.url + "/metrics").text:
-                assert time.monotonic() < deadline, "requests never got in flight"
-                time.sleep(0.01)
+            wait_until(lambda: srv.metric("detector_in_flight_requests") == 4, 30,
+                       what="requests never got in flight")  # fmt: skip
             srv.proc.send_signal(signal.SIGTERM)
-            while True:  # the listening socket closes: no new connections
+
+            def refusing() -> bool:  # the listening socket closes: no new connections
                 try:
                     httpx.get(srv.url + "/health/live", timeout=1)
                 except httpx.TransportError:
-                    break
-                assert time.monotonic() < deadline, "still accepting after SIGTERM"
-                time.sleep(0.01)
+                    return True
+                return False
+
+            wait_until(refusing, 30, what="still accepting after SIGTERM")
             assert srv.proc.poll() is None  # still draining
             release.set()
             assert [f.result() for f in futures] == [200] * 4
@@ -172,10 +173,8 @@ def test_sigterm_finishes_in_flight_requests(tiny_onnx_path: Path, tmp_path: Pat
 def test_starts_without_a_model(tmp_path: Path) -> None:
     with run_server(tmp_path, DETECTOR_MODEL_PATH=str(tmp_path / "missing.onnx")) as srv:
         srv.wait_ready(path="/health/live")
-        deadline = time.monotonic() + 30
-        while not any(r["level"] == "error" for r in srv.log_records()):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: any(r["level"] == "error" for r in srv.log_records()), 30, 0.02,
+                   what="no error logged")  # fmt: skip
         ready = httpx.get(srv.url + "/health/ready")
         assert ready.status_code == 503 and "missing.onnx" in ready.json()["error"]["message"]
         assert httpx.post(srv.url + "/detect", content=jpeg()).status_code == 503

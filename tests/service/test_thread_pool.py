@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from service.thread_pool import LifoThreadPool
+from tests import wait_until
 
 
 def wait_idle(pool: LifoThreadPool, n: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(pool._idle) < n:
-        assert time.monotonic() < deadline, "threads did not go idle"
-        time.sleep(0.001)
+    wait_until(lambda: len(pool._idle) >= n, interval_s=0.001, what="threads did not go idle")
 
 
 def test_sequential_jobs_stay_on_the_thread_that_went_idle_last() -> None:

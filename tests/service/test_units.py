@@ -73,13 +73,13 @@ def test_cgroup_cpu_limit(tmp_path: Path) -> None:
 
 def test_candidate_threshold_keeps_every_detection_above_the_api_threshold() -> None:
     """score = sqrt(p_cls * ctr) >= t needs p_cls >= t**2: the candidate threshold is t**2
-    (floored at 1e-4) and min_score is t, so nothing scoring >= t is dropped early."""
-    assert candidate_config(0.3, 100, 0.6).score_threshold == pytest.approx(0.09)
-    assert candidate_config(0.1, 100, 0.6).score_threshold == pytest.approx(0.01)
-    assert candidate_config(0.0, 100, 0.6).score_threshold == 1e-4
-    assert candidate_config(1.0, 100, 0.6).score_threshold == 0.999
+    (floored at 1e-4) and score_threshold is t, so nothing scoring >= t is dropped early."""
+    assert candidate_config(0.3, 100, 0.6).candidate_threshold == pytest.approx(0.09)
+    assert candidate_config(0.1, 100, 0.6).candidate_threshold == pytest.approx(0.01)
+    assert candidate_config(0.0, 100, 0.6).candidate_threshold == 1e-4
+    assert candidate_config(1.0, 100, 0.6).candidate_threshold == 0.999
     cfg = candidate_config(0.5, 7, 0.4)
-    assert (cfg.max_detections, cfg.nms_iou, cfg.min_score) == (7, 0.4, 0.5)
+    assert (cfg.max_detections, cfg.nms_iou, cfg.score_threshold) == (7, 0.4, 0.5)
 
 
 @pytest.mark.parametrize("threshold", [0.25, 0.4, 0.6])
@@ -87,8 +87,8 @@ def test_candidate_threshold_keeps_every_detection_above_the_api_threshold() -> 
 def test_service_cuts_equal_evaluation_postprocess_then_filter(
     threshold: float, max_detections: int
 ) -> None:
-    """Reference: the evaluation settings (candidate 0.05, no min_score), then keep scores
-    >= t. The service's early cuts (candidate t**2, min_score t before NMS) must give exactly
+    """Reference: the evaluation settings (candidate 0.05, no score_threshold), then keep scores
+    >= t. The service's early cuts (candidate t**2, score_threshold t before NMS) must give exactly
     the same detections, on outputs with many overlapping candidates."""
     from export.postprocess import PostprocessConfig, level_sizes, postprocess
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
+from bench.attacks.images import jpeg, multipart
 from service.errors import BadRequestError, InvalidParameterError, PayloadTooLargeError
 from service.upload import extract_multipart_field, extract_multipart_fields, read_bounded
-from tests.service.images import jpeg, multipart
 
 CT = "multipart/form-data; boundary=b0undary"
 

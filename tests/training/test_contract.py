@@ -1,5 +1,6 @@
-"""Issue 40's contract, as written: fine-tune from a trained model on a YOLO dataset under a
-time budget, export, evaluate the test split. The classes come from the data alone."""
+"""The fine-tuning contract (configs/finetune.md), as written: fine-tune from a trained
+model on a YOLO dataset under a time budget, export, evaluate the test split. The classes
+come from the data alone."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 from export.exporter.cli import main as export_main
 from tests.training.synthetic import save_random_weights
 from tests.training.yolo_helpers import roboflow_dataset
-from training import evaluate
 from training.cli import main as train_main
+from training.evaluation import evaluate
 
 
 @pytest.mark.slow

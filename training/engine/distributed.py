@@ -109,7 +109,7 @@ def cleanup(info: DistInfo, synchronize: bool = True) -> None:
     """Leave the process group. `synchronize`: first wait for every rank (a barrier), so no
     rank tears down its gloo connections while a peer still uses them: without it a rank that
     finished first could make a slower one abort at exit ("terminate called without an active
-    exception", seen under load in tests/training/test_trainer_ddp.py). Pass False after an
+    exception", seen under load in tests/training/trainer/test_ddp.py). Pass False after an
     error, when the other ranks may never arrive."""
     if info.enabled and dist.is_initialized():
         if synchronize:

@@ -15,10 +15,11 @@ class ModelEMA:
 
     The ramp keeps the average from being dominated by the random init early on. Float
     tensors (weights and norm buffers) are averaged; integer buffers are copied. The EMA model
-    is a float32 copy in eval mode, never trained directly.
+    is a float32 copy in eval mode, never trained directly. `decay` and `tau` have no defaults
+    here: TrainConfig's `ema_decay` and `ema_tau` are the one source.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9998, tau: float = 2000.0) -> None:
+    def __init__(self, model: nn.Module, decay: float, tau: float) -> None:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

@@ -1,4 +1,4 @@
-"""Validation during training: the shared evaluation (training.evaluate) on an in-memory model.
+"""Validation during training: the shared evaluation (training.evaluation) on an in-memory model.
 
 Images take the service's path (export.preprocess + the NumPy export.postprocess), so the
 mAP logged here is the one the exported model gets (up to ONNX numerics).
@@ -13,7 +13,8 @@ import torch
 
 from model.config import ModelConfig
 from training.data import Sample
-from training.evaluate import TorchDetector, evaluate_detector
+from training.evaluation.detectors import TorchDetector
+from training.evaluation.scoring import evaluate_detector
 
 
 def evaluate_model(

@@ -1,5 +1,5 @@
-"""The data side of the evaluation CLIs (`training.evaluate`, `training.compare`,
-`training.evaluation.error_analysis`): their shared flags, the split they read and how dataset
+"""The data side of the evaluation CLIs (training/evaluation/evaluate.py, compare.py and
+error_analysis.py): their shared flags, the split they read and how dataset
 class ids map to the model's."""
 
 from __future__ import annotations

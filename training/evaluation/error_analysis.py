@@ -1,7 +1,7 @@
 """Error analysis at an operating point: what the detections above a score threshold get wrong.
 
     python -m training.evaluation.error_analysis --model models/default.onnx \
-        --data-root ../shared/data/voc2012-640 --split val --score-threshold 0.4 --json errors.json
+        --data ../shared/data/voc2012-640 --split val --json errors.json
 
 Runs the model like `python -m training.evaluate` (the service's pre- and post-processing,
 with the settings the service uses for that threshold on the final score, NMS IoU 0.5 and
@@ -21,9 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from export.defaults import SCORE_THRESHOLD
 from export.postprocess import PostprocessConfig, candidate_config
-from training.evaluate import load_detector, metric_inputs, run_detector
 from training.evaluation.data import add_data_args, load_split
+from training.evaluation.detectors import load_onnx_or_checkpoint
+from training.evaluation.inference import run_detector
+from training.evaluation.scoring import metric_inputs
 from training.metrics.error_breakdown import KINDS, SIZES, ErrorBreakdown, error_breakdown
 
 
@@ -88,8 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
-    p.add_argument("--score-threshold", type=float, default=0.4,
-                   help="the operating point (the service's default is 0.4)")
+    p.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD,
+                   help="the operating point (default: the service's, DETECTOR_SCORE_THRESHOLD)")
     p.add_argument("--near-iou", type=float, default=0.1,
                    help="overlap below which a wrong detection counts as background")
     p.add_argument("--top", type=int, default=10, help="confusion pairs to print")
@@ -100,7 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    detector = load_detector(args.model, args.threads or None)
+    detector = load_onnx_or_checkpoint(args.model, threads=args.threads or None)
     model_names = tuple(detector.metadata.class_names)
     try:
         _, to_model, samples = load_split(args, model_names)

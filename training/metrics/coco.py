@@ -1,7 +1,7 @@
 """COCO-style box AP (AP@[.5:.95], AP50, AP75, APs/APm/APl), NumPy only.
 
 An independent re-implementation of pycocotools' COCOeval (iouType "bbox") that agrees with it
-to floating-point precision (tests/training/test_metrics_coco.py):
+to floating-point precision (tests/training/metrics/test_coco.py):
 - IoU thresholds .50:.05:.95, 101 recall points, at most `max_dets` detections per image and
   class (highest scores first, stable sort), area ranges all / small (area <= 32²) / medium
   (32² <= area <= 96²) / large (area >= 96²) on the ground truth's box area; both ends of a

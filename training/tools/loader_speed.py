@@ -1,12 +1,11 @@
 """The trainer's DataLoader alone: images per second, no model (the data side's img/s).
 
-    python -m training.tools.loader_speed --data-root ../shared/data/voc2012-640 \\
-        --train-split train \\
-        --val-split '' --input-size 384 --batch-size 64 --workers 14 --cache-images \\
+    python -m training.tools.loader_speed --data ../shared/data/voc2012-640 \\
+        --eval-interval 0 --input-size 384 --batch-size 64 --workers 14 --cache-images \\
         --mosaic-prob 1.0 --mixup-prob 1.0 --batches 40
 
 Takes the trainer's flags (`python -m training --help`) plus --batches and --warmup, and
-builds exactly the trainer's loader (training.data.setup.build_data): the same workers,
+builds exactly the trainer's loader (training.data.loaders.build_data): the same workers,
 pinned memory, Mosaic/MixUp switches and --hsv-on placement. With --hsv-on device (auto: on
 CUDA) the workers only draw the HSV jitter, so compare with `python -m training.tools.speed`, whose
 step then includes applying it: the smaller of the two rates bounds a run's img/s.
@@ -21,7 +20,7 @@ from typing import Any
 
 from training.cli import resolve_config
 from training.config import TrainConfig
-from training.data.setup import DataBundle, build_data
+from training.data.loaders import DataBundle, build_data
 from training.engine.distributed import DistInfo, pick_device
 
 

@@ -1,6 +1,6 @@
 """Build a proxy "user dataset" from a Pascal VOC folder: Roboflow's YOLO layout, merged classes.
 
-The fine-tuning recipe (configs/finetune.json) is measured on datasets a user could bring: classes
+The fine-tuning recipe (configs/finetune.toml) is measured on datasets a user could bring: classes
 the bundled model does not have, in the YOLO layout labelling tools export. Without such data on
 the machine, this makes one from VOC (configs/finetune.md has the runs on both renderings):
 

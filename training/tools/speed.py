@@ -23,9 +23,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from model.config import get_preset
 from model.fcos import FCOS
-from training.config import HSV_PLACES
+from training.config import HSV_PLACES, TrainConfig
 from training.data.color import draw_hsv
-from training.data.setup import device_normalizer, hsv_place_is_device
+from training.data.loaders import device_normalizer, hsv_place_is_device
 from training.engine.distributed import configure_cuda, pick_device
 from training.engine.ema import ModelEMA
 from training.engine.loop import (
@@ -92,7 +92,8 @@ def _step_fn(spec: StepSpec) -> tuple[Callable[[], torch.Tensor], torch.device]:
     optimizer = build_optimizer(model, 1e-4, 0.05, (0.9, 0.999), fused=cuda)
     ctx = StepContext(
         model=model, forward=forward, loss_fn=FCOSLoss(cfg.num_classes, cfg.strides),
-        optimizer=optimizer, scheduler=WarmupCosine(1e-4, 10**6, 0), ema=ModelEMA(model),
+        optimizer=optimizer, scheduler=WarmupCosine(1e-4, 10**6, 0),
+        ema=ModelEMA(model, TrainConfig.ema_decay, TrainConfig.ema_tau),
         device=dev, normalize=device_normalizer(cfg.mean, cfg.std, dev),
         amp=use_autocast(dev, spec.amp, spec.cpu_amp),
         channels_last=channels_last, grad_clip=1.0, params=list(model.parameters()),

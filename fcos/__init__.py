@@ -1,0 +1,1 @@
+"""`fcos`: one command for the whole product (serve, train, export, evaluate, ...)."""

@@ -1,0 +1,7 @@
+"""`python -m fcos` = `fcos`."""
+
+import sys
+
+from fcos.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""`training.evaluate --data`: YOLO data.yaml splits, and VOC folders of other classes scored
+with the classes the model carries (no --classes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.training.data_helpers import write_eval_voc
+from tests.training.yolo_helpers import roboflow_dataset
+from training.evaluation import evaluate as ev
+
+
+@pytest.fixture(scope="module")
+def cat_dog_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from export.exporter.onnx_export import export_onnx
+    from model import FCOS, get_preset
+
+    torch.manual_seed(0)
+    model = FCOS(get_preset("tiny", class_names=("cat", "dog")))
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "catdog.onnx")
+
+
+def test_evaluate_a_yolo_test_split(cat_dog_onnx: Path, tmp_path: Path) -> None:
+    data = roboflow_dataset(tmp_path / "rf")
+    out = tmp_path / "test.json"
+    assert ev.main(["--model", str(cat_dog_onnx), "--data", str(data), "--split", "test",
+                    "--json", str(out)]) == 0  # fmt: skip
+    metrics = json.loads(out.read_text())
+    assert metrics["num_images"] == 1 and set(metrics["per_class"]) == {"cat", "dog"}
+    assert metrics["split"] == "test"
+
+
+def test_a_voc_folder_of_other_classes_needs_no_class_list(
+    cat_dog_onnx: Path, tmp_path: Path
+) -> None:
+    voc = write_eval_voc(tmp_path / "voc")  # cat, dog, person and bird objects
+    out = tmp_path / "m.json"
+    assert ev.main(["--model", str(cat_dog_onnx), "--data", str(voc), "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics["per_class"]) == {"cat", "dog"} and metrics["num_images"] == 3
+    # --data-root is the same thing under its old name
+    assert ev.main(["--model", str(cat_dog_onnx), "--data-root", str(voc)]) == 0
+
+
+def test_a_dataset_without_the_models_classes_is_a_clear_error(
+    cat_dog_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = roboflow_dataset(tmp_path / "rf", names_yaml="['cat', 'kite']")
+    assert ev.main(["--model", str(cat_dog_onnx), "--data", str(data), "--split", "test"]) == 2
+    assert "dog" in capsys.readouterr().err
+    assert ev.main(["--model", str(cat_dog_onnx), "--data", str(tmp_path / "none")]) == 2
