@@ -42,6 +42,7 @@ class DetectResult:
     model_name: str
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    tiles: int = 0  # tiles run through the model (tiled inference; 0: untiled)
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,10 @@ def _params(
     max_detections: int | None,
     classes: Iterable[str] | None,
     timeout_ms: int | None = None,
+    tile: str | int | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"score_threshold": score_threshold, "max_detections": max_detections,
-                              "timeout_ms": timeout_ms}  # fmt: skip
+                              "timeout_ms": timeout_ms, "tile": tile}  # fmt: skip
     if classes is not None:
         params["classes"] = ",".join(classes)
     return {k: v for k, v in params.items() if v is not None}
@@ -131,7 +133,8 @@ def parse_detect(body: dict[str, Any]) -> DetectResult:
             for d in body["detections"]]  # fmt: skip
     return DetectResult(dets, body["image"]["width"], body["image"]["height"],
                         body["model"]["name"], body["model"]["version"],
-                        dict(body.get("timings_ms", {})))  # fmt: skip
+                        dict(body.get("timings_ms", {})),
+                        int(body["image"].get("tiles", 0)))  # fmt: skip
 
 
 def parse_batch(body: dict[str, Any]) -> list[DetectResult | DetectorAPIError]:
@@ -167,14 +170,16 @@ class DetectorClient:
 
     def detect(self, image: ImageInput, *, score_threshold: float | None = None,
                max_detections: int | None = None, classes: Iterable[str] | None = None,
-               timeout_ms: int | None = None) -> DetectResult:  # fmt: skip
-        params = _params(score_threshold, max_detections, classes, timeout_ms)
+               timeout_ms: int | None = None, tile: str | int | None = None,
+               ) -> DetectResult:  # fmt: skip
+        params = _params(score_threshold, max_detections, classes, timeout_ms, tile)
         return parse_detect(self._send(_detect_call(image, params)).json())
 
     def detect_batch(self, images: Sequence[ImageInput], *, score_threshold: float | None = None,
                      max_detections: int | None = None, classes: Iterable[str] | None = None,
+                     tile: str | int | None = None,
                      ) -> list[DetectResult | DetectorAPIError]:  # fmt: skip
-        params = _params(score_threshold, max_detections, classes)
+        params = _params(score_threshold, max_detections, classes, tile=tile)
         return parse_batch(self._send(_batch_call(images, params)).json())
 
     def annotate(self, image: ImageInput, *, image_format: Literal["jpeg", "png"] = "jpeg",
@@ -217,15 +222,16 @@ class AsyncDetectorClient:
 
     async def detect(self, image: ImageInput, *, score_threshold: float | None = None,
                      max_detections: int | None = None, classes: Iterable[str] | None = None,
-                     timeout_ms: int | None = None) -> DetectResult:  # fmt: skip
-        params = _params(score_threshold, max_detections, classes, timeout_ms)
+                     timeout_ms: int | None = None, tile: str | int | None = None,
+                     ) -> DetectResult:  # fmt: skip
+        params = _params(score_threshold, max_detections, classes, timeout_ms, tile)
         return parse_detect((await self._send(_detect_call(image, params))).json())
 
     async def detect_batch(self, images: Sequence[ImageInput], *,
                            score_threshold: float | None = None, max_detections: int | None = None,
-                           classes: Iterable[str] | None = None,
+                           classes: Iterable[str] | None = None, tile: str | int | None = None,
                            ) -> list[DetectResult | DetectorAPIError]:  # fmt: skip
-        params = _params(score_threshold, max_detections, classes)
+        params = _params(score_threshold, max_detections, classes, tile=tile)
         return parse_batch((await self._send(_batch_call(images, params))).json())
 
     async def annotate(self, image: ImageInput, *, image_format: Literal["jpeg", "png"] = "jpeg",

@@ -8,7 +8,9 @@ Inputs: image files, folders (searched recursively) and glob patterns, in any mi
 goes through the service's pipeline (export.runtime.ImageDetector.detect_bytes: EXIF-aware
 decode, letterbox, ONNX Runtime or, with --backend openvino, OpenVINO, decode + NMS) with the
 service's defaults (score threshold 0.4 on the final score, NMS IoU 0.5, at most 100
-detections, 40 Mpx decode limit). Writes `<output>/predictions.jsonl` (one line per image: its
+detections, 40 Mpx decode limit). `--tile auto|N` adds tiled inference for small objects
+(export/tiling.py: the whole image plus overlapping tiles at the model's input scale).
+Writes `<output>/predictions.jsonl` (one line per image: its
 path, size, detections with class name, score and xyxy box in image pixels, timings), annotated
 images under `<output>/images/` (the service's drawing, export/draw.py) and, with
 --coco-results, a COCO results list. Images that cannot be read are reported and skipped.
@@ -35,6 +37,7 @@ from export.errors import DetectorError
 from export.postprocess import Detections, candidate_config
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image
 from export.runtime import DetectionResult
+from export.tiling import DEFAULT_MAX_TILES, MAX_GRID, parse_tile
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
@@ -99,6 +102,7 @@ def detection_record(job: Job, result: DetectionResult, names: Sequence[str]) ->
             for b, s, c in zip(d.boxes, d.scores, d.class_ids, strict=True)
         ],
         "timings_ms": {k: round(v * 1000.0, 2) for k, v in result.timings_s.items()},
+        **({"tiles": result.tiles} if result.tiles else {}),  # --tile: the tile runs
     }
 
 
@@ -193,7 +197,8 @@ def predict(args: argparse.Namespace, jobs: Iterable[Job], total: int) -> dict[s
         for index, job in enumerate(jobs):
             try:
                 data = job.path.read_bytes()
-                result = detector.detect_bytes(data, cfg, args.max_pixels)
+                result = detector.detect_bytes(data, cfg, args.max_pixels, tile=args.tile,
+                                               max_tiles=args.max_tiles)  # fmt: skip
                 result.detections = keep_classes(result.detections, class_ids,
                                                  args.max_detections)  # fmt: skip
                 if not args.no_images:
@@ -214,6 +219,14 @@ def predict(args: argparse.Namespace, jobs: Iterable[Job], total: int) -> dict[s
     if args.coco_results:
         Path(args.coco_results).write_text(json.dumps(coco) + "\n", encoding="utf-8")
     return counts
+
+
+def tile_arg(value: str) -> str | int:
+    """--tile's parser: export.tiling.parse_tile, its message as argparse's error."""
+    try:
+        return parse_tile(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -271,12 +284,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="bf16",
         help="OpenVINO's inference precision hint for floating-point layers",
     )
+    p.add_argument(
+        "--tile",
+        type=tile_arg,
+        default="off",
+        metavar="off|auto|N",
+        help="tiled inference for small objects (export/tiling.py): the whole image plus "
+        f"overlapping tiles at the model's input scale; auto (large images only) or an N x N "
+        f"grid, N 1-{MAX_GRID}",
+    )
+    p.add_argument(
+        "--max-tiles",
+        type=int,
+        default=DEFAULT_MAX_TILES,
+        help="at most this many tiles per image (the grid is reduced to fit)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if not 0.0 <= args.score_threshold <= 1.0:
         p.error("--score-threshold must be in [0, 1]")
     if args.max_detections < 1:
         p.error("--max-detections must be >= 1")
+    if args.max_tiles < 0:
+        p.error("--max-tiles must be >= 0")
     return args
 
 

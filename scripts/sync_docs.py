@@ -123,7 +123,7 @@ EXAMPLE_IMAGE = "500x375"
 EXAMPLE = {
     "detections": [{"label": "tvmonitor", "class_id": 19, "score": 0.6741,
                     "box": [164.9, 100.2, 331.9, 278.0]}],
-    "image": {"width": 500, "height": 375},
+    "image": {"width": 500, "height": 375, "tiles": 0},
     "model": {"name": "fcos-r18-gn-lite", "version": "0.1.0"},
 }  # fmt: skip
 
@@ -132,7 +132,10 @@ def example_block() -> str:
     """The README's example /detect response: EXAMPLE with the server's per-stage p50s for the
     same JPEG from the run behind the headline."""
     data = _load(LATENCY_JSON)
-    stages = data["runs"][0]["server_stages_p50_ms"][EXAMPLE_IMAGE]
+    from service.stages import STAGES
+
+    measured = data["runs"][0]["server_stages_p50_ms"][EXAMPLE_IMAGE]
+    stages = {k: measured.get(k, 0.0) for k in STAGES}  # every stage, 0 where it did not run
     body = {**EXAMPLE, "timings_ms": stages}
     parts = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in body.items()]
     return "```json\n{" + ",\n ".join(parts) + "}\n```"

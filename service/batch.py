@@ -38,6 +38,7 @@ from service.routes import _ERROR_RESPONSES, MAX_DETECTIONS, SCORE_THRESHOLD, TI
 from service.schemas import DetectResponse, ErrorBody, ModelRef, detect_response
 from service.settings import Settings
 from service.stages import IMAGE_STAGES, REQUEST_STAGES
+from service.tile_param import TILE, resolve_tile
 from service.upload import (
     IMAGE_FIELD,
     MULTIPART_OVERHEAD,
@@ -147,6 +148,7 @@ def observe_result(metrics: Metrics, result: DetectionResult) -> dict[str, float
     metrics.observe_stages(timings)
     metrics.detections.observe(len(result.detections))
     metrics.image_pixels.observe(result.width * result.height)
+    metrics.tiles.inc(result.tiles)
     return {**timings, "total": sum(timings.values())}
 
 
@@ -163,12 +165,14 @@ async def detect_batch(
     max_detections: int | None = MAX_DETECTIONS,
     timeout_ms: int | None = TIMEOUT_MS,
     classes: list[str] | None = Depends(classes_query),
+    tile: str | None = TILE,
 ) -> BatchResponse:
     engine = _engine(request)
     settings = engine.settings
     detector = engine.require_ready()
     meta = detector.metadata
     class_ids = parse_classes(classes, meta.class_names)
+    tiling = resolve_tile(tile, settings.tile)
     metrics: Metrics = request.app.state.metrics
     timings: dict[str, float] = request.state.timings_s
     timeout_s = timeout_ms / 1000 if timeout_ms else None
@@ -180,6 +184,7 @@ async def detect_batch(
             request_deadline(request, engine, timeout_s),
             slot,
             class_ids,
+            tiling,
         )
     items = []
     for i, outcome in enumerate(outcomes):

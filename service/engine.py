@@ -45,6 +45,8 @@ class Detector(Protocol):
         cfg: PostprocessConfig,
         max_pixels: int | None,
         deadline: float | None = None,
+        tile: str | int = "off",
+        max_tiles: int = 16,
     ) -> DetectionResult: ...
 
 
@@ -172,6 +174,7 @@ class Engine:
         slot: Reservation | None = None,
         then: Callable[[DetectionResult], None] | None = None,
         classes: tuple[int, ...] | None = None,
+        tile: str | int = "off",
     ) -> tuple[DetectionResult, float]:
         """Run the whole pipeline (decode included) on the worker: (result, queue wait in s).
 
@@ -180,7 +183,8 @@ class Engine:
         `then(result)`, if given, runs on the worker right after (e.g. drawing the boxes).
         Past `deadline` the job stops at its next cancellation point (the client has had its
         504 already), so the worker is free again soon after.
-        `classes`: keep only these class ids (None = all).
+        `classes`: keep only these class ids (None = all). `tile`: tiled inference (off, auto
+        or an N x N grid; export/tiling.py), at most DETECTOR_MAX_TILES tiles.
         """
         detector = self.require_ready()
         cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou, classes)
@@ -188,7 +192,8 @@ class Engine:
 
         def job() -> DetectionResult:
             # scores >= score_threshold only; past the deadline the job stops (DeadlinePassedError)
-            result = detector.detect_bytes(data, cfg, max_pixels, deadline=deadline)
+            result = detector.detect_bytes(data, cfg, max_pixels, deadline=deadline,
+                                           **self._tiling(tile))  # fmt: skip
             if then is not None:
                 then(result)
             return result
@@ -203,6 +208,7 @@ class Engine:
         deadline: float | None,
         slot: Reservation | None = None,
         classes: tuple[int, ...] | None = None,
+        tile: str | int = "off",
     ) -> tuple[list[DetectionResult | Exception], float]:
         """Several images, one after the other in one worker job, as `detect` does one: (each
         image's result or its error, queue wait in s). An item that is already an error (it
@@ -219,7 +225,8 @@ class Engine:
                     out.append(item)
                     continue
                 try:
-                    out.append(detector.detect_bytes(item, cfg, max_pixels, deadline=deadline))
+                    out.append(detector.detect_bytes(item, cfg, max_pixels, deadline=deadline,
+                                                     **self._tiling(tile)))  # fmt: skip
                 except DeadlinePassedError:
                     raise
                 except DetectorError as exc:
@@ -227,6 +234,10 @@ class Engine:
             return out
 
         return await self.worker.run(job, deadline, slot)
+
+    def _tiling(self, tile: str | int) -> dict[str, str | int]:
+        """detect_bytes' tiling arguments (none when off: the untiled call as it always was)."""
+        return {} if tile == "off" else {"tile": tile, "max_tiles": self.settings.max_tiles}
 
     def close(self) -> None:
         """Stop: a model check still running is killed (its load fails at once), so waiting

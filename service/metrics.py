@@ -72,6 +72,10 @@ class Metrics:
             "detector_model_info", "The loaded model (value is always 1)",
             ["name", "version", "preset", "precision"], registry=r,
         )  # fmt: skip
+        self.tiles = Counter(
+            "detector_tiles", "Tiles run through the model by tiled inference (tile=auto or N)",
+            registry=r,
+        )  # fmt: skip
         self.model_ready = Gauge(
             "detector_model_ready", "1 when the model is loaded and warmed up", registry=r
         )

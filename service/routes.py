@@ -23,6 +23,7 @@ from service.schemas import (
     ModelInfo,
     detect_response,
 )
+from service.tile_param import TILE, resolve_tile
 from service.upload import IMAGE_FIELD, BudgetHold, read_image_upload
 
 router = APIRouter()
@@ -124,11 +125,13 @@ async def detect(
         "jpeg", alias="format", description="format of the annotated image (annotate=true)"
     ),
     classes: list[str] | None = Depends(classes_query),
+    tile: str | None = TILE,
 ) -> DetectResponse | Response:
     engine = _engine(request)
     settings = engine.settings
     detector = engine.require_ready()
     class_ids = parse_classes(classes, detector.metadata.class_names)
+    tiling = resolve_tile(tile, settings.tile)
     metrics: Metrics = request.app.state.metrics
     timings: dict[str, float] = request.state.timings_s
 
@@ -145,6 +148,7 @@ async def detect(
             then=_annotator(data, detector.metadata.class_names, image_format,
                             settings.max_pixels, deadline, drawn) if annotate else None,
             classes=class_ids,
+            tile=tiling,
         )  # fmt: skip
     timings.update(queue=waited, **result.timings_s)
     timings["total"] = time.monotonic() - request.state.started_monotonic
@@ -154,6 +158,7 @@ async def detect(
     metrics.observe_stages(timings)
     metrics.detections.observe(n_det)
     metrics.image_pixels.observe(result.width * result.height)
+    metrics.tiles.inc(result.tiles)
     record_outcome(request, "ok")
     if annotate:
         fmt = FORMATS[image_format]

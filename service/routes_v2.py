@@ -6,7 +6,8 @@ tensor `image` of shape [N] and answers, per image, padded detection tensors:
   scores FP32 [N, K]           class_ids INT64 [N, K] (-1 = padding)
   class_names BYTES [N, K] ("" = padding)            K = the most detections of any image
 
-Request `parameters` (optional): score_threshold, max_detections, classes ("person,car").
+Request `parameters` (optional): score_threshold, max_detections, classes ("person,car"), tile
+(off, auto or N: tiled inference, service/tile_param.py).
 Errors follow the protocol: `{"error": "<message>"}` with the same statuses as /detect.
 """
 
@@ -48,6 +49,7 @@ from service.oip import (
 from service.routes import _engine
 from service.settings import Settings
 from service.stages import REQUEST_STAGES
+from service.tile_param import resolve_tile
 from service.upload import BudgetHold, parse_off_loop, read_bounded
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
@@ -207,6 +209,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
             request_deadline(request, engine, None),
             slot,
             parse_classes(_classes(p), meta.class_names),
+            resolve_tile(p.get("tile"), settings.tile),
         )
     results: list[DetectionResult] = []
     for i, outcome in enumerate(outcomes):

@@ -24,6 +24,7 @@ class Detection(BaseModel):
 class ImageInfo(BaseModel):
     width: int = Field(ge=1)
     height: int = Field(ge=1)
+    tiles: int = Field(0, ge=0, description="tiles run through the model (0: untiled)")
 
 
 class ModelRef(BaseModel):
@@ -97,7 +98,7 @@ def detect_response(
     timings = {k: round(1000.0 * timings_s.get(k, 0.0), 2) for k in STAGES}
     return DetectResponse(
         detections=detections,
-        image=ImageInfo(width=result.width, height=result.height),
+        image=ImageInfo(width=result.width, height=result.height, tiles=result.tiles),
         model=ModelRef(name=meta.name, version=meta.version),
         timings_ms=Timings(**timings),
     )

@@ -14,12 +14,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from export import defaults
 from export.backends import Backend, Precision
 from export.runtime import Spinning
+from export.tiling import parse_tile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "default.onnx"
@@ -99,6 +100,14 @@ class Settings(BaseSettings):
     openvino_precision: Precision = Field(
         "bf16", description="OpenVINO's precision for the layers the INT8 file keeps in float"
     )
+    tile: str = Field(
+        "off",
+        description="tiled inference for requests that do not say (`tile`): off, auto (tiles "
+        "only images whose short side is well above the model's input size) or N (N x N tiles)",
+    )
+    max_tiles: int = Field(
+        16, ge=1, le=64, description="tiles per image at most (a larger grid is coarsened)"
+    )
     warmup: bool = Field(
         True, description="dummy inferences (square, 4:3, 3:4) before reporting ready"
     )
@@ -169,6 +178,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
+
+    @field_validator("tile")
+    @classmethod
+    def _tile(cls, value: str) -> str:
+        return str(parse_tile(value))  # ValueError -> a settings error naming the values
 
 
 def model_display_path(path: Path) -> str:

@@ -306,7 +306,7 @@
     const add = (name, ms, className) => rows.push(row([cell(name), cell(Number(ms).toFixed(1))], className));
     if (timingsMs) {
       for (const [name, ms] of Object.entries(timingsMs)) {
-        if (name !== "total" && !(name === "annotate" && !ms)) add(name, ms);
+        if (name !== "total" && !((name === "annotate" || name === "tiles") && !ms)) add(name, ms);
       }
       add("server total", timingsMs.total, "total");
       add("round trip (browser)", roundTripMs);

@@ -54,11 +54,12 @@ class GatedDetector:
         cfg: PostprocessConfig,
         max_pixels: int | None,
         deadline: float | None = None,
+        **tiling: Any,
     ) -> DetectionResult:
         self.calls += 1
         self.started.release()
         assert self.gate.wait(timeout=30), "test gate never opened"
-        return self.inner.detect_bytes(data, cfg, max_pixels, deadline=deadline)
+        return self.inner.detect_bytes(data, cfg, max_pixels, deadline=deadline, **tiling)
 
 
 @pytest.fixture

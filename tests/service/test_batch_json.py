@@ -39,7 +39,7 @@ def test_multipart_batch_one_result_per_image_in_order(client: TestClient) -> No
     assert [x["status"] for x in res] == [200, 415, 200, 400]
     assert res[0]["result"]["detections"] == single(client, a)
     assert res[2]["result"]["detections"] == single(client, b)
-    assert res[2]["result"]["image"] == {"width": 200, "height": 100}
+    assert res[2]["result"]["image"] == {"width": 200, "height": 100, "tiles": 0}
     assert res[1]["error"]["code"] == "unsupported_media_type" and res[1]["result"] is None
     assert res[3]["error"]["code"] == "empty_input"
     assert value(scrape(client), "detector_requests_total", outcome="ok") == before + 3

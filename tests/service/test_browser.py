@@ -147,7 +147,7 @@ def test_upload_draw_filter_and_screenshot(page: Any, card_png: Path, tmp_path: 
     assert "tiny-demo 0.0.1" in page.inner_text("#model")
     body = upload(page, card_png)
     dets = body["detections"]
-    assert body["image"] == {"width": 640, "height": 480}
+    assert body["image"] == {"width": 640, "height": 480, "tiles": 0}
     assert dets and dets[-1]["score"] >= 0.05, "the test model should find something"
 
     # the boxes at the page's default threshold are drawn, the best one on top

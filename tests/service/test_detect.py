@@ -21,7 +21,7 @@ from tests import TINY_CLASSES
 def check_schema(body: dict[str, Any], width: int, height: int) -> None:
     DetectResponse.model_validate(body)  # types and ranges
     assert set(body) == {"detections", "image", "model", "timings_ms"}
-    assert body["image"] == {"width": width, "height": height}
+    assert body["image"] == {"width": width, "height": height, "tiles": 0}
     assert body["model"] == {"name": "fcos-tiny", "version": body["model"]["version"]}
     assert tuple(body["timings_ms"]) == STAGES
     assert body["timings_ms"]["annotate"] == 0  # JSON answers are never annotated

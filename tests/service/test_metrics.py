@@ -65,7 +65,7 @@ def test_values_move(client: TestClient) -> None:
     assert value(after, "detector_requests_total", outcome="ok") == 3
     assert value(after, "detector_requests_total", outcome="bad_request") == 1
     for stage in STAGES:
-        runs = 0 if stage == "annotate" else 3  # JSON answers: no annotate stage
+        runs = 0 if stage in ("annotate", "tiles") else 3  # untiled JSON answers
         assert value(after, "detector_stage_duration_seconds_count", stage=stage) == runs
         assert value(before, "detector_stage_duration_seconds_count", stage=stage) == 0
     assert value(after, "detector_detections_per_image_sum") == 21

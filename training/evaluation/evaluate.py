@@ -27,6 +27,8 @@ from typing import get_args
 
 from export.backends import BACKENDS, Precision
 from export.postprocess import PostprocessConfig
+from export.predict import tile_arg
+from export.tiling import DEFAULT_MAX_TILES
 from training.evaluation.data import add_data_args, load_split
 from training.evaluation.detectors import load_onnx_or_checkpoint
 from training.evaluation.report import DRAW_SCORE_THRESHOLD, format_table, json_safe
@@ -60,6 +62,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="also report mAP@0.5's 95%% interval over N resamples of the images")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
+    p.add_argument("--tile", type=tile_arg, default="off", metavar="off|auto|N",
+                   help="tiled inference for small objects (export/tiling.py, the service's "
+                        "`tile`): the whole image plus overlapping tiles; auto or an N x N grid")
+    p.add_argument("--max-tiles", type=int, default=DEFAULT_MAX_TILES,
+                   help="at most this many tiles per image (the grid is reduced to fit)")
     return p.parse_args(argv)
 
 
@@ -82,14 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 batch_size=args.batch_size, save_images=args.save_images,
                                 num_images=args.num_images,
                                 draw_threshold=args.draw_threshold,
-                                bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
+                                bootstrap=args.bootstrap, seed=args.seed,
+                                tile=args.tile, max_tiles=args.max_tiles)  # fmt: skip
     print(format_table(metrics, str(args.model), args.split))
     if args.json:
         backend = getattr(detector, "backend", "torch")  # the runtime that ran the model
         if backend == "openvino":
             backend += f" ({args.ov_precision})"
         payload = {**metrics, "model": str(args.model), "split": args.split,
-                   "nms_iou": args.nms_iou, "backend": backend}  # fmt: skip
+                   "nms_iou": args.nms_iou, "backend": backend, "tile": args.tile,
+                   "max_tiles": args.max_tiles}  # fmt: skip
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
 
