@@ -181,15 +181,12 @@ ATTACKS: dict[str, Attack] = {
 ADMIN = {"loop", "constshape", "sighup", "bearer"}
 
 
-def _quiet_cpu(srv: Server, limit_s: float = 300.0) -> float:
-    end, last = time.monotonic() + limit_s, srv.cpu_seconds()
-    while time.monotonic() < end:
-        time.sleep(0.5)
-        now = srv.cpu_seconds()
-        if now - last < 0.03:
-            return now
-        last = now
-    return last
+def _quiet_cpu(srv: Server) -> float:
+    """CPU seconds once the server is quiet, or after 300 s of a server that never is."""
+    try:
+        return srv.quiet_cpu_seconds(quiet_s=0.5, idle_cpu_s=0.03, timeout_s=300.0)
+    except TimeoutError:
+        return srv.cpu_seconds()
 
 
 def figure(srv: Server, attack: Attack) -> str:

@@ -41,6 +41,20 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def quiet_cpu_seconds(self, quiet_s: float = 0.3, idle_cpu_s: float = 0.02,
+                          timeout_s: float = 30.0) -> float:  # fmt: skip
+        """Wait until the server used under `idle_cpu_s` of CPU in `quiet_s`; its CPU seconds
+        then. TimeoutError (with the CPU seconds so far) when it never goes quiet."""
+        deadline = time.monotonic() + timeout_s
+        last = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            now = self.cpu_seconds()
+            if now - last < idle_cpu_s:
+                return now
+            last = now
+        raise TimeoutError(f"the server never went quiet ({last:.2f} s of CPU)")
+
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 

@@ -31,25 +31,12 @@ def server(tiny_onnx_path: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield srv
 
 
-def _settle(server: Server, quiet_s: float = 0.3, timeout_s: float = 30.0) -> float:
-    """Wait until the server has used no CPU for `quiet_s`; its CPU seconds then."""
-    deadline = time.monotonic() + timeout_s
-    last = server.cpu_seconds()
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        now = server.cpu_seconds()
-        if now - last < 0.02:
-            return now
-        last = now
-    raise AssertionError("the server never went quiet")
-
-
 def test_progressive_scan_bomb_is_refused_before_decoding(server: Server) -> None:
     """6000 x 6000 grey, its last scan repeated 1,000 times (~200 KB): ~25 s of decode CPU
     before; now 413 after counting the scans, and a normal photo meanwhile gets 200."""
     bomb = progressive_scan_bomb(6000, 1000)
     assert len(bomb) < 300_000
-    cpu0 = _settle(server)
+    cpu0 = server.quiet_cpu_seconds()
     with httpx.Client(base_url=server.url, timeout=30) as c:
         t0 = time.perf_counter()
         codes = [c.post("/detect", content=bomb).status_code for _ in range(2)]
@@ -61,7 +48,7 @@ def test_progressive_scan_bomb_is_refused_before_decoding(server: Server) -> Non
     assert [r["error"]["code"] for r in batch.json()["results"]] == ["image_too_large"] * 3
     assert "scans" in batch.json()["results"][0]["error"]["message"]
     assert normal.status_code == 200
-    assert _settle(server) - cpu0 < 3.0
+    assert server.quiet_cpu_seconds() - cpu0 < 3.0
 
 
 def test_work_past_the_deadline_stops_soon_after(server: Server) -> None:
@@ -70,12 +57,12 @@ def test_work_past_the_deadline_stops_soon_after(server: Server) -> None:
     (it used to decode all 16 on a thread that cannot be cancelled)."""
     slow = progressive_scan_bomb(6000, 10)
     b64 = base64.b64encode(slow).decode()
-    cpu0 = _settle(server)
+    cpu0 = server.quiet_cpu_seconds()
     with httpx.Client(base_url=server.url, timeout=30) as c:
         t0 = time.perf_counter()
         r = c.post("/detect/batch?timeout_ms=300", json={"images": [b64] * 16})
         answered = time.perf_counter() - t0
-        spent = _settle(server) - cpu0
+        spent = server.quiet_cpu_seconds() - cpu0
         normal = c.post("/detect", content=jpeg())
     assert r.status_code == 504 and answered < 2.0, (r.status_code, answered)
     assert spent < 1.5, f"{spent:.2f} s of CPU for a request answered after {answered:.2f} s"
@@ -109,12 +96,12 @@ def test_one_byte_chunks_are_refused(server: Server) -> None:
 
 def test_annotated_output_of_a_large_image_is_scaled_down(server: Server) -> None:
     big = encode(Image.new("RGB", (7000, 5000), (90, 120, 150)), "JPEG", quality=90)
-    cpu0 = _settle(server)
+    cpu0 = server.quiet_cpu_seconds()
     r = httpx.post(server.url + "/detect?annotate=true&format=png", content=big, timeout=60)
     assert r.status_code == 200, r.text
     img = Image.open(__import__("io").BytesIO(r.content))
     assert img.size == (1750, 1250) and len(r.content) < 10_000_000
-    assert _settle(server) - cpu0 < 3.0
+    assert server.quiet_cpu_seconds() - cpu0 < 3.0
 
 
 def test_unknown_class_answer_does_not_echo_the_url(server: Server) -> None:
