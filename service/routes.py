@@ -10,7 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from export.runtime import DetectionResult
-from service.annotate import FORMATS, ImageFormat, render
+from service.annotate import FORMATS, MAX_SIDE, ImageFormat, render
 from service.class_filter import classes_query, parse_classes
 from service.engine import Engine
 from service.errors import NotReadyError, record_outcome
@@ -52,7 +52,7 @@ _BINARY = {"type": "string", "format": "binary"}
 _ANNOTATED_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON detections; with `annotate=true`, the image with the boxes drawn "
-        "(original size; JPEG, or PNG with `format=png`)",
+        f"(original size, longer side at most {MAX_SIDE} px; JPEG, or PNG with `format=png`)",
         "content": {"image/jpeg": {"schema": _BINARY}, "image/png": {"schema": _BINARY}},
         "headers": {
             "X-Detections": {
