@@ -9,17 +9,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.batch import router as batch_router
+from service.api_keys import ApiKeys
 from service.demo import install_demo
 from service.docs import install_docs
 from service.engine import Engine, Loader
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
-from service.reload import Reloader, install_sighup, reload_counter, remove_sighup
-from service.reload import router as reload_router
-from service.routes import router
-from service.routes_v2 import router as v2_router
+from service.reload import Reloader, install_sighup, remove_sighup
+from service.routes import ROUTERS
 from service.settings import Settings
 
 log = logging.getLogger("service.app")
@@ -29,7 +27,6 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     """Build the app. `settings` default to the environment (read at startup, in the lifespan);
     `loader` (path, threads) -> detector is injectable for tests."""
     metrics = Metrics()
-    reloads = reload_counter(metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,9 +35,10 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
         engine = Engine(s, metrics, loader)
         metrics.queue_capacity.set(s.max_queue)
         app.state.settings, app.state.engine = s, engine
-        loading = asyncio.create_task(engine.load())  # background: live now, ready later
-        app.state.reloader = reloader = Reloader(engine, reloads, loading)
-        install_sighup(reloader)  # SIGHUP -> reload the model file (main thread only)
+        app.state.api_keys = keys = ApiKeys.from_setting(s.api_keys)  # None: routes are open
+        app.state.reloader = reloader = Reloader(engine, keys)
+        loading = reloader.start("startup")  # background: live now, ready later
+        install_sighup(reloader)  # SIGHUP -> rescan the repository (main thread only)
         try:
             yield
         finally:
@@ -63,10 +61,8 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(router)
-    app.include_router(batch_router)
-    app.include_router(v2_router)
-    app.include_router(reload_router)
+    for router in ROUTERS:
+        app.include_router(router)
     install_demo(app)  # GET / and /static/
     install_docs(app)  # GET /docs and /docs/assets/
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

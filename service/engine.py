@@ -1,16 +1,20 @@
-"""The model's lifecycle (load -> warm up -> ready, or failed) and the detect call.
+"""The served models and the detect calls: one inference queue and worker pool for the process,
+shared by every model of the repository (export/repository.py).
 
-Loading runs on an inference worker thread in the background, so the process answers
-liveness at once; readiness turns 200 only after the model is loaded and dummy inferences
-have run. A missing or unreadable model leaves the service alive and not ready, with one clear
-log line saying why.
+Each model has an entry (loading -> ready, or failed / refused) in `Engine.models`; loading is
+`load_source` (a child-process check, then the load and warm-up in this process), driven by
+`service.reload.Reloader` at startup and on every rescan. The process is live at once and ready
+when the default model is (DETECTOR_DEFAULT_MODEL, else "default", else the only model). A
+request resolves its model once (`resolve`) and keeps that detector to the end, so a reload or
+removal never changes the model under a request in flight; a removed model's memory is freed
+when its last request finishes. Jobs of different models take turns in the queue (round robin,
+service.thread_pool), so a flood of requests for one model does not starve the others.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 import stat
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +26,15 @@ from export.backends import load_detector
 from export.decode_budget import check_deadline
 from export.errors import DeadlinePassedError, DetectorError
 from export.metadata import ModelMetadata
-from export.model_check import ModelCheck, ModelRefusedError, describe_failure, warmup_sizes
+from export.model_check import ModelCheck, ModelRefusedError, warmup_sizes
 from export.postprocess import PostprocessConfig, candidate_config
+from export.repository import ModelSource, parse_pins, scan_folder, single_source
 from export.runtime import DetectionResult
-from service.errors import NotReadyError
+from service.errors import NotFoundError, NotReadyError
 from service.metrics import Metrics
 from service.settings import Settings, model_display_path
 from service.upload import MemoryBudget
 from service.worker import InferenceWorker, Reservation
-
-log = logging.getLogger("service.engine")
 
 
 class Detector(Protocol):
@@ -54,9 +57,41 @@ Loader = Callable[[Path, int], Detector]  # (model path, threads) -> detector
 
 
 @dataclass
-class ModelStatus:
-    state: str = "loading"  # "loading" | "ready" | "failed"
+class ModelEntry:
+    """One model of the repository as the service holds it now."""
+
+    source: ModelSource
+    state: str = "loading"  # "loading" | "ready" | "failed" | "refused" (DETECTOR_MAX_MODELS)
     reason: str = "model is loading"
+    detector: Detector | None = None
+    memory_bytes: int = 0  # resident memory the process grew by while loading it
+    load_ms: float = 0.0
+    last_error: str | None = None  # the latest failed reload (the loaded version serves on)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        assert self.detector is not None, "a ready model has a detector"
+        return self.detector.metadata
+
+    @property
+    def version(self) -> str:
+        """The served version: the version folder (Triton layout), else the file's metadata."""
+        if self.source.version is not None:
+            return self.source.version
+        return self.detector.metadata.version if self.detector is not None else ""
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class Engine:
@@ -66,8 +101,10 @@ class Engine:
         self.settings = settings
         self.metrics = metrics
         self.loader = loader or self.load_model_file
-        self.detector: Detector | None = None
-        self.status = ModelStatus()
+        self.models: dict[str, ModelEntry] = {}  # replaced or changed on the event loop only
+        self.empty_reason = "the service is starting"  # why there is no model at all
+        self.scanned = False  # the repository has been read once
+        self.pins = parse_pins(settings.model_versions)
         self.worker = InferenceWorker(
             settings.max_queue, settings.retry_after_s, on_depth=metrics.queue_depth.set,
             workers=settings.workers,
@@ -76,7 +113,70 @@ class Engine:
         self.model_check = ModelCheck(
             settings.model_load_timeout_s, settings.model_load_memory_bytes
         )
-        metrics.model_ready.set(0)
+
+    # -- the repository -------------------------------------------------------------------
+
+    def scan(self) -> dict[str, ModelSource]:
+        """The models the repository holds now (OSError: the folder cannot be listed)."""
+        if self.settings.model_dir is None:
+            source = single_source(self.settings.model_path)
+            return {source.name: source}
+        return scan_folder(self.settings.model_dir, self.pins)
+
+    @property
+    def default_name(self) -> str | None:
+        """DETECTOR_DEFAULT_MODEL, else "default" when served, else the only model."""
+        if self.settings.default_model:
+            return self.settings.default_model
+        if "default" in self.models or len(self.models) != 1:
+            return "default"
+        return next(iter(self.models))
+
+    def resolve(self, name: str | None = None) -> ModelEntry:
+        """The ready model `name` (None: the default): NotFoundError (404, naming the models)
+        when the repository has no such model, NotReadyError (503) when it is not ready."""
+        wanted = name if name is not None else self.default_name
+        entry = self.models.get(wanted) if wanted is not None else None
+        if entry is None and (not self.scanned or (name is None and not self.models)):
+            raise NotReadyError(f"model not ready: {self.empty_reason}")
+        if entry is None:
+            names = ", ".join(sorted(self.models)) or "none"
+            what = f"unknown model {wanted!r}" if name is not None else (
+                f"the default model {wanted!r} is not in the repository")  # fmt: skip
+            raise NotFoundError(f"{what}; models: {names}")
+        if entry.state != "ready" or entry.detector is None:
+            raise NotReadyError(f"model not ready: {entry.name}: {entry.reason}")
+        return entry
+
+    def state(self, name: str | None = None) -> str:
+        """The state of model `name` (None: the default): "loading" until it is listed."""
+        wanted = name if name is not None else self.default_name
+        entry = self.models.get(wanted) if wanted is not None else None
+        return entry.state if entry is not None else "loading"
+
+    @property
+    def ready(self) -> bool:
+        """The default model is ready; with no default (several models, none named "default"
+        and no DETECTOR_DEFAULT_MODEL): every model has loaded or failed and one is ready."""
+        if self.default_name in self.models or self.settings.default_model:
+            try:
+                self.resolve()
+            except (NotFoundError, NotReadyError):
+                return False
+            return True
+        states = [e.state for e in self.models.values()]
+        return "ready" in states and "loading" not in states
+
+    def require_ready(self) -> Detector:
+        """The default model's detector (NotReadyError when it is not ready)."""
+        try:
+            entry = self.resolve()
+        except NotFoundError as exc:
+            raise NotReadyError(f"model not ready: {exc.message}") from None
+        assert entry.detector is not None
+        return entry.detector
+
+    # -- loading one model ----------------------------------------------------------------
 
     def load_model_file(self, path: Path, threads: int) -> Detector:
         """The default loader: the ONNX file on DETECTOR_BACKEND's runtime, once a child process
@@ -87,86 +187,55 @@ class Engine:
         shared = max(1, threads // s.workers) if s.workers > 1 else None
         return load_detector(path, s.backend, threads, s.spinning, s.openvino_precision, shared)
 
-    @property
-    def ready(self) -> bool:
-        return self.status.state == "ready"
-
-    def require_ready(self) -> Detector:
-        if not self.ready or self.detector is None:
-            raise NotReadyError(f"model not ready: {self.status.reason}")
-        return self.detector
-
-    async def load(self) -> None:
-        """Load and warm up on the worker thread; never raises (failure -> not ready)."""
-        await self.worker.call(self._load_blocking)
-
-    def load_and_warm_up(self) -> Detector:
-        """Load DETECTOR_MODEL_PATH and warm it up (raises on any failure); changes nothing."""
-        path = Path(self.settings.model_path)
+    def load_source(self, source: ModelSource) -> tuple[Detector, int]:
+        """Load and warm up one model file (raises on any failure): (detector, the resident
+        memory the process grew by). Changes nothing; loads are run one at a time."""
+        path = source.path
         shown = model_display_path(path)
         try:
             mode = path.stat().st_mode  # OSError (symlink loop, permission): not readable
         except FileNotFoundError:
-            raise FileNotFoundError(
-                f"model file not found: {shown} (set DETECTOR_MODEL_PATH)"
-            ) from None
+            hint = "DETECTOR_MODEL_DIR" if self.settings.model_dir else "DETECTOR_MODEL_PATH"
+            raise FileNotFoundError(f"model file not found: {shown} (set {hint})") from None
         if not stat.S_ISREG(mode):
             raise ModelRefusedError("not a regular file", f"{shown} is not a regular file")
+        before = rss_bytes()
         detector = self.loader(path, self.settings.threads)
         if self.settings.warmup:  # square, 4:3 and 3:4 photos: the common letterbox shapes
             for w, h in warmup_sizes(detector.metadata.input_size):
                 detector.detect_image(Image.new("RGB", (w, h)), PostprocessConfig())
-        return detector
+        return detector, max(0, rss_bytes() - before)
 
-    def install(self, detector: Detector) -> None:
-        """Make `detector` the one that serves (one assignment: requests that already hold the
-        previous one finish on it)."""
-        self.detector = detector
-        self.metrics.set_model(detector.metadata)
-        self.metrics.model_ready.set(1)
-        self.status = ModelStatus("ready", "ok")
+    def install(self, entry: ModelEntry) -> None:
+        """Serve `entry` under its name (one assignment: requests that hold the previous
+        detector finish on it)."""
+        self.models[entry.name] = entry
+        self.models = dict(sorted(self.models.items()))
+        if entry.detector is not None and entry.state == "ready":
+            self.metrics.set_model(entry.name, entry.detector.metadata, entry.version,
+                                   entry.memory_bytes)  # fmt: skip
+        else:
+            self.metrics.model_ready.labels(model=entry.name).set(0)
 
-    def _load_blocking(self) -> None:
-        path = Path(self.settings.model_path)
-        shown = model_display_path(path)
-        t0 = time.perf_counter()
-        try:
-            detector = self.load_and_warm_up()
-        except Exception as exc:  # any failure leaves the service alive and not ready
-            # Clients (GET /health/ready) see the file name and the kind of failure in our
-            # words; the log has the path and the library's own message.
-            kind, detail = describe_failure(exc)
-            found = not isinstance(exc, FileNotFoundError)
-            public = f"cannot load model {path.name}: {kind}" if found else (
-                f"model file not found: {path.name} (set DETECTOR_MODEL_PATH)")  # fmt: skip
-            self.status = ModelStatus("failed", public)
-            detail = f"cannot load model {shown}: {detail}" if found else str(exc)
-            log.error("model not loaded, service stays not ready: %s", detail)
-            return
-        self.install(detector)
-        m = detector.metadata
-        load_ms = round(1000 * (time.perf_counter() - t0), 1)
-        log.info(
-            "model ready",
-            extra={"model_path": shown, "model_name": m.name, "model_version": m.version,
-                   "preset": m.preset, "precision": m.precision, "load_ms": load_ms,
-                   "backend": getattr(detector, "backend", "custom"),
-                   "threads": self.settings.threads, "workers": self.settings.workers,
-                   "spinning": self.settings.spinning},
-        )  # fmt: skip
+    def remove(self, name: str) -> ModelEntry | None:
+        """Stop serving `name`; its requests in flight finish on the detector they hold."""
+        entry = self.models.pop(name, None)
+        self.metrics.remove_model(name)
+        return entry
+
+    # -- requests -------------------------------------------------------------------------
 
     def check_capacity(self) -> None:
-        """At arrival: NotReadyError / OverloadedError now, before the body is read."""
-        self.require_ready()
+        """At arrival: OverloadedError now, before the body is read."""
         self.worker.check()
 
     def admit(self) -> Reservation:
         """A queue slot for a request whose body is complete (OverloadedError when full)."""
-        self.require_ready()
         return self.worker.admit()
 
     async def detect(
         self,
+        model: ModelEntry,
         data: bytes,
         score_threshold: float,
         max_detections: int,
@@ -176,7 +245,7 @@ class Engine:
         classes: tuple[int, ...] | None = None,
         tile: str | int = "off",
     ) -> tuple[DetectionResult, float]:
-        """Run the whole pipeline (decode included) on the worker: (result, queue wait in s).
+        """Run the whole pipeline (decode included) on a worker: (result, queue wait in s).
 
         Decoding happens on the worker too, so at most `max_queue` compressed bodies (never
         decoded images) wait in memory. Only detections scoring >= score_threshold are kept.
@@ -186,22 +255,23 @@ class Engine:
         `classes`: keep only these class ids (None = all). `tile`: tiled inference (off, auto
         or an N x N grid; export/tiling.py), at most DETECTOR_MAX_TILES tiles.
         """
-        detector = self.require_ready()
+        detector = model.detector
+        assert detector is not None, "resolve() hands out ready models only"
         cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou, classes)
         max_pixels = self.settings.max_pixels
 
         def job() -> DetectionResult:
-            # scores >= score_threshold only; past the deadline the job stops (DeadlinePassedError)
             result = detector.detect_bytes(data, cfg, max_pixels, deadline=deadline,
                                            **self._tiling(tile))  # fmt: skip
             if then is not None:
                 then(result)
             return result
 
-        return await self.worker.run(job, deadline, slot)
+        return await self.worker.run(job, deadline, slot, key=model.name)
 
     async def detect_many(
         self,
+        model: ModelEntry,
         images: Sequence[bytes | Exception],
         score_threshold: float,
         max_detections: int,
@@ -213,7 +283,8 @@ class Engine:
         """Several images, one after the other in one worker job, as `detect` does one: (each
         image's result or its error, queue wait in s). An item that is already an error (it
         failed while reading) stays that error; a failing image does not stop the others."""
-        detector = self.require_ready()
+        detector = model.detector
+        assert detector is not None, "resolve() hands out ready models only"
         cfg = candidate_config(score_threshold, max_detections, self.settings.nms_iou, classes)
         max_pixels = self.settings.max_pixels
 
@@ -233,7 +304,7 @@ class Engine:
                     out.append(exc)
             return out
 
-        return await self.worker.run(job, deadline, slot)
+        return await self.worker.run(job, deadline, slot, key=model.name)
 
     def _tiling(self, tile: str | int) -> dict[str, str | int]:
         """detect_bytes' tiling arguments (none when off: the untiled call as it always was)."""
@@ -244,4 +315,5 @@ class Engine:
         for the worker is bounded whatever the file does."""
         self.model_check.cancel()
         self.worker.shutdown(wait=True)
-        self.metrics.model_ready.set(0)
+        for name in list(self.models):
+            self.metrics.model_ready.labels(model=name).set(0)

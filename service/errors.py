@@ -87,13 +87,15 @@ class DeadlineExceededError(ServiceError):
 
 
 class NotFoundError(ServiceError):
-    """No such model (/v2/models/{name}) or a disabled route (/admin/reload)."""
+    """No such model (`?model=`, /models/{name}, /v2/models/{name}) or a disabled route."""
 
     status, code, outcome = 404, "not_found", "bad_request"
 
 
 class UnauthorizedError(ServiceError):
-    status, code, outcome = 401, "unauthorized", "bad_request"
+    """A missing or wrong API key (DETECTOR_API_KEYS) or admin token."""
+
+    status, code, outcome = 401, "unauthorized", "unauthorized"
 
 
 class ReloadFailedError(ServiceError):

@@ -1,4 +1,9 @@
-"""Prometheus metrics: one `CollectorRegistry` per app, so several apps (tests) never collide."""
+"""Prometheus metrics: one `CollectorRegistry` per app, so several apps (tests) never collide.
+
+Per-model series carry a `model` label: the repository's names (bounded by the folder, and a
+removed model's series are removed), or "" for a request refused before its model was known
+(an unknown name is never a label value). Queue and connection figures are process-wide.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ from prometheus_client import (
 from export.metadata import ModelMetadata
 from service.errors import OUTCOMES
 from service.stages import STAGES
+
+# the `route` label of detector_requests_total: path -> route (service.middleware)
+ROUTES: tuple[str, ...] = ("detect", "batch", "v2", "deepstack")
+REFUSAL_REASONS: tuple[str, ...] = ("missing", "wrong")
 
 STAGE_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
@@ -35,17 +44,14 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "detector_requests", "Detection requests (/detect, /detect/batch, v2 infer) by outcome",
-            ["outcome"], registry=r,
+            "detector_requests",
+            "Detection requests (/detect, /detect/batch, v2 infer, DeepStack) by model, route "
+            "and outcome", ["model", "route", "outcome"], registry=r,
         )  # fmt: skip
-        for outcome in OUTCOMES:
-            self.requests.labels(outcome=outcome)
         self.stage_duration = Histogram(
             "detector_stage_duration_seconds", "Time per pipeline stage of successful requests",
-            ["stage"], buckets=STAGE_BUCKETS, registry=r,
+            ["model", "stage"], buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
-        for stage in STAGES:
-            self.stage_duration.labels(stage=stage)
         self.in_flight = Gauge(
             "detector_in_flight_requests", "Detection requests being handled", registry=r
         )
@@ -58,7 +64,7 @@ class Metrics:
         )  # fmt: skip
         self.detections = Histogram(
             "detector_detections_per_image", "Detections returned per image",
-            buckets=DETECTION_BUCKETS, registry=r,
+            ["model"], buckets=DETECTION_BUCKETS, registry=r,
         )  # fmt: skip
         self.request_size = Histogram(
             "detector_request_size_bytes", "Bytes of the uploaded request body",
@@ -66,30 +72,77 @@ class Metrics:
         )  # fmt: skip
         self.image_pixels = Histogram(
             "detector_image_pixels", "Decoded image width x height",
-            buckets=PIXEL_BUCKETS, registry=r,
+            ["model"], buckets=PIXEL_BUCKETS, registry=r,
         )  # fmt: skip
         self.model_info = Gauge(
-            "detector_model_info", "The loaded model (value is always 1)",
-            ["name", "version", "preset", "precision"], registry=r,
+            "detector_model_info", "The loaded models (value is always 1)",
+            ["model", "name", "version", "preset", "precision"], registry=r,
         )  # fmt: skip
         self.tiles = Counter(
             "detector_tiles", "Tiles run through the model by tiled inference (tile=auto or N)",
-            registry=r,
+            ["model"], registry=r,
         )  # fmt: skip
         self.model_ready = Gauge(
-            "detector_model_ready", "1 when the model is loaded and warmed up", registry=r
-        )
+            "detector_model_ready", "1 when the model is loaded and warmed up", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.model_memory = Gauge(
+            "detector_model_memory_bytes",
+            "Resident memory the process grew by while loading the model", ["model"], registry=r,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "detector_model_reloads", "Model loads on a rescan (SIGHUP or /admin/reload)",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
+        self.key_refusals = Counter(
+            "detector_api_key_refusals",
+            "Inference requests refused for a missing or wrong API key (DETECTOR_API_KEYS)",
+            ["route", "reason"], registry=r,
+        )  # fmt: skip
+        for route in ROUTES:
+            for reason in REFUSAL_REASONS:
+                self.key_refusals.labels(route=route, reason=reason)
+        self._init_model("")  # requests refused before their model was known
 
-    def observe_stages(self, timings_s: dict[str, float]) -> None:
+    def _init_model(self, model: str) -> None:
+        for route in ROUTES:
+            for outcome in OUTCOMES:
+                self.requests.labels(model=model, route=route, outcome=outcome)
+
+    def observe_stages(self, model: str, timings_s: dict[str, float]) -> None:
         for stage, seconds in timings_s.items():
             if stage in STAGES:
-                self.stage_duration.labels(stage=stage).observe(seconds)
+                self.stage_duration.labels(model=model, stage=stage).observe(seconds)
 
-    def set_model(self, meta: ModelMetadata) -> None:
-        self.model_info.clear()
-        self.model_info.labels(
-            name=meta.name, version=meta.version, preset=meta.preset, precision=meta.precision
-        ).set(1)
+    def set_model(self, model: str, meta: ModelMetadata, version: str, memory: int) -> None:
+        """`model` serves `meta` now: its info, ready and memory series (pre-initialised)."""
+        self._remove(self.model_info, model)
+        self.model_info.labels(model=model, name=meta.name, version=version, preset=meta.preset,
+                               precision=meta.precision).set(1)  # fmt: skip
+        self.model_ready.labels(model=model).set(1)
+        self.model_memory.labels(model=model).set(memory)
+        self._init_model(model)
+        for stage in STAGES:
+            self.stage_duration.labels(model=model, stage=stage)
+        for metric in (self.detections, self.image_pixels, self.tiles):
+            metric.labels(model=model)
+        for result in ("ok", "failed"):
+            self.reloads.labels(model=model, result=result)
+
+    def remove_model(self, model: str) -> None:
+        """Every series of `model` (removed from the repository)."""
+        for metric in (self.requests, self.stage_duration, self.detections, self.image_pixels,
+                       self.tiles, self.model_info, self.model_ready, self.model_memory,
+                       self.reloads):  # fmt: skip
+            self._remove(metric, model)
+
+    @staticmethod
+    def _remove(metric: Counter | Gauge | Histogram, model: str) -> None:
+        names = list(metric._labelnames)
+        at = names.index("model")
+        for values in list(metric._metrics):  # prometheus_client has no remove-by-one-label
+            if values[at] == model:
+                metric.remove(*values)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

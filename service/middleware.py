@@ -25,7 +25,20 @@ from service.stages import STAGES
 
 log = logging.getLogger("service.access")
 
-_DETECT_ROUTES = re.compile(r"^(/detect(/batch)?|/v2/models/[^/]+(/versions/[^/]+)?/infer)$")
+# path -> the `route` label of detector_requests_total (service.metrics.ROUTES)
+_DETECT_ROUTES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^/detect$"), "detect"),
+    (re.compile(r"^/detect/batch$"), "batch"),
+    (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$"), "v2"),
+    (re.compile(r"^/v1/vision/(detection|custom/[^/]+)$"), "deepstack"),
+)
+
+
+def detect_route(method: str, path: str) -> str | None:
+    """The route label of a detection request; None for every other request."""
+    if method != "POST":
+        return None
+    return next((name for pattern, name in _DETECT_ROUTES if pattern.match(path)), None)
 QUIET_PREFIXES = ("/health/", "/metrics")  # logged at DEBUG only
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -71,7 +84,7 @@ class RequestContextMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         rid = request_id_from(Headers(scope=scope))
         state.update(request_id=rid, started_monotonic=time.monotonic(), timings_s={})
-        is_detect = scope["method"] == "POST" and bool(_DETECT_ROUTES.match(scope["path"]))
+        route = detect_route(scope["method"], scope["path"])
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -86,7 +99,7 @@ class RequestContextMiddleware:
                 )
             await send(message)
 
-        if is_detect:
+        if route is not None:
             self.metrics.in_flight.inc()
         limit = _header_limit(scope)
         try:
@@ -119,11 +132,13 @@ class RequestContextMiddleware:
             if not state.get("response_started"):
                 await err.response()(scope, receive, send_with_headers)
         finally:
-            if is_detect:
+            if route is not None:
                 self.metrics.in_flight.dec()
+                # "model" is set once the route has resolved a model of the repository
                 self.metrics.requests.labels(
-                    outcome=state.get("outcome") or outcome_for(status)
-                ).inc()
+                    model=state.get("model", ""), route=route,
+                    outcome=state.get("outcome") or outcome_for(status),
+                ).inc()  # fmt: skip
             self._log(scope, state, status, time.perf_counter() - start)
 
     def _log(self, scope: Scope, state: dict[str, Any], status: int, total_s: float) -> None:
@@ -137,7 +152,8 @@ class RequestContextMiddleware:
             "request_id": state["request_id"], "method": scope["method"], "path": path,
             "status": status, "timings_ms": timings,
         }  # fmt: skip
-        for key in ("outcome", "request_bytes", "image_width", "image_height", "detections"):
+        for key in ("model", "outcome", "request_bytes", "image_width", "image_height",
+                    "detections"):  # fmt: skip
             if key in state:
                 fields[key] = state[key]
         log.log(level, "request", extra=fields)

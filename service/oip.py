@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2) tensor encoding, pure Python + NumPy: parse an
 infer request (JSON, or JSON + binary tensors: Triton's binary data extension) and build the
-response. Used by service.routes_v2.
+response. Used by service.routes.v2.
 
 A request is validated before any work in proportion to it: the JSON is loaded by
 service.json_input.load_json (token count, nesting), the header length must be plain digits,
@@ -25,7 +25,7 @@ HEADER_LENGTH = "inference-header-content-length"
 # The request's one tensor (the encoded image files): not the ONNX graph's input, which is
 # export.metadata.INPUT_NAME.
 OIP_INPUT = "image"
-# The response's tensors: name, datatype, shape (service.routes_v2's module docstring); not the
+# The response's tensors: name, datatype, shape (service.routes.v2's module docstring); not the
 # ONNX graph's outputs, which are export.metadata.OUTPUT_NAMES.
 OIP_OUTPUTS: tuple[tuple[str, str, list[int]], ...] = (
     ("num_detections", "INT32", [-1]),

@@ -1,108 +1,190 @@
-"""Model reload without downtime: SIGHUP, or POST /admin/reload (opt-in: DETECTOR_ADMIN_RELOAD).
+"""Keeping the served models in step with the repository without downtime: at startup, on
+SIGHUP and on POST /admin/reload (opt-in: DETECTOR_ADMIN_RELOAD; service/routes/admin.py).
 
-The file at DETECTOR_MODEL_PATH is loaded and warmed up off the inference worker, then swapped
-in with one assignment: requests that already hold the previous model finish on it, later ones
-get the new one, and none waits for the load. A file that fails to load (missing, corrupt, no
-metadata, hostile: see export.model_check) is refused with a log line and the previous model
-keeps serving. One reload at a time; SIGHUPs that arrive while one is waiting to start add
-nothing (at most one more reload runs after the current one: it reads the file anew anyway).
+A rescan reads the repository (export/repository.py) and compares it with what is served:
+added files load, removed ones stop serving (their requests in flight finish on the model they
+hold), changed ones (another file identity: inode, size or mtime) load anew and swap in with one
+assignment. Unchanged models are left alone; one that failed before is tried again. Each file
+is first loaded and warmed up in a child process (export.model_check), then here, off the
+inference workers, so traffic never waits for a load. A file that fails to load is refused with
+a log line, `detector_model_reloads_total{result="failed"}` and its `last_error` in /models; an
+older version of it keeps serving. At most DETECTOR_MAX_MODELS are loaded (the default model
+first); the rest are listed as refused. One rescan at a time; SIGHUPs that arrive while one is
+waiting to start add nothing (at most one more runs after the current one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from fastapi import APIRouter, Request
-from prometheus_client import Counter
 from pydantic import BaseModel
 
 from export.model_check import describe_failure
-from service.engine import Engine
-from service.errors import NotFoundError, ReloadFailedError, UnauthorizedError
-from service.metrics import Metrics
-from service.schemas import ErrorResponse, ModelRef
+from export.repository import ModelSource
+from service.api_keys import ApiKeys
+from service.engine import Engine, ModelEntry
+from service.errors import ReloadFailedError
 from service.settings import model_display_path
 
 log = logging.getLogger("service.reload")
-router = APIRouter()
 T = TypeVar("T")
 
 
+class ModelChange(BaseModel):
+    name: str
+    action: str  # "added" | "changed" | "removed" | "failed" | "refused"
+    version: str | None = None
+    previous_version: str | None = None
+    load_ms: float | None = None
+    error: str | None = None
+
+
 class ReloadResponse(BaseModel):
-    status: str
-    model: ModelRef
-    previous: ModelRef | None
-    load_ms: float
+    status: str  # "reloaded" (every change applied) | "unchanged"
+    changes: list[ModelChange]
+    models: list[str]
 
 
 @dataclass
 class Reloader:
     engine: Engine
-    reloads: Counter
-    startup: asyncio.Task[None] | None = None
-
-    def __post_init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[ReloadResponse]] = set()
-        self._sighup_waiting = False  # a SIGHUP reload is queued and has not started yet
+    keys: ApiKeys | None = None  # a keys file is re-read on every rescan
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: set[asyncio.Task[ReloadResponse]] = field(default_factory=set)
+    _sighup_waiting: bool = False  # a SIGHUP rescan is queued and has not started yet
 
     async def reload(self, trigger: str) -> ReloadResponse:
-        """Load, warm up and swap in the model file; ReloadFailedError keeps the old one."""
+        """Rescan and apply; ReloadFailedError (409) when a file failed to load (every other
+        change is applied, and the failed model's older version keeps serving)."""
         async with self._lock:
             if trigger == "SIGHUP":
                 self._sighup_waiting = False  # from now on, a SIGHUP queues one more
-            if self.startup is not None and not self.startup.done():
-                await asyncio.shield(self.startup)  # never race the initial load
-            engine = self.engine
-            shown = model_display_path(engine.settings.model_path)
-            old = engine.detector.metadata if engine.detector is not None else None
-            t0 = time.perf_counter()
-            try:
-                detector = await in_daemon_thread(engine.load_and_warm_up)
-            except Exception as exc:
-                self.reloads.labels(result="failed").inc()
-                kind, reason = describe_failure(exc)
-                kept = f"{old.name} {old.version}" if old else "no model"
-                log.error("model reload refused, still serving %s: cannot load %s: %s",
-                          kept, shown, reason, extra={"trigger": trigger})  # fmt: skip
-                # the client gets the file name and the kind of failure in our words; the log
-                # has the library's message
-                name = Path(engine.settings.model_path).name
-                message = f"cannot load {name}: {kind}; still serving {kept}"
-                raise ReloadFailedError(message) from None
-            engine.install(detector)
-            self.reloads.labels(result="ok").inc()
-            new = detector.metadata
-            load_ms = round(1000 * (time.perf_counter() - t0), 1)
-            log.info("model reloaded", extra={
-                "trigger": trigger, "model_path": shown, "model_name": new.name,
-                "model_version": new.version, "previous_version": old.version if old else None,
-                "load_ms": load_ms,
-            })  # fmt: skip
-            return ReloadResponse(
-                status="reloaded", model=ModelRef(name=new.name, version=new.version),
-                previous=ModelRef(name=old.name, version=old.version) if old else None,
-                load_ms=load_ms,
-            )  # fmt: skip
+            if self.keys is not None and trigger != "startup":
+                self.keys.refresh()
+            changes = await self._rescan(trigger)
+            log.info("model repository rescanned", extra={
+                "trigger": trigger, "changes": len(changes), "models": len(self.engine.models)})
+        failed = [c for c in changes if c.action == "failed"]
+        if failed and trigger != "startup":
+            raise ReloadFailedError("; ".join(f"{c.name}: {c.error}" for c in failed))
+        return ReloadResponse(status="reloaded" if changes else "unchanged", changes=changes,
+                              models=list(self.engine.models))  # fmt: skip
+
+    async def _rescan(self, trigger: str) -> list[ModelChange]:
+        engine = self.engine
+        try:
+            sources = engine.scan()
+        except OSError as exc:
+            where = model_display_path(engine.settings.model_dir or "")
+            engine.empty_reason = f"cannot read the model folder {where}"
+            log.error("model folder not readable, models unchanged: %s: %s", where, exc)
+            return [ModelChange(name="*", action="failed", error="model folder not readable")]
+        engine.empty_reason = "no model in the repository" if not sources else engine.empty_reason
+        changes = [self._removed(name) for name in list(engine.models) if name not in sources]
+        default = engine.settings.default_model or "default"
+        served = {n for n, e in engine.models.items() if e.state == "ready"}
+        # the default first, then the models already served (a new file never evicts one)
+        order = sorted(sources.values(),
+                       key=lambda s: (s.name != default, s.name not in served, s.name))  # fmt: skip
+        for source in order[: engine.settings.max_models]:
+            if source.name not in engine.models:
+                engine.install(ModelEntry(source))  # listed as loading until its turn
+        engine.scanned = True
+        loaded = 0
+        for source in order:
+            current = engine.models.get(source.name)
+            if loaded >= engine.settings.max_models:
+                changes.append(self._refuse(source, current))
+                continue
+            loaded += 1
+            same = current is not None and current.source.identity == source.identity
+            if same and current is not None and current.state == "ready":
+                continue
+            changes.append(await self._load(source, current, trigger))
+        return changes
+
+    def _removed(self, name: str) -> ModelChange:
+        entry = self.engine.remove(name)
+        version = entry.version if entry is not None else None
+        log.info("model removed", extra={"model": name, "model_version": version})
+        return ModelChange(name=name, action="removed", previous_version=version)
+
+    def _refuse(self, source: ModelSource, current: ModelEntry | None) -> ModelChange:
+        limit = self.engine.settings.max_models
+        reason = f"not loaded: DETECTOR_MAX_MODELS ({limit}) models are loaded"
+        if current is not None and current.state == "refused":
+            return ModelChange(name=source.name, action="refused", error=reason)
+        if current is not None:
+            self.engine.remove(source.name)
+        self.engine.install(ModelEntry(source, "refused", reason))
+        log.error("model %s refused: %s", source.name, reason)
+        return ModelChange(name=source.name, action="refused", error=reason)
+
+    async def _load(
+        self, source: ModelSource, current: ModelEntry | None, trigger: str
+    ) -> ModelChange:
+        engine, name = self.engine, source.name
+        shown = model_display_path(source.path)
+        serving = current is not None and current.state == "ready"
+        t0 = time.perf_counter()
+        try:
+            detector, memory = await in_daemon_thread(lambda: engine.load_source(source))
+        except Exception as exc:  # any failure: refused, the older version (if any) serves on
+            kind, detail = describe_failure(exc)
+            public = f"cannot load {source.path.name}: {kind}"
+            engine.metrics.reloads.labels(model=name, result="failed").inc()
+            if serving:
+                assert current is not None
+                current.last_error = f"{public}; still serving {name} {current.version}"
+                log.error("model reload refused, still serving %s %s: cannot load %s: %s",
+                          name, current.version, shown, detail,
+                          extra={"trigger": trigger})  # fmt: skip
+                return ModelChange(name=name, action="failed", error=current.last_error,
+                                   version=current.version)  # fmt: skip
+            engine.install(ModelEntry(source, "failed", public))
+            found = not isinstance(exc, FileNotFoundError)  # its message has path and hint
+            detail = f"cannot load model {shown}: {detail}" if found else str(exc)
+            log.error("model %s not loaded: %s", name, detail, extra={"trigger": trigger})
+            return ModelChange(name=name, action="failed", error=public)
+        load_ms = round(1000 * (time.perf_counter() - t0), 1)
+        entry = ModelEntry(source, "ready", "ok", detector, memory, load_ms)
+        engine.install(entry)
+        if trigger != "startup":
+            engine.metrics.reloads.labels(model=name, result="ok").inc()
+        m = detector.metadata
+        previous = current.version if serving and current is not None else None
+        log.info("model ready", extra={
+            "trigger": trigger, "model": name, "model_path": shown, "model_name": m.name,
+            "model_version": entry.version, "previous_version": previous, "preset": m.preset,
+            "precision": m.precision, "load_ms": load_ms, "memory_bytes": memory,
+            "backend": getattr(detector, "backend", "custom"),
+            "threads": engine.settings.threads, "workers": engine.settings.workers,
+        })  # fmt: skip
+        return ModelChange(name=name, action="changed" if serving else "added",
+                           version=entry.version, previous_version=previous,
+                           load_ms=load_ms)  # fmt: skip
 
     def on_sighup(self) -> None:
-        if self._sighup_waiting:  # the queued reload will read the file as it is now
+        if self._sighup_waiting:  # the queued rescan will read the folder as it is then
             log.info("SIGHUP: a reload is already queued")
             return
         self._sighup_waiting = True
-        task = asyncio.ensure_future(self.reload("SIGHUP"))
+        self.start("SIGHUP")
+
+    def start(self, trigger: str) -> asyncio.Task[ReloadResponse]:
+        """A rescan in the background (startup, SIGHUP)."""
+        task = asyncio.ensure_future(self.reload(trigger))
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[ReloadResponse]) -> None:
         self._tasks.discard(task)
@@ -127,7 +209,7 @@ async def in_daemon_thread(fn: Callable[[], T]) -> T:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
             loop.call_soon_threadsafe(_settle, done, result, error)
 
-    threading.Thread(target=target, name="model-reload", daemon=True).start()
+    threading.Thread(target=target, name="model-load", daemon=True).start()
     return await done
 
 
@@ -140,16 +222,8 @@ def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | No
         done.set_result(result)  # type: ignore[arg-type]
 
 
-def reload_counter(metrics: Metrics) -> Counter:
-    counter = Counter("detector_model_reloads", "Model reloads (SIGHUP or /admin/reload)",
-                      ["result"], registry=metrics.registry)  # fmt: skip
-    for result in ("ok", "failed"):
-        counter.labels(result=result)
-    return counter
-
-
 def install_sighup(reloader: Reloader) -> bool:
-    """Reload on SIGHUP (main thread's event loop only: False elsewhere, e.g. TestClient)."""
+    """Rescan on SIGHUP (main thread's event loop only: False elsewhere, e.g. TestClient)."""
     try:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.on_sighup)
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
@@ -160,35 +234,3 @@ def install_sighup(reloader: Reloader) -> bool:
 def remove_sighup() -> None:
     with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-
-
-_RELOAD_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in (
-        (401, "DETECTOR_ADMIN_TOKEN is set and the bearer token is missing or wrong"),
-        (404, "admin reload is disabled (DETECTOR_ADMIN_RELOAD=false, the default)"),
-        (409, "the new file could not be loaded: the previous model keeps serving"),
-    )
-}
-
-
-@router.post(
-    "/admin/reload",
-    response_model=ReloadResponse,
-    responses=_RELOAD_ERRORS,
-    summary="Reload DETECTOR_MODEL_PATH without downtime (opt-in, like SIGHUP)",
-)
-async def admin_reload(request: Request) -> ReloadResponse:
-    settings = request.app.state.settings
-    if not settings.admin_reload:
-        raise NotFoundError("not found: admin reload is disabled (DETECTOR_ADMIN_RELOAD)")
-    if settings.admin_token is not None:
-        # RFC 7235: the scheme is case-insensitive ("bearer" is as good as "Bearer")
-        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
-        expected = settings.admin_token.get_secret_value()
-        token_ok = hmac.compare_digest(given.strip().encode(), expected.encode())
-        if not (token_ok and scheme.lower() == "bearer"):
-            raise UnauthorizedError("a valid 'Authorization: Bearer <token>' header is required",
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-    reloader: Reloader = request.app.state.reloader
-    return await reloader.reload("admin")

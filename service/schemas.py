@@ -28,7 +28,7 @@ class ImageInfo(BaseModel):
 
 
 class ModelRef(BaseModel):
-    name: str
+    name: str = Field(description="the model's name in the repository (`?model=`)")
     version: str
 
 
@@ -47,8 +47,9 @@ class DetectResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
+    name: str = Field(description="the model's name in the repository (`?model=`)")
     version: str
+    exported_name: str = Field(description="the name written into the ONNX file at export")
     preset: str
     precision: str
     classes: list[str]
@@ -62,12 +63,39 @@ class ModelInfo(BaseModel):
     )
 
     @classmethod
-    def from_metadata(cls, m: ModelMetadata, score_threshold: float) -> ModelInfo:
+    def from_metadata(
+        cls, name: str, version: str, m: ModelMetadata, score_threshold: float
+    ) -> ModelInfo:
         return cls(
-            name=m.name, version=m.version, preset=m.preset, precision=m.precision,
+            name=name, version=version, exported_name=m.name, preset=m.preset,
+            precision=m.precision,
             classes=list(m.class_names), input_size=m.input_size, strides=list(m.strides),
             mean=list(m.mean), std=list(m.std), score_threshold=score_threshold,
         )  # fmt: skip
+
+
+class ModelStatus(BaseModel):
+    name: str
+    version: str | None
+    state: str = Field(description="loading | ready | failed | refused (DETECTOR_MAX_MODELS)")
+    reason: str | None = Field(None, description="why it is not ready")
+    last_error: str | None = Field(
+        None, description="the latest reload that failed (this version serves on)"
+    )
+    file: str
+    backend: str | None = Field(None, description="the runtime serving it (once loaded)")
+    precision: str | None = None
+    preset: str | None = None
+    exported_name: str | None = None
+    classes: list[str] = Field(default_factory=list)
+    input_size: int | None = None
+    memory_bytes: int = Field(description="resident memory the process grew by to load it")
+    load_ms: float
+
+
+class ModelList(BaseModel):
+    default: str | None = Field(description="the model of requests that name none")
+    models: list[ModelStatus]
 
 
 class HealthStatus(BaseModel):
@@ -84,13 +112,15 @@ class ErrorResponse(BaseModel):
 
 
 def detect_response(
-    result: DetectionResult, meta: ModelMetadata, timings_s: dict[str, float]
+    result: DetectionResult,
+    model: ModelRef,
+    names: tuple[str, ...],
+    timings_s: dict[str, float],
 ) -> DetectResponse:
     """Build the response; boxes rounded to 0.1 px, scores to 4 decimals, times to 0.01 ms."""
     d = result.detections
     boxes = np.round(d.boxes.astype(np.float64), 1).tolist()
     scores = np.round(d.scores.astype(np.float64), 4).tolist()
-    names = meta.class_names
     detections = [
         Detection(label=names[c] if 0 <= c < len(names) else str(c), class_id=c, score=s, box=b)
         for b, s, c in zip(boxes, scores, (int(c) for c in d.class_ids), strict=True)
@@ -99,6 +129,6 @@ def detect_response(
     return DetectResponse(
         detections=detections,
         image=ImageInfo(width=result.width, height=result.height, tiles=result.tiles),
-        model=ModelRef(name=meta.name, version=meta.version),
+        model=model,
         timings_ms=Timings(**timings),
     )

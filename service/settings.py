@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from export import defaults
 from export.backends import Backend, Precision
+from export.repository import NAME, parse_pins
 from export.runtime import Spinning
 from export.tiling import parse_tile
 
@@ -52,7 +53,30 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DETECTOR_", extra="ignore")
 
-    model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX file exported by `export`")
+    model_path: Path = Field(
+        DEFAULT_MODEL_PATH,
+        description="ONNX file exported by `export`, served as a one-model repository named by "
+        "its file stem (when DETECTOR_MODEL_DIR is unset)",
+    )  # fmt: skip
+    model_dir: Path | None = Field(
+        None,
+        description="model repository: every `NAME.onnx` in the folder (or Triton's "
+        "`NAME/VERSION/model.onnx`, newest version) is served as model NAME; a rescan (SIGHUP, "
+        "/admin/reload) loads added files, unloads removed ones and swaps changed ones",
+    )  # fmt: skip
+    default_model: str | None = Field(
+        None,
+        description="the model of requests that name none (default: `default`, else the only "
+        "model); readiness follows it",
+    )  # fmt: skip
+    model_versions: str = Field(
+        "", description="pinned versions of Triton-layout models, e.g. `cars:1,birds:3`"
+    )
+    max_models: int = Field(
+        8, ge=1,
+        description="models loaded at most (each holds its weights in memory); models past it "
+        "are listed as refused",
+    )  # fmt: skip
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
@@ -178,11 +202,30 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys for the inference routes: a file of keys (one per line) or a "
+        "comma list; sent as `Authorization: Bearer`, `X-API-Key` or the DeepStack `api_key` "
+        "field (unset: the routes are open; health and /metrics always are)",
+    )  # fmt: skip
 
     @field_validator("tile")
     @classmethod
     def _tile(cls, value: str) -> str:
         return str(parse_tile(value))  # ValueError -> a settings error naming the values
+
+    @field_validator("model_versions")
+    @classmethod
+    def _pins(cls, value: str) -> str:
+        parse_pins(value)  # ValueError -> a settings error
+        return value
+
+    @field_validator("default_model")
+    @classmethod
+    def _default_model(cls, value: str | None) -> str | None:
+        if value is not None and not NAME.match(value):
+            raise ValueError("a model name is 1-64 letters, digits, '.', '_' or '-'")
+        return value
 
 
 def model_display_path(path: Path) -> str:

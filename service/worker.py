@@ -77,13 +77,18 @@ class InferenceWorker:
         return Reservation(self)
 
     async def run(
-        self, fn: Callable[[], T], deadline: float | None = None, slot: Reservation | None = None
+        self,
+        fn: Callable[[], T],
+        deadline: float | None = None,
+        slot: Reservation | None = None,
+        key: str = "",
     ) -> tuple[T, float]:
         """Run `fn` on the worker; returns (result, seconds spent waiting for the worker).
 
         `slot` is a reservation from `admit()` (taken here if not given). `deadline` is a
         `time.monotonic()` instant. Raises OverloadedError when the queue is full and
-        DeadlineExceededError when the deadline passes first.
+        DeadlineExceededError when the deadline passes first. Waiting jobs of different `key`s
+        (models) take turns.
         """
         slot = slot if slot is not None else self.admit()
         submitted = time.perf_counter()
@@ -99,7 +104,7 @@ class InferenceWorker:
             finally:
                 self._change(running=-1)
 
-        cfut: Future[T] = self._executor.submit(job)
+        cfut: Future[T] = self._executor.submit_as(key, job)
         afut = asyncio.wrap_future(cfut)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:

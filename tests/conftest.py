@@ -24,4 +24,5 @@ def tiny_onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     model = FCOS(get_preset("tiny", class_names=TINY_CLASSES))
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    # named as its metadata: served alone, the repository calls it "fcos-tiny" too
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "fcos-tiny.onnx")

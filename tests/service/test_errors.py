@@ -6,17 +6,19 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.attacks.images import jpeg, multipart, png_bomb, raw_png
 from service.errors import OUTCOMES
 
 
 def outcome_counts(client: TestClient) -> dict[str, float]:
-    counts = {}
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("detector_requests_total{"):
-            label, value = line.split("} ")
-            counts[label.split('"')[1]] = float(value)
+    """detector_requests_total by outcome, summed over models and routes."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "detector_requests_total":
+                counts[s.labels["outcome"]] = counts.get(s.labels["outcome"], 0.0) + s.value
     return counts
 
 

@@ -128,7 +128,7 @@ def test_model_load_failure_shows_no_directories(serve: AppFactory, tmp_path: Pa
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not an onnx file")
     with serve(model_path=bad, ready=False) as (app, client):
-        wait_until(lambda: app.state.engine.status.state != "loading", 20,
+        wait_until(lambda: app.state.engine.state() != "loading", 20,
                    what="the broken file was still loading")  # fmt: skip
         message = client.get("/health/ready").json()["error"]["message"]
     assert "broken.onnx" in message and str(tmp_path) not in message and "/" not in message

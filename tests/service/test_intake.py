@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import service.batch
-import service.routes_v2
+import service.routes.batch
+import service.routes.v2
 import service.upload
 from bench.attacks.images import jpeg, multipart
 from service.errors import RequestTimeoutError
@@ -71,7 +71,7 @@ def test_full_queue_refuses_at_arrival_without_reading(
     gated_serve: AppFactory, monkeypatch: pytest.MonkeyPatch, form: str
 ) -> None:
     reads: list[str] = []
-    for module in (service.batch, service.routes_v2):
+    for module in (service.routes.batch, service.routes.v2):
         inner = module.read_bounded
 
         async def counted(*args: Any, _inner: Any = inner, **kw: Any) -> bytes:
@@ -128,9 +128,9 @@ def test_bodies_are_parsed_off_the_event_loop(
 
     for module, name in ((service.upload, "json_single_image"),
                          (service.upload, "extract_multipart_field"),
-                         (service.batch, "json_image_list"),
-                         (service.batch, "extract_multipart_fields"),
-                         (service.routes_v2, "parse_infer_request")):  # fmt: skip
+                         (service.routes.batch, "json_image_list"),
+                         (service.routes.batch, "extract_multipart_fields"),
+                         (service.routes.v2, "parse_infer_request")):  # fmt: skip
         monkeypatch.setattr(module, name, off_loop(name, getattr(module, name)))
     for form in FORMS:
         path, kw = FORMS[form]([jpeg(64, 48)])
@@ -171,7 +171,7 @@ def test_body_deadline_is_408_unless_the_request_deadline_came_first(
         raise RequestTimeoutError("the request body did not arrive in time",
                                   headers={"Connection": "close"})  # fmt: skip
 
-    monkeypatch.setattr(service.batch, "read_bounded", times_out)
+    monkeypatch.setattr(service.routes.batch, "read_bounded", times_out)
     path, kw = FORMS["/detect/batch json"]([jpeg(32, 32)])
     query = "" if timeout_ms is None else f"?timeout_ms={timeout_ms}"
     with serve(body_timeout_s=30.0, request_timeout_s=0) as (app, client):

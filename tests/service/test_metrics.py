@@ -62,8 +62,9 @@ def test_values_move(client: TestClient) -> None:
                            content=jpeg(100, 50)).status_code == 200  # fmt: skip
     assert client.post("/detect", content=b"").status_code == 400
     after = scrape(client)
-    assert value(after, "detector_requests_total", outcome="ok") == 3
-    assert value(after, "detector_requests_total", outcome="bad_request") == 1
+    m = {"model": "fcos-tiny"}
+    assert value(after, "detector_requests_total", route="detect", outcome="ok", **m) == 3
+    assert value(after, "detector_requests_total", outcome="bad_request", **m) == 1
     for stage in STAGES:
         runs = 0 if stage in ("annotate", "tiles") else 3  # untiled JSON answers
         assert value(after, "detector_stage_duration_seconds_count", stage=stage) == runs
@@ -74,8 +75,9 @@ def test_values_move(client: TestClient) -> None:
     assert value(after, "detector_request_size_bytes_count") == 4
     assert value(after, "detector_in_flight_requests") == 0
     assert value(after, "detector_queue_depth") == 0
-    assert value(after, "detector_model_ready") == 1
-    assert value(after, "detector_model_info", name="fcos-tiny", preset="tiny") == 1
+    assert value(after, "detector_model_ready", **m) == 1
+    assert value(after, "detector_model_info", name="fcos-tiny", preset="tiny", **m) == 1
+    assert value(after, "detector_model_memory_bytes", **m) >= 0
 
 
 def test_health_and_metrics_requests_are_not_counted(client: TestClient) -> None:
@@ -89,5 +91,6 @@ def test_health_and_metrics_requests_are_not_counted(client: TestClient) -> None
 def test_each_app_has_its_own_registry(serve: Any) -> None:
     with serve() as (_, a), serve() as (_, b):
         a.post("/detect", content=jpeg())
-        assert value(scrape(a), "detector_requests_total", outcome="ok") == 1
-        assert value(scrape(b), "detector_requests_total", outcome="ok") == 0
+        ok = {"model": "fcos-tiny", "outcome": "ok"}
+        assert value(scrape(a), "detector_requests_total", **ok) == 1
+        assert value(scrape(b), "detector_requests_total", **ok) == 0

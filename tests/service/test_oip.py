@@ -54,7 +54,7 @@ def test_server_and_model_metadata(client: TestClient) -> None:
     assert client.get(f"/v2/models/{MODEL}/versions/{version}/ready").status_code == 200
     for path in ("/v2/models/other", f"/v2/models/{MODEL}/versions/9.9/ready"):
         r = client.get(path)
-        assert r.status_code == 404 and "serves 'fcos-tiny'" in r.json()["error"], path
+        assert r.status_code == 404 and "fcos-tiny" in r.json()["error"], path
 
 
 def test_json_infer_matches_detect(client: TestClient) -> None:
@@ -141,5 +141,7 @@ def test_limits_and_not_ready(serve: Any) -> None:
         assert client.get("/v2/health/live").status_code == 200
         r = client.get("/v2/health/ready")
         assert r.status_code == 503 and r.json() == {"ready": False}
-        r = client.post(f"/v2/models/{MODEL}/infer", json=infer_json([jpeg()]))
+        r = client.post("/v2/models/nonexistent/infer", json=infer_json([jpeg()]))
         assert r.status_code == 503 and "not ready" in r.json()["error"]
+        r = client.post(f"/v2/models/{MODEL}/infer", json=infer_json([jpeg()]))
+        assert r.status_code == 404 and "models: nonexistent" in r.json()["error"]

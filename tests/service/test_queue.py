@@ -43,7 +43,8 @@ def test_overflow_is_refused_at_once_with_retry_after(gated_serve: Any) -> None:
         assert [f.result().status_code for f in held] == [200, 200, 200]
         assert c.post("/detect", content=image).status_code == 200
         text = c.get("/metrics").text
-        assert 'detector_requests_total{outcome="overloaded"} 1.0' in text
+        labels = 'model="fcos-tiny",outcome="overloaded",route="detect"'
+        assert f"detector_requests_total{{{labels}}} 1.0" in text
         assert metric(c, "detector_queue_depth") == 0
 
 
@@ -66,7 +67,8 @@ def test_deadline_while_running(gated_serve: Any) -> None:
         assert 0.09 < time.perf_counter() - t0 < 2.0
         det.gate.set()
         assert c.post("/detect", content=jpeg()).status_code == 200
-        assert 'detector_requests_total{outcome="timeout"} 1.0' in c.get("/metrics").text
+        labels = 'model="fcos-tiny",outcome="timeout",route="detect"'
+        assert f"detector_requests_total{{{labels}}} 1.0" in c.get("/metrics").text
 
 
 def test_deadline_while_waiting_drops_the_job(gated_serve: Any) -> None:

@@ -40,14 +40,15 @@ def test_not_ready_until_loaded_and_warmed(serve: Any, caplog: pytest.LogCapture
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
         assert c.post("/detect", content=jpeg()).status_code == 503
         assert c.get("/model").status_code == 503
-        assert "detector_model_ready 0.0" in c.get("/metrics").text
+        assert 'detector_model_ready{model="fcos-tiny"} 0.0' in c.get("/metrics").text
         release.set()
         wait_ready(c)
         assert warmed, "readiness must come after one warm-up inference"
         assert c.post("/detect", content=jpeg()).status_code == 200
         metrics = c.get("/metrics").text
-        assert "detector_model_ready 1.0" in metrics
-        assert 'detector_model_info{name="fcos-tiny",precision="fp32",preset="tiny"' in metrics
+        assert 'detector_model_ready{model="fcos-tiny"} 1.0' in metrics
+        assert ('detector_model_info{model="fcos-tiny",name="fcos-tiny",precision="fp32",'
+                'preset="tiny"') in metrics
     ready_logs = [r for r in caplog.records if r.getMessage() == "model ready"]
     assert len(ready_logs) == 1 and ready_logs[0].model_name == "fcos-tiny"  # type: ignore[attr-defined]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -75,10 +76,10 @@ def test_bad_model_file(
         )
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with (
-        caplog.at_level(logging.ERROR, logger="service.engine"),
+        caplog.at_level(logging.ERROR, logger="service.reload"),
         serve(model_path=path, ready=False) as (app, c),
     ):
-        while app.state.engine.status.state == "loading":
+        while app.state.engine.state() == "loading":
             threading.Event().wait(0.01)
         assert c.get("/health/live").status_code == 200
         ready = c.get("/health/ready")
@@ -87,7 +88,7 @@ def test_bad_model_file(
         detect = c.post("/detect", content=jpeg())
         assert detect.status_code == 503 and detect.json()["error"]["code"] == "not_ready"
         assert c.get("/model").status_code == 503
-        assert "detector_model_ready 0.0" in c.get("/metrics").text
+        assert 'detector_model_ready{model="model"} 0.0' in c.get("/metrics").text
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "model not loaded" in errors[0].getMessage()
     if kind == "missing":

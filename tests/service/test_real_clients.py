@@ -29,7 +29,7 @@ MODEL = "fcos-tiny"
 
 @pytest.fixture(scope="module")
 def model_file(tiny_onnx_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(shutil.copy(tiny_onnx_path, tmp_path_factory.mktemp("m") / "model.onnx"))
+    return Path(shutil.copy(tiny_onnx_path, tmp_path_factory.mktemp("m") / f"{MODEL}.onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,8 @@ def test_sighup_reload_under_load(server: Server, model_file: Path) -> None:
     assert set(statuses) == {200} and statuses[200] > 10, statuses
     assert versions["2.0.0"] > 0 and versions["3.0.0"] > 0, versions
     metrics = httpx.get(server.url + "/metrics").text
-    assert 'detector_model_reloads_total{result="ok"} 2.0' in metrics
-    assert 'detector_model_reloads_total{result="failed"} 1.0' in metrics
+    assert f'detector_model_reloads_total{{model="{MODEL}",result="ok"}} 2.0' in metrics
+    assert f'detector_model_reloads_total{{model="{MODEL}",result="failed"}} 1.0' in metrics
     assert 'version="3.0.0"' in metrics and 'version="2.0.0"' not in metrics
     refused = [r for r in server.log_records() if r.get("logger") == "service.reload"
                and r["level"] == "error"]  # fmt: skip

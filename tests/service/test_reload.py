@@ -1,6 +1,7 @@
-"""Model reload (service.reload): POST /admin/reload (opt-in, token) and SIGHUP swap in the
-file at DETECTOR_MODEL_PATH; requests in flight finish on the old model; a bad file is refused
-and the old model keeps serving."""
+"""Model reload (service.reload) of a one-model repository (DETECTOR_MODEL_PATH): POST
+/admin/reload (opt-in, token) and SIGHUP swap in a changed file; requests in flight finish on
+the old model; a bad file is refused and the old model keeps serving. The folder repository:
+tests/service/test_repository.py."""
 
 from __future__ import annotations
 
@@ -58,24 +59,30 @@ def test_admin_reload_swaps_and_refuses_bad_files(serve: Any, model_file: Path) 
         with_version(model_file, model_file, "0.2.0")
         r = client.post("/admin/reload", headers=auth)
         assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["model"]["version"] == "0.2.0" and body["previous"]["version"] == "0.1.0"
+        assert r.json()["changes"] == [{
+            "name": "model", "action": "changed", "version": "0.2.0", "previous_version": "0.1.0",
+            "load_ms": r.json()["changes"][0]["load_ms"], "error": None}]  # fmt: skip
         assert version_of(client) == "0.2.0"
         families = scrape(client)
-        assert value(families, "detector_model_info", name="fcos-tiny", version="0.2.0") == 1
-        assert value(families, "detector_model_reloads_total", result="ok") == 1
+        m = {"model": "model"}
+        assert value(families, "detector_model_info", name="fcos-tiny", version="0.2.0", **m) == 1
+        assert value(families, "detector_model_reloads_total", result="ok", **m) == 1
         assert len([s for s in families["detector_model_info"].samples]) == 1
+        unchanged = client.post("/admin/reload", headers=auth).json()
+        assert unchanged == {"status": "unchanged", "changes": [], "models": ["model"]}
         for bad in (b"not an onnx file", b""):
             model_file.write_bytes(bad)
             r = client.post("/admin/reload", headers=auth)
-            assert r.status_code == 409 and "still serving fcos-tiny 0.2.0" in r.json()["error"][
+            assert r.status_code == 409 and "still serving model 0.2.0" in r.json()["error"][
                 "message"]  # fmt: skip
+            status = client.get("/models/model").json()
+            assert status["state"] == "ready" and "still serving" in status["last_error"]
             assert version_of(client) == "0.2.0"
             assert client.post("/detect", content=jpeg()).status_code == 200
         model_file.unlink()
         assert client.post("/admin/reload", headers=auth).status_code == 409
         assert client.get("/health/ready").status_code == 200
-        assert value(scrape(client), "detector_model_reloads_total", result="failed") == 3
+        assert value(scrape(client), "detector_model_reloads_total", result="failed", **m) == 3
 
 
 def test_in_flight_request_finishes_on_the_old_model(serve: Any, model_file: Path) -> None:
@@ -95,7 +102,7 @@ def test_in_flight_request_finishes_on_the_old_model(serve: Any, model_file: Pat
             assert gated.started.acquire(timeout=10)  # the request is inside the old model
             with_version(model_file, model_file, "0.3.0")
             r = client.post("/admin/reload")  # not blocked by the busy inference worker
-            assert r.status_code == 200 and r.json()["model"]["version"] == "0.3.0"
+            assert r.status_code == 200 and r.json()["changes"][0]["version"] == "0.3.0"
             gated.gate.set()
             old = held.result(timeout=30)
         assert old.status_code == 200 and old.json()["model"]["version"] == "0.1.0"
@@ -106,12 +113,18 @@ def test_in_flight_request_finishes_on_the_old_model(serve: Any, model_file: Pat
 
 def test_concurrent_reloads_are_serialised(serve: Any, model_file: Path) -> None:
     with serve(model_path=model_file, admin_reload=True) as (_, client):
+        with_version(model_file, model_file, "0.2.0")
         barrier = threading.Barrier(3)
 
-        def reload() -> int:
+        def reload() -> str:
             barrier.wait()
-            return client.post("/admin/reload").status_code
+            r = client.post("/admin/reload")
+            assert r.status_code == 200
+            return str(r.json()["status"])
 
-        with ThreadPoolExecutor(3) as pool:
-            assert list(pool.map(lambda _: reload(), range(3))) == [200] * 3
-        assert value(scrape(client), "detector_model_reloads_total", result="ok") == 3
+        with ThreadPoolExecutor(3) as pool:  # one loads the new file, the others find it loaded
+            statuses = sorted(pool.map(lambda _: reload(), range(3)))
+        assert statuses == ["reloaded", "unchanged", "unchanged"]
+        assert value(scrape(client), "detector_model_reloads_total", model="model",
+                     result="ok") == 1  # fmt: skip
+        assert version_of(client) == "0.2.0"

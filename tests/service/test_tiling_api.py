@@ -16,7 +16,7 @@ from export.client import DetectorClient
 
 def _tiles_metric(client: TestClient) -> float:
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith("detector_tiles_total "):
+        if line.startswith('detector_tiles_total{model="fcos-tiny"} '):
             return float(line.split()[1])
     raise AssertionError("no detector_tiles_total")
 

@@ -7,7 +7,8 @@ tensor `image` of shape [N] and answers, per image, padded detection tensors:
   class_names BYTES [N, K] ("" = padding)            K = the most detections of any image
 
 Request `parameters` (optional): score_threshold, max_detections, classes ("person,car"), tile
-(off, auto or N: tiled inference, service/tile_param.py).
+(off, auto or N: tiled inference, service/tile_param.py). Every model of the repository is
+served under its name (`/v2/models/{name}/...`); the version is the served one.
 Errors follow the protocol: `{"error": "<message>"}` with the same statuses as /detect.
 """
 
@@ -22,11 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from export.metadata import ModelMetadata
 from export.runtime import DetectionResult
-from service.batch import observe_result
 from service.class_filter import parse_classes
-from service.engine import Engine
+from service.engine import Engine, ModelEntry
 from service.errors import (
     HttpError,
     InvalidParameterError,
@@ -37,7 +36,6 @@ from service.errors import (
 )
 from service.intake import Reader, received, request_deadline
 from service.json_input import json_batch_limit
-from service.metrics import Metrics
 from service.oip import (
     HEADER_LENGTH,
     OIP_INPUT,
@@ -46,7 +44,7 @@ from service.oip import (
     encode_outputs,
     parse_infer_request,
 )
-from service.routes import _engine
+from service.routes.common import check_key, engine_of, metrics_of, record_image
 from service.settings import Settings
 from service.stages import REQUEST_STAGES
 from service.tile_param import resolve_tile
@@ -121,13 +119,18 @@ def _error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
 
 
-def _model(engine: Engine, name: str, version: str | None) -> ModelMetadata:
-    meta = engine.require_ready().metadata
-    if name != meta.name or (version is not None and version != meta.version):
-        wanted = name if version is None else f"{name} version {version}"
-        raise NotFoundError(f"unknown model {wanted!r}: this server serves {meta.name!r} "
-                        f"version {meta.version!r}")  # fmt: skip
-    return meta
+def _model(engine: Engine, name: str, version: str | None) -> ModelEntry:
+    """The model by its repository name, or by the name in its file's metadata when exactly
+    one served model has it (what this route took before models had repository names)."""
+    if name not in engine.models:
+        named = [n for n, e in engine.models.items()
+                 if e.detector is not None and e.metadata.name == name]  # fmt: skip
+        name = named[0] if len(named) == 1 else name
+    entry = engine.resolve(name)
+    if version is not None and version != entry.version:
+        raise NotFoundError(f"unknown model {name!r} version {version!r}: it serves version "
+                            f"{entry.version!r}")  # fmt: skip
+    return entry
 
 
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
@@ -158,11 +161,11 @@ async def model_metadata(
     request: Request, name: str, version: str | None = None
 ) -> ModelMetadataResponse | JSONResponse:
     try:
-        meta = _model(_engine(request), name, version)
+        entry = _model(engine_of(request), name, version)
     except ServiceError as exc:
         return _error(request, exc)
     return ModelMetadataResponse(
-        name=meta.name, versions=[meta.version], platform="onnxruntime_onnx",
+        name=entry.name, versions=[entry.version], platform="onnxruntime_onnx",
         inputs=[TensorMetadata(name=OIP_INPUT, datatype="BYTES", shape=[-1])],
         outputs=[TensorMetadata(name=n, datatype=d, shape=s) for n, d, s in OIP_OUTPUTS],
     )  # fmt: skip
@@ -174,7 +177,7 @@ async def model_metadata(
             summary="Model readiness (one version)")  # fmt: skip
 async def model_ready(request: Request, name: str, version: str | None = None) -> Any:
     try:
-        _model(_engine(request), name, version)
+        _model(engine_of(request), name, version)
     except ServiceError as exc:
         return _error(request, exc)
     return Ready(ready=True)
@@ -195,14 +198,18 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    engine = _engine(request)
+    check_key(request, "v2")
+    engine = engine_of(request)
     settings = engine.settings
-    meta = _model(engine, name, version)
-    metrics: Metrics = request.app.state.metrics
+    model = _model(engine, name, version)
+    request.state.model = model.name
+    meta = model.metadata
+    metrics = metrics_of(request)
     timings: dict[str, float] = request.state.timings_s
     async with received(request, engine, _reader(settings)) as (req, slot):
         p = req.parameters
         outcomes, timings["queue"] = await engine.detect_many(
+            model,
             req.images,
             _number(p, "score_threshold", settings.score_threshold, 0.0, 1.0),
             int(_number(p, "max_detections", settings.max_detections, 1, 1000, integer=True)),
@@ -215,23 +222,23 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, Exception):
             raise _ImageError(to_http_error(outcome), i)
-        observe_result(metrics, outcome)
+        record_image(metrics, model.name, outcome, None)
         results.append(outcome)
     timings["total"] = time.monotonic() - request.state.started_monotonic
-    metrics.observe_stages({k: timings[k] for k in REQUEST_STAGES})
+    metrics.observe_stages(model.name, {k: timings[k] for k in REQUEST_STAGES})
     request.state.detections = sum(len(r.detections) for r in results)
     record_outcome(request, "ok")
     # Built on the body-parser thread, not the event loop: the response is up to N x K x 4
     # floats as JSON (16 x 1,000 x 4 at the limits), GIL-bound work like parsing, and one
     # thread for both bounds how much of it competes with the loop and how many transient
     # copies exist at once; asyncio.to_thread's pool would run several at a time.
-    return await parse_off_loop(_response, results, meta, req)
+    return await parse_off_loop(_response, results, model, req)
 
 
-def _response(results: list[DetectionResult], meta: ModelMetadata, req: InferRequest) -> Response:
+def _response(results: list[DetectionResult], model: ModelEntry, req: InferRequest) -> Response:
     """The inference response: JSON, or JSON + the outputs asked for as binary."""
-    entries, chunks = encode_outputs(output_tensors(results, meta.class_names), req)
-    doc: dict[str, Any] = {"model_name": meta.name, "model_version": meta.version,
+    entries, chunks = encode_outputs(output_tensors(results, model.metadata.class_names), req)
+    doc: dict[str, Any] = {"model_name": model.name, "model_version": model.version,
                            "outputs": entries}  # fmt: skip
     if req.request_id is not None:
         doc["id"] = req.request_id

@@ -1,5 +1,4 @@
-"""HTTP endpoints: /detect (JSON, or the annotated image), /health/live, /health/ready, /model,
-/metrics."""
+"""POST /detect: one image -> JSON detections, or the image with the boxes drawn."""
 
 from __future__ import annotations
 
@@ -12,42 +11,27 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from export.runtime import DetectionResult
 from service.annotate import FORMATS, MAX_SIDE, ImageFormat, render
 from service.class_filter import classes_query, parse_classes
-from service.engine import Engine
-from service.errors import NotReadyError, record_outcome
+from service.errors import record_outcome
 from service.intake import received, request_deadline
-from service.metrics import Metrics
-from service.schemas import (
-    DetectResponse,
-    ErrorResponse,
-    HealthStatus,
-    ModelInfo,
-    detect_response,
+from service.routes.common import (
+    ERROR_RESPONSES,
+    MAX_DETECTIONS,
+    MODEL,
+    SCORE_THRESHOLD,
+    TIMEOUT_MS,
+    engine_of,
+    metrics_of,
+    record_image,
+    ref,
+    target,
+    thresholds,
 )
+from service.schemas import DetectResponse, detect_response
 from service.tile_param import TILE, resolve_tile
 from service.upload import IMAGE_FIELD, BudgetHold, read_image_upload
 
 router = APIRouter()
 
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in (
-        (
-            400,
-            "empty, truncated or undecodable image (NaN/inf pixels included); malformed "
-            "multipart body or more than 16 parts (JSON: malformed JSON or base64)",
-        ),
-        (408, "body not received within DETECTOR_BODY_TIMEOUT_S"),
-        (
-            413,
-            "body over DETECTOR_MAX_UPLOAD_BYTES or image over DETECTOR_MAX_PIXELS (or, "
-            "for modes over 3 bytes per pixel, over the same decoded size in bytes)",
-        ),
-        (415, "not an image (content type or content); formats: JPEG, PNG, WebP, GIF, BMP, TIFF"),
-        (422, "invalid query parameter (e.g. unknown class), missing or repeated field"),
-        (503, "model not ready, shutting down, or overloaded (with Retry-After)"),
-        (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S or timeout_ms) exceeded"),
-    )
-}
 _BINARY = {"type": "string", "format": "binary"}
 _ANNOTATED_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -87,34 +71,16 @@ _DETECT_BODY: dict[str, Any] = {
 }
 
 
-# Query parameters shared with POST /detect/batch (service.batch).
-SCORE_THRESHOLD = Query(
-    None, ge=0.0, le=1.0, description="minimum score (default DETECTOR_SCORE_THRESHOLD)"
-)
-MAX_DETECTIONS = Query(
-    None, ge=1, le=1000, description="at most this many per image (default DETECTOR_MAX_DETECTIONS)"
-)
-TIMEOUT_MS = Query(
-    None, ge=1, le=600_000, description="deadline for this request -> 504 when exceeded"
-)
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine | None = getattr(request.app.state, "engine", None)
-    if engine is None:
-        raise NotReadyError("model not ready: the service is starting")
-    return engine
-
-
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    responses={**_ANNOTATED_RESPONSE, **_ERROR_RESPONSES},
+    responses={**_ANNOTATED_RESPONSE, **ERROR_RESPONSES},
     openapi_extra=_DETECT_BODY,
     summary="Detect objects in one image (JSON, or the image with the boxes drawn)",
 )
 async def detect(
     request: Request,
+    model: str | None = MODEL,
     score_threshold: float | None = SCORE_THRESHOLD,
     max_detections: int | None = MAX_DETECTIONS,
     timeout_ms: int | None = TIMEOUT_MS,
@@ -127,12 +93,13 @@ async def detect(
     classes: list[str] | None = Depends(classes_query),
     tile: str | None = TILE,
 ) -> DetectResponse | Response:
-    engine = _engine(request)
+    chosen = target(request, model, "detect")
+    engine = engine_of(request)
     settings = engine.settings
-    detector = engine.require_ready()
-    class_ids = parse_classes(classes, detector.metadata.class_names)
+    meta = chosen.metadata
+    class_ids = parse_classes(classes, meta.class_names)
     tiling = resolve_tile(tile, settings.tile)
-    metrics: Metrics = request.app.state.metrics
+    limits = thresholds(settings, score_threshold, max_detections)
     timings: dict[str, float] = request.state.timings_s
 
     timeout_s = timeout_ms / 1000 if timeout_ms else None
@@ -140,13 +107,9 @@ async def detect(
     drawn: list[bytes] = []
     async with received(request, engine, _read_image, timeout_s) as (data, slot):
         result, waited = await engine.detect(
-            data,
-            settings.score_threshold if score_threshold is None else score_threshold,
-            settings.max_detections if max_detections is None else max_detections,
-            deadline,
-            slot,
-            then=_annotator(data, detector.metadata.class_names, image_format,
-                            settings.max_pixels, deadline, drawn) if annotate else None,
+            chosen, data, limits.score_threshold, limits.max_detections, deadline, slot,
+            then=_annotator(data, meta.class_names, image_format, settings.max_pixels, deadline,
+                            drawn) if annotate else None,
             classes=class_ids,
             tile=tiling,
         )  # fmt: skip
@@ -155,10 +118,7 @@ async def detect(
     n_det = len(result.detections)
     request.state.image_width, request.state.image_height = result.width, result.height
     request.state.detections = n_det
-    metrics.observe_stages(timings)
-    metrics.detections.observe(n_det)
-    metrics.image_pixels.observe(result.width * result.height)
-    metrics.tiles.inc(result.tiles)
+    record_image(metrics_of(request), chosen.name, result, timings)
     record_outcome(request, "ok")
     if annotate:
         fmt = FORMATS[image_format]
@@ -166,13 +126,13 @@ async def detect(
             "Content-Disposition": f'inline; filename="detections.{fmt.extension}"',
             "X-Detections": str(n_det),
         })  # fmt: skip
-    return detect_response(result, detector.metadata, timings)
+    return detect_response(result, ref(chosen), meta.class_names, timings)
 
 
 async def _read_image(
     request: Request, deadline: float | None, hold: BudgetHold
 ) -> tuple[bytes, int]:
-    return await read_image_upload(request, _engine(request).settings.max_upload_bytes, deadline,
+    return await read_image_upload(request, engine_of(request).settings.max_upload_bytes, deadline,
                                    hold)  # fmt: skip
 
 
@@ -190,36 +150,3 @@ def _annotator(
         out.append(render(data, result, class_names, image_format, max_pixels, deadline))
 
     return draw
-
-
-@router.get("/health/live", response_model=HealthStatus, summary="Liveness: always 200")
-async def live() -> HealthStatus:
-    return HealthStatus(status="alive")
-
-
-@router.get(
-    "/health/ready",
-    response_model=HealthStatus,
-    responses={503: _ERROR_RESPONSES[503]},
-    summary="Readiness: 200 once the model is loaded and warmed up",
-)
-async def ready(request: Request) -> HealthStatus:
-    _engine(request).require_ready()
-    return HealthStatus(status="ready")
-
-
-@router.get("/model", response_model=ModelInfo, responses={503: _ERROR_RESPONSES[503]})
-async def model_info(request: Request) -> ModelInfo:
-    engine = _engine(request)
-    return ModelInfo.from_metadata(engine.require_ready().metadata, engine.settings.score_threshold)
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
-    summary="Prometheus metrics",
-)
-async def metrics_endpoint(request: Request) -> Response:
-    metrics: Metrics = request.app.state.metrics
-    return Response(metrics.render(), media_type=metrics.content_type)

@@ -22,7 +22,6 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from python_multipart.multipart import parse_options_header
 
-from export.runtime import DetectionResult
 from service.class_filter import classes_query, parse_classes
 from service.errors import (
     PayloadTooLargeError,
@@ -33,11 +32,22 @@ from service.errors import (
 )
 from service.intake import Reader, received, request_deadline
 from service.json_input import JSON_TYPE, json_batch_limit, json_image_list
-from service.metrics import Metrics
-from service.routes import _ERROR_RESPONSES, MAX_DETECTIONS, SCORE_THRESHOLD, TIMEOUT_MS, _engine
+from service.routes.common import (
+    ERROR_RESPONSES,
+    MAX_DETECTIONS,
+    MODEL,
+    SCORE_THRESHOLD,
+    TIMEOUT_MS,
+    engine_of,
+    metrics_of,
+    record_image,
+    ref,
+    target,
+    thresholds,
+)
 from service.schemas import DetectResponse, ErrorBody, ModelRef, detect_response
 from service.settings import Settings
-from service.stages import IMAGE_STAGES, REQUEST_STAGES
+from service.stages import REQUEST_STAGES
 from service.tile_param import TILE, resolve_tile
 from service.upload import (
     IMAGE_FIELD,
@@ -142,50 +152,38 @@ def batch_reader(settings: Settings) -> Reader[list[bytes | ServiceError]]:
     return read
 
 
-def observe_result(metrics: Metrics, result: DetectionResult) -> dict[str, float]:
-    """Record one image's stages, detections and pixels; its timings (s) with their total."""
-    timings = {k: result.timings_s.get(k, 0.0) for k in IMAGE_STAGES}
-    metrics.observe_stages(timings)
-    metrics.detections.observe(len(result.detections))
-    metrics.image_pixels.observe(result.width * result.height)
-    metrics.tiles.inc(result.tiles)
-    return {**timings, "total": sum(timings.values())}
-
-
 @router.post(
     "/detect/batch",
     response_model=BatchResponse,
-    responses=_ERROR_RESPONSES,
+    responses=ERROR_RESPONSES,
     openapi_extra=_BATCH_BODY,
     summary="Detect objects in several images: one result (or error) per image, in order",
 )
 async def detect_batch(
     request: Request,
+    model: str | None = MODEL,
     score_threshold: float | None = SCORE_THRESHOLD,
     max_detections: int | None = MAX_DETECTIONS,
     timeout_ms: int | None = TIMEOUT_MS,
     classes: list[str] | None = Depends(classes_query),
     tile: str | None = TILE,
 ) -> BatchResponse:
-    engine = _engine(request)
+    chosen = target(request, model, "batch")
+    engine = engine_of(request)
     settings = engine.settings
-    detector = engine.require_ready()
-    meta = detector.metadata
+    meta = chosen.metadata
     class_ids = parse_classes(classes, meta.class_names)
     tiling = resolve_tile(tile, settings.tile)
-    metrics: Metrics = request.app.state.metrics
+    limits = thresholds(settings, score_threshold, max_detections)
+    metrics = metrics_of(request)
     timings: dict[str, float] = request.state.timings_s
     timeout_s = timeout_ms / 1000 if timeout_ms else None
     async with received(request, engine, batch_reader(settings), timeout_s) as (images, slot):
         outcomes, timings["queue"] = await engine.detect_many(
-            images,
-            settings.score_threshold if score_threshold is None else score_threshold,
-            settings.max_detections if max_detections is None else max_detections,
-            request_deadline(request, engine, timeout_s),
-            slot,
-            class_ids,
-            tiling,
-        )
+            chosen, images, limits.score_threshold, limits.max_detections,
+            request_deadline(request, engine, timeout_s), slot, class_ids, tiling,
+        )  # fmt: skip
+    model_ref = ref(chosen)
     items = []
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, Exception):
@@ -193,14 +191,16 @@ async def detect_batch(
             error = ErrorBody(code=err.code, message=err.message)
             items.append(BatchItem(index=i, status=err.status, error=error))
             continue
-        own = observe_result(metrics, outcome)
-        items.append(BatchItem(index=i, status=200, result=detect_response(outcome, meta, own)))
+        own = record_image(metrics, chosen.name, outcome, None)
+        own["total"] = sum(own.values())
+        result = detect_response(outcome, model_ref, meta.class_names, own)
+        items.append(BatchItem(index=i, status=200, result=result))
     timings["total"] = time.monotonic() - request.state.started_monotonic
-    metrics.observe_stages({k: timings[k] for k in REQUEST_STAGES})
+    metrics.observe_stages(chosen.name, {k: timings[k] for k in REQUEST_STAGES})
     request.state.detections = sum(len(it.result.detections) for it in items if it.result)
     record_outcome(request, "ok")
     return BatchResponse(
         results=items,
-        model=ModelRef(name=meta.name, version=meta.version),
+        model=model_ref,
         timings_ms=BatchTimings(**{k: round(1000 * timings[k], 2) for k in REQUEST_STAGES}),
     )
