@@ -124,7 +124,7 @@ EXAMPLE = {
     "detections": [{"label": "tvmonitor", "class_id": 19, "score": 0.6741,
                     "box": [164.9, 100.2, 331.9, 278.0]}],
     "image": {"width": 500, "height": 375, "tiles": 0},
-    "model": {"name": "fcos-r18-gn-lite", "version": "0.1.0"},
+    "model": {"name": "default", "version": "0.1.0"},
 }  # fmt: skip
 
 

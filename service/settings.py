@@ -197,7 +197,7 @@ class Settings(BaseSettings):
         "image also obeys DETECTOR_MAX_UPLOAD_BYTES)",
     )  # fmt: skip
     admin_reload: bool = Field(
-        False, description="enable POST /admin/reload (reloads DETECTOR_MODEL_PATH, like SIGHUP)"
+        False, description="enable POST /admin/reload (rescans the model repository, like SIGHUP)"
     )
     admin_token: SecretStr | None = Field(
         None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"

@@ -48,7 +48,8 @@ def test_headline_figures_come_from_the_results_files() -> None:
 
 
 def test_readme_json_example_is_a_response_of_the_bundled_model() -> None:
-    """The README's example has exactly the response's fields, and the bundled model's name."""
+    """The README's example has exactly the response's fields, and the bundled model's name in
+    the repository (its file stem) and version."""
     import json
 
     from export.runtime import OnnxDetector
@@ -59,7 +60,7 @@ def test_readme_json_example_is_a_response_of_the_bundled_model() -> None:
     response = DetectResponse.model_validate(example)
     assert response.model_dump(mode="json") == example  # no field missing, none extra
     meta = OnnxDetector(REPO / "models" / "default.onnx", threads=1).metadata
-    assert (response.model.name, response.model.version) == (meta.name, meta.version)
+    assert (response.model.name, response.model.version) == ("default", meta.version)
     for d in response.detections:
         assert meta.class_names[d.class_id] == d.label
 
@@ -70,7 +71,7 @@ def test_readme_example_is_the_bundled_models_answer_to_the_bench_image() -> Non
     from bench.images import bench_images
     from export.postprocess import candidate_config
     from export.runtime import OnnxDetector
-    from service.schemas import detect_response
+    from service.schemas import ModelRef, detect_response
     from service.settings import Settings
 
     bench = json.loads(sync_docs.LATENCY_JSON.read_text())
@@ -83,7 +84,9 @@ def test_readme_example_is_the_bundled_models_answer_to_the_bench_image() -> Non
     s = Settings()  # the service's defaults: score threshold, cap, NMS IoU
     cfg = candidate_config(s.score_threshold, s.max_detections, s.nms_iou, None)
     result = detector.detect_bytes(data, cfg)
-    response = detect_response(result, detector.metadata, {}).model_dump(mode="json")
+    served = ModelRef(name="default", version=detector.metadata.version)  # models/default.onnx
+    response = detect_response(result, served, detector.metadata.class_names, {}).model_dump(
+        mode="json")  # fmt: skip
     del response["timings_ms"]
     assert response == sync_docs.EXAMPLE
     example = json.loads(sync_docs.example_block().split("```json\n", 1)[1].split("```", 1)[0])

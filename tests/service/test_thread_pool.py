@@ -78,3 +78,39 @@ def test_a_waiting_job_can_be_cancelled_and_shutdown_cancels_the_queue() -> None
     assert not any(t.is_alive() for t in pool._threads)
     with pytest.raises(RuntimeError):
         pool.submit(lambda: None)
+
+
+def test_waiting_jobs_of_different_keys_take_turns() -> None:
+    pool = LifoThreadPool(1)
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        running = threading.Event()
+        blocker = pool.submit_as("a", lambda: (running.set(), gate.wait()))  # the only thread
+        assert running.wait(timeout=10)
+        jobs = [pool.submit_as(key, lambda key=key: order.append(key))
+                for key in ("a", "a", "a", "b", "b", "c")]  # fmt: skip
+        gate.set()
+        blocker.result(timeout=10)
+        for job in jobs:
+            job.result(timeout=10)
+    finally:
+        pool.shutdown()
+    # a burst of "a" does not hold back "b" and "c": one job per key in turn
+    assert order == ["a", "b", "c", "a", "b", "a"]
+    # a key that was just served goes behind the keys that were waiting
+    pool = LifoThreadPool(1)
+    try:
+        gate.clear()
+        running.clear()
+        order.clear()
+        first = pool.submit_as("a", lambda: (running.set(), gate.wait()))
+        assert running.wait(timeout=10)
+        blocker = pool.submit_as("a", gate.wait)
+        jobs = [pool.submit_as(k, lambda k=k: order.append(k)) for k in ("a", "b")]
+        gate.set()
+        for job in (first, blocker, *jobs):
+            job.result(timeout=10)
+    finally:
+        pool.shutdown()
+    assert order == ["b", "a"]
