@@ -3,6 +3,12 @@
     python -m export.predict --model runs/mine/model.onnx photos/ --output predictions/
     python -m export.predict --model models/default.onnx "shots/**/*.jpg" --classes person,dog
     python -m export.predict --model model.onnx img.jpg --coco-results coco.json --no-images
+    python -m export.predict --model birds --model-dir models/ photos/   # a model by its name
+
+`--model` is an ONNX file, or the name of a model in a model repository (the service's
+DETECTOR_MODEL_DIR layout, export/repository.py: `NAME.onnx`, or Triton's
+`NAME/VERSION/model.onnx`, newest version; `NAME:VERSION` picks one): `--model-dir`, by default
+the DETECTOR_MODEL_DIR environment variable, so the CLI finds the models the service serves.
 
 Inputs: image files, folders (searched recursively) and glob patterns, in any mix. Each image
 goes through the service's pipeline (export.runtime.ImageDetector.detect_bytes: EXIF-aware
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +43,7 @@ from export.defaults import MAX_DETECTIONS, NMS_IOU, SCORE_THRESHOLD  # the serv
 from export.errors import DetectorError
 from export.postprocess import Detections, candidate_config
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image
+from export.repository import NAME, SUFFIX, VERSION, VERSIONED_FILE, scan_folder
 from export.runtime import DetectionResult
 from export.tiling import DEFAULT_MAX_TILES, MAX_GRID, parse_tile
 
@@ -75,6 +83,41 @@ def find_images(inputs: Sequence[str]) -> list[Job]:
         name = job.name if n == 0 else f"{Path(job.name).stem}_{n}{Path(job.name).suffix}"
         unique.append(Job(job.path, name))
     return unique
+
+
+def resolve_model(value: str, model_dir: str | None) -> Path:
+    """--model: an existing file, else a model name (`NAME` or `NAME:VERSION`) in the model
+    repository `model_dir`; FileNotFoundError naming what is there when neither is found."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    name, _, version = value.partition(":")
+    if path.suffix == SUFFIX or not NAME.match(name) or (version and not VERSION.match(version)):
+        raise FileNotFoundError(f"--model {value}: no such file")
+    if not model_dir:
+        raise FileNotFoundError(f"--model {value}: no such file; to use a model by its name, "
+                                "give --model-dir or set DETECTOR_MODEL_DIR")  # fmt: skip
+    try:
+        models = scan_folder(Path(model_dir))
+    except OSError as exc:
+        raise FileNotFoundError(f"--model-dir {model_dir}: cannot list it ({exc})") from None
+    source = models.get(name)
+    if source is None:
+        raise FileNotFoundError(f"--model {value}: no such file, nor a model named {name!r} in "
+                                f"{model_dir}; models: {', '.join(models) or 'none'}")  # fmt: skip
+    if not version or version == source.version:
+        return source.path
+    versions = [] if source.version is None else _versions(source.path.parent.parent)
+    if version in versions:
+        return source.path.parent.parent / version / VERSIONED_FILE
+    have = f"versions: {', '.join(versions)}" if versions else "it is one file, no versions"
+    raise FileNotFoundError(f"--model {value}: model {name!r} has no version {version} ({have})")
+
+
+def _versions(folder: Path) -> list[str]:
+    """The version folders of a Triton-layout model (each with its model.onnx), in order."""
+    found = [d.name for d in folder.iterdir() if VERSION.match(d.name)]
+    return sorted((v for v in found if (folder / v / VERSIONED_FILE).is_file()), key=int)
 
 
 def keep_classes(dets: Detections, class_ids: np.ndarray | None, limit: int) -> Detections:
@@ -236,7 +279,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", help="images, folders or glob patterns (quote them)")
-    p.add_argument("--model", required=True, help="an exported .onnx file (fp32 or INT8)")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="FILE|NAME",
+        help="an exported .onnx file (fp32 or INT8), or the name of a model in --model-dir "
+        "(NAME or NAME:VERSION)",
+    )
+    p.add_argument(
+        "--model-dir",
+        default=os.environ.get("DETECTOR_MODEL_DIR") or None,
+        metavar="DIR",
+        help="the model repository where --model NAME is looked up (NAME.onnx, or Triton's "
+        "NAME/VERSION/model.onnx; default: $DETECTOR_MODEL_DIR, as the service)",
+    )
     p.add_argument("--output", default="predictions", help="output folder")
     p.add_argument(
         "--score-threshold",
@@ -313,6 +369,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        model = resolve_model(args.model, args.model_dir)
+        if str(model) != args.model and not args.quiet:
+            print(f"model {args.model}: {model}", file=sys.stderr)
+        args.model = str(model)
         jobs = find_images(args.inputs)
         counts = predict(args, jobs, len(jobs))
     except (FileNotFoundError, ValueError, ImportError) as exc:

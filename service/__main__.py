@@ -28,6 +28,8 @@ FLAGS: dict[str, tuple[str, str]] = {  # flag -> (Settings field, metavar)
     "--host": ("host", "ADDR"),
     "--port": ("port", "PORT"),
     "--model": ("model_path", "PATH"),
+    "--model-dir": ("model_dir", "DIR"),
+    "--default-model": ("default_model", "NAME"),
     "--threads": ("threads", "N"),
     "--workers": ("workers", "N"),
     "--backend": ("backend", "NAME"),

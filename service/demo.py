@@ -2,7 +2,8 @@
 
 Static HTML + vanilla JS + CSS, no build step and nothing loaded from outside the service
 (the Content-Security-Policy below enforces it), so the page works offline. It calls the
-public API only (`GET /model`, `POST /detect`), like any other client.
+public API only (`GET /models`, `/models/{name}`, `/model`, `POST /detect?model=`), like any
+other client.
 """
 
 from __future__ import annotations

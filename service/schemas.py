@@ -89,6 +89,10 @@ class ModelStatus(BaseModel):
     exported_name: str | None = None
     classes: list[str] = Field(default_factory=list)
     input_size: int | None = None
+    score_threshold: float = Field(
+        description="the default score threshold of requests that give none "
+        "(DETECTOR_SCORE_THRESHOLD)"
+    )
     memory_bytes: int = Field(description="resident memory the process grew by to load it")
     load_ms: float
 

@@ -13,9 +13,10 @@ from service.schemas import ModelInfo, ModelList, ModelStatus
 router = APIRouter()
 
 
-def _status(entry: ModelEntry) -> ModelStatus:
+def _status(entry: ModelEntry, score_threshold: float) -> ModelStatus:
     status = ModelStatus(
         name=entry.name, version=entry.version or None, state=entry.state,
+        score_threshold=score_threshold,
         reason=None if entry.state == "ready" else entry.reason, last_error=entry.last_error,
         file=entry.source.path.name, memory_bytes=entry.memory_bytes, load_ms=entry.load_ms,
     )  # fmt: skip
@@ -30,8 +31,9 @@ def _status(entry: ModelEntry) -> ModelStatus:
 @router.get("/models", response_model=ModelList, summary="The models of the repository")
 async def list_models(request: Request) -> ModelList:
     engine = engine_of(request)
+    threshold = engine.settings.score_threshold
     return ModelList(default=engine.default_name,
-                     models=[_status(e) for e in engine.models.values()])  # fmt: skip
+                     models=[_status(e, threshold) for e in engine.models.values()])  # fmt: skip
 
 
 @router.get("/models/{name}", response_model=ModelStatus, responses={404: ERROR_RESPONSES[404]},
@@ -42,7 +44,7 @@ async def get_model(request: Request, name: str) -> ModelStatus:
     if entry is None:
         names = ", ".join(engine.models) or "none"
         raise NotFoundError(f"unknown model {name[:64]!r}; models: {names}")
-    return _status(entry)
+    return _status(entry, engine.settings.score_threshold)
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: ERROR_RESPONSES[503]},

@@ -5,10 +5,18 @@
 // what it shows for tests: data-drawn (number of boxes drawn) and data-threshold. The class
 // picker sends `classes=` (the service filters before NMS and max_detections): changing it asks
 // again for the current image; the annotated download uses it too.
+//
+// The service may serve several models (GET /models): the model picker lists them (name, version,
+// state; models that are not ready are disabled), starts on the service's default model, and
+// every request sends `model=` for the picked one. Picking another model (GET /models/{name})
+// rebuilds the class list from its classes, resets the slider to its default threshold and asks
+// again for the current image.
 "use strict";
 
 (() => {
   const REQUEST_THRESHOLD = 0.05; // the slider's minimum: everything above it comes back once
+  const FALLBACK_THRESHOLD = 0.4; // export/defaults.py, until the service has told its own
+  const MODELS_POLL_MS = 2000; // the model list is read again while a model is loading
   const MAX_DETECTIONS = 300;
   const MAX_CANVAS_SIDE = 1600; // larger images are drawn scaled down
   const LIST_LIMIT = 100; // rows in the detections table
@@ -27,9 +35,15 @@
     error: $("error"), errorTitle: $("error-title"), errorDetail: $("error-detail"),
     download: $("download"), timings: $("timings").tBodies[0], canvas: $("canvas"),
     list: $("detections").tBodies[0], classes: $("classes"), classList: $("class-list"),
-    classesAll: $("classes-all"), classesNone: $("classes-none"),
+    classesAll: $("classes-all"), classesNone: $("classes-none"), modelSelect: $("model-select"),
   };
-  const state = { file: null, image: null, imageUrl: null, result: null, request: 0 };
+  const state = {
+    file: null, image: null, imageUrl: null, result: null, request: 0,
+    model: null, // the picked model's name (sent as `model=` with every request)
+    modelRequest: 0, // the latest GET /models/{name}: older answers are dropped
+    serviceThreshold: null, // DETECTOR_SCORE_THRESHOLD, from GET /model
+    modelsTimer: null,
+  };
 
   const rgb = (c) => `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
   const colorOf = (classId) => PALETTE[classId % PALETTE.length];
@@ -46,6 +60,7 @@
     const picked = pickedClasses();
     return picked === null ? "" : `&classes=${encodeURIComponent(picked.join(","))}`;
   }
+  const modelQuery = () => (state.model === null ? "" : `&model=${encodeURIComponent(state.model)}`);
 
   function setState(name) {
     document.body.dataset.state = name;
@@ -85,32 +100,122 @@
     return { title: `HTTP ${response.status} ${response.statusText}`, detail: body.text.slice(0, 500) };
   }
 
-  // ---- model info -------------------------------------------------------------------------
+  // ---- models -----------------------------------------------------------------------------
 
-  async function loadModelInfo() {
-    let retry = true;
+  function pollModels(ms) {
+    clearTimeout(state.modelsTimer);
+    state.modelsTimer = setTimeout(loadModels, ms);
+  }
+
+  // GET /models: fill the picker; keep the picked model while it is ready, else pick the
+  // service's default (else the first ready model). Read again while any model is loading.
+  async function loadModels() {
+    let listing = null;
     try {
-      const response = await fetch("/model", { cache: "no-store" });
+      const response = await fetch("/models", { cache: "no-store" });
       const body = await readBody(response);
-      if (response.ok && body.json) {
-        const m = body.json;
-        el.model.textContent = `model: ${m.name} ${m.version} · ${m.preset}, ${m.precision}, ` +
-          `input ${m.input_size} px, ${m.classes.length} classes`;
-        el.model.title = `classes: ${m.classes.join(", ")}`;
-        buildClassPicker(m.classes);
-        // the service's operating point (DETECTOR_SCORE_THRESHOLD) is the slider's start
-        el.slider.value = String(m.score_threshold);
-        el.sliderValue.textContent = threshold().toFixed(2);
-        el.model.dataset.ready = "true";
-        retry = false;
-      } else {
-        const e = errorText(response, body);
-        el.model.textContent = `model not ready (${e.detail})`;
-      }
+      if (response.ok && body.json && Array.isArray(body.json.models)) listing = body.json;
+      else el.model.textContent = `models: ${errorText(response, body).detail}`;
     } catch (exc) {
       el.model.textContent = `model: service unreachable (${exc})`;
     }
-    if (retry) setTimeout(loadModelInfo, 2000);
+    if (!listing) {
+      pollModels(MODELS_POLL_MS);
+      return;
+    }
+    const ready = listing.models.filter((m) => m.state === "ready");
+    const kept = ready.find((m) => m.name === state.model);
+    const chosen = kept || ready.find((m) => m.name === listing.default) || ready[0];
+    fillModelPicker(listing, chosen);
+    if (chosen && state.serviceThreshold === null && ready.some((m) => m.name === listing.default)) {
+      await loadServiceThreshold();
+    }
+    if (chosen && !kept) {
+      applyModel(chosen);
+      if (state.file) detect(state.file);
+    } else if (!chosen) {
+      state.model = null;
+      el.model.dataset.ready = "false";
+      el.model.textContent = listing.models.length === 0 ? "model: none in the repository"
+        : `model not ready (${listing.models.map((m) => `${m.name}: ${m.reason || m.state}`).join("; ")})`;
+    }
+    if (!chosen || listing.models.some((m) => m.state === "loading")) pollModels(MODELS_POLL_MS);
+  }
+
+  function fillModelPicker(listing, chosen) {
+    const options = listing.models.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.name;
+      option.dataset.state = m.state;
+      option.disabled = m.state !== "ready";
+      option.textContent = `${m.name}${m.version ? ` ${m.version}` : ""} · ${m.state}` +
+        (m.name === listing.default ? " (default)" : "");
+      option.title = m.state === "ready" ? (m.last_error ? `last reload failed: ${m.last_error}` : "")
+        : m.reason || m.state;
+      return option;
+    });
+    el.modelSelect.replaceChildren(...options);
+    if (chosen) el.modelSelect.value = chosen.name;
+    el.modelSelect.disabled = !chosen;
+  }
+
+  // GET /model: the service's default score threshold (DETECTOR_SCORE_THRESHOLD), read once the
+  // default model is ready (the route answers 503 before).
+  async function loadServiceThreshold() {
+    try {
+      const response = await fetch("/model", { cache: "no-store" });
+      const body = await readBody(response);
+      if (response.ok && body.json && typeof body.json.score_threshold === "number") {
+        state.serviceThreshold = body.json.score_threshold;
+      }
+    } catch {
+      // the fallback threshold stays
+    }
+  }
+
+  // A ready model (a GET /models entry or GET /models/{name}): the header, the class list and
+  // the slider's start (the model's own default threshold when it has one, else the service's).
+  function applyModel(m) {
+    state.model = m.name;
+    el.modelSelect.value = m.name;
+    el.model.textContent = `model: ${m.name} ${m.version || ""} · ${m.preset}, ${m.precision}, ` +
+      `input ${m.input_size} px, ${m.classes.length} classes`;
+    el.model.title = `classes: ${m.classes.join(", ")}` +
+      (m.exported_name && m.exported_name !== m.name ? ` (exported as ${m.exported_name})` : "");
+    el.model.dataset.name = m.name;
+    buildClassPicker(m.classes);
+    const start = typeof m.score_threshold === "number" ? m.score_threshold
+      : state.serviceThreshold ?? FALLBACK_THRESHOLD;
+    el.slider.value = String(start);
+    el.sliderValue.textContent = threshold().toFixed(2);
+    el.model.dataset.ready = "true";
+  }
+
+  // The picker changed: the model's current description, then the current image again.
+  async function modelPicked() {
+    const name = el.modelSelect.value;
+    const request = ++state.modelRequest;
+    let failure;
+    try {
+      const response = await fetch(`/models/${encodeURIComponent(name)}`, { cache: "no-store" });
+      const body = await readBody(response);
+      if (request !== state.modelRequest) return;
+      if (response.ok && body.json && body.json.state === "ready") {
+        applyModel(body.json);
+        if (state.file) detect(state.file);
+        else clearError();
+        return;
+      }
+      failure = response.ok && body.json
+        ? { title: `Model ${name} is ${body.json.state}`, detail: body.json.reason || "" }
+        : errorText(response, body);
+    } catch (exc) {
+      if (request !== state.modelRequest) return;
+      failure = { title: "Network error: the service did not answer", detail: String(exc) };
+    }
+    if (state.model !== null) el.modelSelect.value = state.model; // the model in use stays
+    showError(failure.title, failure.detail);
+    loadModels();
   }
 
   function buildClassPicker(classes) {
@@ -171,7 +276,7 @@
     const form = new FormData();
     form.append("image", file, file.name || "image");
     const url = `/detect?score_threshold=${REQUEST_THRESHOLD}&max_detections=${MAX_DETECTIONS}` +
-      classQuery();
+      classQuery() + modelQuery();
     const started = performance.now();
     let response;
     let body;
@@ -190,6 +295,7 @@
       clearCanvas();
       renderTimings(null);
       showError(e.title, e.detail);
+      if (response.status === 404 || response.status === 503) loadModels(); // gone or not ready
       return;
     }
 
@@ -321,7 +427,7 @@
     const form = new FormData();
     form.append("image", state.file, state.file.name || "image");
     const url = `/detect?annotate=true&format=jpeg&score_threshold=${threshold()}` +
-      `&max_detections=${MAX_DETECTIONS}${classQuery()}`;
+      `&max_detections=${MAX_DETECTIONS}${classQuery()}${modelQuery()}`;
     el.download.disabled = true;
     try {
       const response = await fetch(url, { method: "POST", body: form });
@@ -378,7 +484,9 @@
   };
   el.classesAll.addEventListener("click", () => setAll(true));
   el.classesNone.addEventListener("click", () => setAll(false));
+  el.modelSelect.addEventListener("change", modelPicked);
 
+  el.slider.value = String(FALLBACK_THRESHOLD);
   el.sliderValue.textContent = threshold().toFixed(2);
-  loadModelInfo();
+  loadModels();
 })();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,82 @@ def test_bad_inputs_are_clear_errors(
     out = str(tmp_path / "o")
     assert predict.main(["--model", str(perturbed_onnx), *argv, "--output", out]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def model_dir(perturbed_onnx: Path, tmp_path: Path) -> Path:
+    """A model repository: `birds.onnx`, and `cars` in Triton's layout (versions 1 and 2)."""
+    root = tmp_path / "models"
+    for version in ("1", "2"):
+        (root / "cars" / version).mkdir(parents=True)
+        shutil.copy(perturbed_onnx, root / "cars" / version / "model.onnx")
+    shutil.copy(perturbed_onnx, root / "birds.onnx")
+    (root / "notes").mkdir()  # a folder without versions: not a model
+    return root
+
+
+def test_a_model_by_its_name_in_the_repository(
+    perturbed_onnx: Path, photos: Path, model_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """--model NAME is looked up in --model-dir (default: DETECTOR_MODEL_DIR) as the service
+    does: the same detections as the file itself."""
+    monkeypatch.delenv("DETECTOR_MODEL_DIR", raising=False)
+    common = [str(photos), "--score-threshold", "0.05", "--no-images"]
+    assert predict.main(["--model", str(perturbed_onnx), *common, "--quiet",
+                         "--output", str(tmp_path / "file")]) == 0  # fmt: skip
+    def found(out: Path) -> list[tuple[str, list[dict]]]:  # the records less their timings
+        return [(r["image"], r["detections"]) for r in read_lines(out)]
+
+    want = found(tmp_path / "file")
+    assert want and any(dets for _, dets in want)
+    capsys.readouterr()
+    assert predict.main(["--model", "birds", "--model-dir", str(model_dir), *common,
+                         "--output", str(tmp_path / "birds")]) == 0  # fmt: skip
+    assert found(tmp_path / "birds") == want
+    assert f"model birds: {model_dir / 'birds.onnx'}" in capsys.readouterr().err
+
+    monkeypatch.setenv("DETECTOR_MODEL_DIR", str(model_dir))
+    for name, version in (("cars", "2"), ("cars:1", "1"), ("cars:2", "2")):  # newest, or pinned
+        out = tmp_path / name.replace(":", "-")
+        assert predict.main(["--model", name, *common, "--output", str(out)]) == 0
+        assert f"model {name}: {model_dir / 'cars' / version / 'model.onnx'}" in (
+            capsys.readouterr().err)  # fmt: skip
+        assert found(out) == want
+    # `fcos predict` runs the same module: the flags (and the variable) pass through
+    proc = subprocess.run([sys.executable, "-m", "fcos", "predict", "--model", "birds", *common,
+                           "--quiet", "--output", str(tmp_path / "fcos")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert found(tmp_path / "fcos") == want
+
+
+@pytest.mark.parametrize(("model", "with_dir", "message"), [
+    ("ghost", True, "no such file, nor a model named 'ghost' in {dir}; models: birds, cars"),
+    ("cars:7", True, "model 'cars' has no version 7 (versions: 1, 2)"),
+    ("birds:1", True, "model 'birds' has no version 1 (it is one file, no versions)"),
+    ("birds", False, "no such file; to use a model by its name, give --model-dir or set "
+                     "DETECTOR_MODEL_DIR"),
+    ("missing/model.onnx", True, "no such file"),
+])  # fmt: skip
+def test_unknown_model_names_are_clear_errors(
+    model_dir: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], model: str, with_dir: bool, message: str,
+) -> None:  # fmt: skip
+    monkeypatch.delenv("DETECTOR_MODEL_DIR", raising=False)
+    flags = ["--model-dir", str(model_dir)] if with_dir else []
+    assert predict.main(["--model", model, *flags, str(photos), "--output",
+                         str(tmp_path / "o")]) == 2  # fmt: skip
+    assert f"error: --model {model}: {message.format(dir=model_dir)}\n" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_documents_model_names(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "--model FILE|NAME" in text and "--model-dir DIR" in text
+    assert "DETECTOR_MODEL_DIR" in text and "NAME:VERSION" in text
 
 
 @pytest.mark.slow

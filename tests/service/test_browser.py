@@ -2,8 +2,10 @@
 
 Needs Debian's chromium and Playwright's Python package (`.ci/install-deploy-tools.sh`
 installs both; never `playwright install`, which downloads browsers). Skips when either is
-missing. The service runs as `python -m service` on a tiny model whose weights are tuned so
-that it does produce boxes with a spread of scores (the default tiny model finds nothing).
+missing. The service runs as `python -m service` on a model repository (DETECTOR_MODEL_DIR):
+`tiny-demo` (the default), a tiny model whose weights are tuned so that it does produce boxes
+with a spread of scores (the default tiny model finds nothing); `second`, the same weights with
+other class names and version; and `broken`, a file that fails to load.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bench.attacks.server import Server, ready_server
@@ -28,6 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 PAGE_DEFAULT_THRESHOLD = 0.40  # the slider starts at the service default (GET /model)
+SECOND_CLASSES = ("bird", "car", "tree")  # the `second` model's classes
 TIMEOUT_MS = 30_000
 
 
@@ -55,8 +60,7 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def export_demo_model(path: Path, class_names: tuple[str, ...], version: str) -> Path:
     """The tiny preset with perturbed weights, a sharper and lower class prior and larger
     boxes: ~50 detections >= 0.05 on the 640x480 test card, scores up to ~0.8."""
     torch = pytest.importorskip("torch", reason="building the test model needs torch")
@@ -64,7 +68,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model import FCOS, get_preset
 
     torch.manual_seed(0)
-    model = FCOS(get_preset("tiny", class_names=TINY_CLASSES)).eval()
+    model = FCOS(get_preset("tiny", class_names=class_names)).eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -75,13 +79,28 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         head.centerness.weight.mul_(5.0)
         head.centerness.bias.add_(2.0)
         head.bbox_pred.bias.add_(1.0)
-    path = tmp_path_factory.mktemp("demo-model") / "tiny-demo.onnx"
-    return export_onnx(model, path, name="tiny-demo", version="0.0.1")
+    return export_onnx(model, path, name=path.stem, version=version)
 
 
 @pytest.fixture(scope="module")
-def server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with ready_server(tmp_path_factory.mktemp("server"), demo_model, clean_exit=False) as srv:
+def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model repository: tiny-demo.onnx (the default), second.onnx, broken.onnx."""
+    folder = tmp_path_factory.mktemp("demo-models")
+    export_demo_model(folder / "tiny-demo.onnx", TINY_CLASSES, "0.0.1")
+    export_demo_model(folder / "second.onnx", SECOND_CLASSES, "0.0.2")
+    (folder / "broken.onnx").write_bytes(b"not an onnx model")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with ready_server(tmp_path_factory.mktemp("server"), demo_models / "tiny-demo.onnx",
+                      clean_exit=False, DETECTOR_MODEL_DIR=str(demo_models),
+                      DETECTOR_DEFAULT_MODEL="tiny-demo") as srv:  # fmt: skip
+        deadline = time.monotonic() + 60  # ready follows the default model: wait for the rest
+        while any(m["state"] == "loading" for m in httpx.get(srv.url + "/models").json()["models"]):
+            assert time.monotonic() < deadline, "models still loading"
+            time.sleep(0.1)
         yield srv
 
 
@@ -299,3 +318,53 @@ def test_class_picker(page: Any, card_png: Path) -> None:
     assert "classes=" not in response.value.url
     page.wait_for_selector('body[data-state="done"]')
     assert response.value.json()["detections"] == everything["detections"]
+
+
+def test_model_picker(page: Any, card_png: Path, tmp_path: Path) -> None:
+    """The picker lists the repository's models (the default picked, a failed one disabled);
+    every request sends `model=`; picking another model asks again for the image with it, and
+    the class list and the slider follow the picked model."""
+    options = page.eval_on_selector_all(
+        "#model-select option", "els => els.map((e) => [e.value, e.textContent, e.disabled])"
+    )
+    assert [(name, disabled) for name, _, disabled in options] == [
+        ("broken", True), ("second", False), ("tiny-demo", False)]  # fmt: skip
+    texts = {name: text for name, text, _ in options}
+    assert texts["tiny-demo"] == "tiny-demo 0.0.1 · ready (default)"
+    assert texts["second"] == "second 0.0.2 · ready" and texts["broken"] == "broken · failed"
+    assert page.input_value("#model-select") == "tiny-demo"
+
+    with page.expect_request(lambda r: "/detect?" in r.url) as request:
+        first = upload(page, card_png)
+    assert "model=tiny-demo" in request.value.url
+    assert first["model"] == {"name": "tiny-demo", "version": "0.0.1"}
+    page.fill("#threshold", "0.9")  # moved away from the default: picking a model resets it
+
+    with page.expect_response(lambda r: "/detect?" in r.url) as response:
+        page.select_option("#model-select", "second")
+    assert "model=second" in response.value.url
+    body = response.value.json()
+    page.wait_for_selector('body[data-state="done"]')
+    assert body["model"] == {"name": "second", "version": "0.0.2"}
+    assert "second 0.0.2" in page.inner_text("#model")
+    # the same weights under other names: the same boxes, the second model's labels
+    assert [d["box"] for d in body["detections"]] == [d["box"] for d in first["detections"]]
+    assert {d["label"] for d in body["detections"]} <= set(SECOND_CLASSES)
+    names = page.eval_on_selector_all("#class-list input", "els => els.map((e) => e.value)")
+    assert names == list(SECOND_CLASSES)
+    assert page.input_value("#threshold") == f"{PAGE_DEFAULT_THRESHOLD:.1f}"
+    assert drawn(page) == sum(d["score"] >= PAGE_DEFAULT_THRESHOLD for d in body["detections"])
+    assert set(table_labels(page)) <= set(SECOND_CLASSES)
+    page.screenshot(path=str(tmp_path / "demo-page-second-model.png"), full_page=True)
+
+    # the class filter and the annotated download go to the picked model too
+    target = sorted({d["label"] for d in body["detections"]})[0]
+    assert pick_only(page, target)["model"]["name"] == "second"
+    with page.expect_request(lambda r: "annotate=true" in r.url) as request, page.expect_download():
+        page.click("#download")
+    assert "model=second" in request.value.url and f"classes={target}" in request.value.url
+
+    with page.expect_response(lambda r: "/detect?" in r.url) as response:
+        page.select_option("#model-select", "tiny-demo")
+    assert response.value.json()["model"]["name"] == "tiny-demo"
+    assert "classes=" not in response.value.url  # a new model: every class again

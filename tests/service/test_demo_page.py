@@ -23,7 +23,8 @@ def test_page_is_html_referencing_local_assets(client: TestClient) -> None:
     assert r.headers["content-type"].startswith("text/html")
     html = r.text
     for needle in ('<canvas id="canvas"', 'id="file"', 'type="file"', 'id="threshold"',
-                   'type="range"', 'id="timings"', 'id="model"', 'id="error"'):  # fmt: skip
+                   'type="range"', 'id="timings"', 'id="model"', 'id="error"',
+                   '<select id="model-select"', '<label for="model-select"'):  # fmt: skip
         assert needle in html, needle
     refs = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert "/static/app.js" in refs and "/static/style.css" in refs
@@ -65,9 +66,26 @@ def test_page_is_not_in_the_api_spec(client: TestClient) -> None:
 
 def test_js_uses_the_api_the_page_needs() -> None:
     js = (STATIC_DIR / "app.js").read_text()
-    for needle in ('fetch("/model"', "/detect?score_threshold=", "annotate=true", "dataset.drawn",
-                   "timings_ms", 'addEventListener("drop"', 'form.append("image"'):  # fmt: skip
+    for needle in ('fetch("/models"', 'fetch("/model"', "fetch(`/models/${encodeURIComponent(",
+                   "/detect?score_threshold=", "annotate=true", "dataset.drawn", "timings_ms",
+                   'addEventListener("drop"', 'form.append("image"',
+                   "`&model=${encodeURIComponent(state.model)}`"):  # fmt: skip
         assert needle in js, needle
+    # both requests to /detect (detections, annotated download) name the picked model
+    assert js.count("modelQuery()") == 2 and js.count("/detect?") == 2
+
+
+def test_the_model_fields_the_page_reads_are_in_the_api(client: TestClient) -> None:
+    """The picker reads GET /models (`default`, each entry's fields) and GET /models/{name}:
+    a field renamed in service/schemas.py would leave the page blank, so check them here."""
+    js = (STATIC_DIR / "app.js").read_text()
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    entry = set(schemas["ModelStatus"]["properties"])
+    read = set(re.findall(r"\bm\.([a-z_]+)", js))  # `m`: a model entry in app.js
+    assert {"name", "version", "state", "reason", "classes", "preset", "precision"} <= read
+    assert read - {"score_threshold"} <= entry, read - entry  # score_threshold: optional
+    assert "default" in schemas["ModelList"]["properties"] and "listing.default" in js
+    assert "score_threshold" in schemas["ModelInfo"]["properties"]  # GET /model
 
 
 def test_static_files_ship_in_the_package_and_the_image() -> None:

@@ -1,16 +1,21 @@
 """`python -m service` as a real process: concurrency, memory, overload, limits over a real
-socket, SIGTERM draining, and startup without a model."""
+socket, SIGTERM draining, startup without a model, and the model repository flags."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -19,9 +24,11 @@ from PIL import Image
 
 from bench.attacks.images import encode, jpeg
 from bench.attacks.server import Server, ready_server, run_server
+from bench.http_load import free_port
 from tests import wait_until
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 MAX_UPLOAD = 2 * 1024 * 1024
 
 
@@ -181,3 +188,40 @@ def test_starts_without_a_model(tmp_path: Path) -> None:
         assert srv.terminate() == 0
         errors = [r for r in srv.log_records() if r["level"] == "error"]
         assert len(errors) == 1 and "DETECTOR_MODEL_PATH" in errors[0]["message"]
+
+
+def test_model_dir_and_default_model_flags(tiny_onnx_path: Path, tmp_path: Path) -> None:
+    """`python -m service --model-dir DIR --default-model NAME` serves every model of DIR (the
+    flags win over their DETECTOR_* variables)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("boats", "cars"):
+        shutil.copy(tiny_onnx_path, models / f"{name}.onnx")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+    env.update(DETECTOR_HOST="127.0.0.1", DETECTOR_THREADS="1", DETECTOR_DEFAULT_MODEL="ghost",
+               DETECTOR_MODEL_DIR=str(tmp_path / "elsewhere"))  # fmt: skip
+    argv = ["--port", str(port), "--model-dir", str(models), "--default-model", "cars"]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service", *argv], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    srv = Server(proc, f"http://127.0.0.1:{port}", port, log)
+    try:
+        srv.wait_ready()
+
+        def loaded() -> dict[str, Any] | None:  # ready follows the default model alone
+            found: dict[str, Any] = httpx.get(srv.url + "/models").json()
+            return None if any(m["state"] == "loading" for m in found["models"]) else found
+
+        listing = wait_until(loaded, 30, 0.1, what="models still loading")
+        assert listing["default"] == "cars"
+        assert [m["name"] for m in listing["models"]] == ["boats", "cars"]
+        assert httpx.post(srv.url + "/detect", content=jpeg()).json()["model"]["name"] == "cars"
+        r = httpx.post(srv.url + "/detect?model=boats", content=jpeg())
+        assert r.json()["model"]["name"] == "boats"
+        assert srv.terminate() == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
