@@ -44,6 +44,11 @@ class ApiKeys:
         text = value.get_secret_value().strip()
         path = Path(text)
         if "," not in text and ("/" in text or path.is_file()):
+            if not path.is_file():  # never echo the value: it may be a key with a '/' in it
+                raise ValueError(
+                    "DETECTOR_API_KEYS names no readable keys file (a value with '/' and no ',' "
+                    "is a file path: a single key with '/' goes in a file or ends with ',')"
+                )
             return cls(read_keys(path), path)
         return cls([k.strip() for k in text.split(",") if k.strip()])
 

@@ -220,6 +220,17 @@ class Settings(BaseSettings):
         parse_pins(value)  # ValueError -> a settings error
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        from service.api_keys import ApiKeys  # (it imports the metrics, not the settings)
+
+        try:
+            ApiKeys.from_setting(value)  # a keys file must exist and hold a key
+        except OSError as exc:
+            raise ValueError(f"API keys file not readable: {exc.strerror}") from None
+        return value
+
     @field_validator("default_model")
     @classmethod
     def _default_model(cls, value: str | None) -> str | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import admin, batch, detect, health, models, v2
+from service.routes import admin, batch, deepstack, detect, health, models, v2
 
 ROUTERS: tuple[APIRouter, ...] = (
-    detect.router, batch.router, v2.router, models.router, health.router, admin.router,
+    detect.router, batch.router, v2.router, deepstack.router, models.router, health.router,
+    admin.router,
 )  # fmt: skip
