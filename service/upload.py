@@ -144,11 +144,12 @@ async def read_bounded(
 
 @dataclass
 class _PartCollector:
-    """Callbacks for python-multipart: keeps the data of every part named `name`, in order."""
+    """Callbacks for python-multipart: keeps the data of every part named in `names`, by name,
+    in order."""
 
-    name: bytes
+    names: tuple[bytes, ...]
     max_parts: int = MAX_PARTS
-    parts: list[bytearray] = field(default_factory=list)
+    parts: dict[bytes, list[bytearray]] = field(default_factory=dict)
     ended: bool = False
     n_parts: int = 0
     _capturing: bool = False
@@ -189,13 +190,14 @@ class _PartCollector:
         self._header_value.clear()
 
     def _headers_finished(self) -> None:
-        self._capturing = self._part_name == self.name
+        self._capturing = self._part_name is not None and self._part_name in self.names
         if self._capturing:
-            self.parts.append(bytearray())
+            assert self._part_name is not None
+            self.parts.setdefault(self._part_name, []).append(bytearray())
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._capturing:
-            self.parts[-1].extend(data[start:end])
+        if self._capturing and self._part_name is not None:
+            self.parts[self._part_name][-1].extend(data[start:end])
 
     def _part_end(self) -> None:
         self._capturing = False
@@ -204,16 +206,17 @@ class _PartCollector:
         self.ended = True
 
 
-def extract_multipart_fields(
-    body: bytes, content_type: str, name: str = IMAGE_FIELD, max_parts: int = MAX_PARTS
-) -> list[bytes]:
-    """Bytes of every part named `name` of a complete multipart/form-data body, in order
-    (BadRequestError after `max_parts` parts of any name)."""
+def extract_multipart_form(
+    body: bytes, content_type: str, names: tuple[str, ...], max_parts: int = MAX_PARTS
+) -> dict[str, list[bytes]]:
+    """The parts named in `names` of a complete multipart/form-data body: name -> each part's
+    bytes, in order (absent names are missing). BadRequestError after `max_parts` parts of any
+    name, on a malformed or truncated body."""
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
         raise BadRequestError("multipart/form-data without a boundary")
-    collector = _PartCollector(name.encode(), max_parts)
+    collector = _PartCollector(tuple(n.encode() for n in names), max_parts)
     try:
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         parser.write(body)
@@ -222,9 +225,18 @@ def extract_multipart_fields(
         raise BadRequestError("malformed multipart body") from exc
     if not collector.ended:
         raise BadRequestError("truncated multipart body (no closing boundary)")
-    if not collector.parts:
+    return {k.decode(): [bytes(p) for p in v] for k, v in collector.parts.items()}
+
+
+def extract_multipart_fields(
+    body: bytes, content_type: str, name: str = IMAGE_FIELD, max_parts: int = MAX_PARTS
+) -> list[bytes]:
+    """Bytes of every part named `name` of a complete multipart/form-data body, in order
+    (BadRequestError after `max_parts` parts of any name; 422 when there is none)."""
+    parts = extract_multipart_form(body, content_type, (name,), max_parts).get(name)
+    if not parts:
         raise InvalidParameterError(f"multipart field '{name}' is required")
-    return [bytes(p) for p in collector.parts]
+    return parts
 
 
 def extract_multipart_field(body: bytes, content_type: str, name: str = IMAGE_FIELD) -> bytes:

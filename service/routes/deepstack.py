@@ -25,15 +25,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 
 from export.runtime import DetectionResult
 from service.errors import (
@@ -50,10 +49,9 @@ from service.settings import Settings
 from service.tile_param import resolve_tile
 from service.upload import (
     IMAGE_FIELD,
-    MAX_PARTS,
     MULTIPART_OVERHEAD,
     BudgetHold,
-    _PartCollector,
+    extract_multipart_form,
     parse_off_loop,
     read_bounded,
 )
@@ -289,42 +287,11 @@ def _reader(settings: Settings) -> Reader[Form]:
     return read
 
 
-@dataclass
-class _FormCollector(_PartCollector):
-    """service.upload's part collector (its part and header limits), keeping every field of
-    `wanted` instead of one."""
-
-    wanted: tuple[bytes, ...] = ()
-    fields: dict[bytes, list[bytearray]] = field(default_factory=dict)
-
-    def _headers_finished(self) -> None:
-        name = self._part_name
-        self._capturing = name is not None and name in self.wanted
-        if name is not None and self._capturing:
-            self.fields.setdefault(name, []).append(bytearray())
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._capturing and self._part_name is not None:
-            self.fields[self._part_name][-1].extend(data[start:end])
-
-
 def parse_form(body: bytes, content_type: str, max_image_bytes: int) -> Form:
     """The DeepStack form of a complete multipart body (runs on the body-parser thread)."""
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise BadRequestError("multipart/form-data without a boundary")
-    wanted = (IMAGE_FIELD.encode(), CONFIDENCE_FIELD.encode(), KEY_FIELD.encode())
-    collector = _FormCollector(IMAGE_FIELD.encode(), MAX_PARTS, wanted=wanted)
-    try:
-        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-        parser.write(body)
-        parser.finalize()
-    except FormParserError as exc:
-        raise BadRequestError("malformed multipart body") from exc
-    if not collector.ended:
-        raise BadRequestError("truncated multipart body (no closing boundary)")
-    images = collector.fields.get(IMAGE_FIELD.encode(), [])
+    fields = extract_multipart_form(body, content_type,
+                                    (IMAGE_FIELD, CONFIDENCE_FIELD, KEY_FIELD))  # fmt: skip
+    images = fields.get(IMAGE_FIELD, [])
     if not images:
         raise BadRequestError(f"no image: send the image file in the field '{IMAGE_FIELD}'")
     if len(images) > 1:
@@ -333,14 +300,14 @@ def parse_form(body: bytes, content_type: str, max_image_bytes: int) -> Form:
         )
     if len(images[0]) > max_image_bytes:
         raise PayloadTooLargeError(f"image is larger than the limit of {max_image_bytes} bytes")
-    confidence = _text(collector, CONFIDENCE_FIELD)
-    key = _text(collector, KEY_FIELD)
-    return Form(bytes(images[0]), _confidence(confidence), key or None)
+    confidence = _text(fields, CONFIDENCE_FIELD)
+    key = _text(fields, KEY_FIELD)
+    return Form(images[0], _confidence(confidence), key or None)
 
 
-def _text(collector: _FormCollector, name: str) -> str:
+def _text(fields: dict[str, list[bytes]], name: str) -> str:
     """The one value of a text field ("" when absent); BadRequestError when repeated or long."""
-    values = collector.fields.get(name.encode(), [])
+    values = fields.get(name, [])
     if len(values) > 1:
         raise BadRequestError(f"field '{name}' was sent {len(values)} times")
     if not values:
@@ -349,7 +316,7 @@ def _text(collector: _FormCollector, name: str) -> str:
         raise BadRequestError(f"field '{name}' is longer than {_MAX_TEXT_FIELD} bytes")
     # surrogateescape: any bytes survive to the key comparison (service.api_keys hashes them
     # back the same way), and never raise here
-    return bytes(values[0]).decode("utf-8", "surrogateescape").strip()
+    return values[0].decode("utf-8", "surrogateescape").strip()
 
 
 def _confidence(text: str) -> float | None:
