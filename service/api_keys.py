@@ -74,7 +74,9 @@ class ApiKeys:
             return
         reason = "wrong" if given else "missing"
         metrics.key_refusals.labels(route=route, reason=reason).inc()
-        message = "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
+        ways = ("Authorization: Bearer <key>, X-API-Key or the api_key form field"
+                if route == "deepstack" else "Authorization: Bearer <key> or X-API-Key")
+        message = f"a valid API key is required ({ways})"
         raise UnauthorizedError(
             message if reason == "missing" else "API key not accepted",
             headers={"WWW-Authenticate": "Bearer"},
