@@ -234,6 +234,49 @@ _GROUPING = re.compile(
 class Selector:
     metric: str
     labels: set[str]  # label names used in this selector's matchers
+    # (label, operator, value) of each matcher, the value unquoted: ("model", "=~", "$model")
+    matchers: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+# The metrics the service exports (the model-repository spec): sample name -> label names
+# (histograms: the _bucket/_sum/_count samples; _bucket adds `le`). Per-model series carry
+# `model` ("" on requests refused before a model was resolved); the rest are process-wide.
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+_SPEC_FAMILIES: dict[str, tuple[str, set[str]]] = {
+    "detector_requests_total": ("counter", {"model", "route", "outcome"}),
+    "detector_stage_duration_seconds": ("histogram", {"model", "stage"}),
+    "detector_detections_per_image": ("histogram", {"model"}),
+    "detector_image_pixels": ("histogram", {"model"}),
+    "detector_tiles_total": ("counter", {"model"}),
+    "detector_model_info": ("gauge", {"model", "name", "version", "preset", "precision"}),
+    "detector_model_ready": ("gauge", {"model"}),
+    "detector_model_memory_bytes": ("gauge", {"model"}),
+    "detector_model_reloads_total": ("counter", {"model", "result"}),
+    "detector_api_key_refusals_total": ("counter", {"route", "reason"}),
+    "detector_queue_depth": ("gauge", set()),
+    "detector_queue_capacity": ("gauge", set()),
+    "detector_in_flight_requests": ("gauge", set()),
+    "detector_request_size_bytes": ("histogram", set()),
+}
+
+
+def _spec_samples() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for name, (kind, labels) in _SPEC_FAMILIES.items():
+        if kind == "histogram":
+            for suffix in HISTOGRAM_SUFFIXES:
+                out[name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+        else:
+            out[name] = set(labels)
+    return out
+
+
+METRIC_SPEC: dict[str, set[str]] = _spec_samples()
+PER_MODEL_METRICS = {name for name, labels in METRIC_SPEC.items() if "model" in labels}
+# labels Prometheus adds to every scraped series (job, instance: docker/prometheus.yml's
+# targets; deployment: its relabelling) and series it makes itself per target
+TARGET_LABELS = {"job", "instance", "deployment"}
+PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 
 def _blank_strings(expr: str) -> str:
@@ -273,14 +316,16 @@ def parse_promql(expr: str) -> tuple[list[Selector], set[str]]:
             i = m.end()
             continue
         labels: set[str] = set()
+        matchers: list[tuple[str, str, str]] = []
         if k < len(text) and text[k] == "{":
             end = text.index("}", k)
-            labels = {
-                lm.group(1)
-                for lm in re.finditer(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", text[k + 1 : end])
-            }
+            for lm in re.finditer(r'([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*"', text[k + 1 : end]):
+                labels.add(lm.group(1))
+                start = k + 1 + lm.end()  # the value's first character (strings were blanked)
+                close = text.index('"', start)
+                matchers.append((lm.group(1), lm.group(2), expr[start:close]))
             k = end + 1
-        selectors.append(Selector(name, labels))
+        selectors.append(Selector(name, labels, matchers))
         i = k
     return selectors, grouping_labels
 

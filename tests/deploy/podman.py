@@ -150,10 +150,13 @@ def compose_config(home: Path, *profiles: str, env: dict[str, str] | None = None
 
 def run_flags(service: dict) -> list[str]:
     """A compose service's runtime and security settings as `podman run` flags (environment,
-    read-only root, tmpfs, capabilities, security options, user, CPU and memory limits)."""
+    read-only root, tmpfs, capabilities, security options, user, CPU and memory limits).
+    Variables without a value (compose passes them on only when the shell sets them) are left
+    out, as are bind mounts: the image's own /app/models (default.onnx) is the repository."""
     flags: list[str] = []
     for key, value in sorted((service.get("environment") or {}).items()):
-        flags += ["--env", f"{key}={'' if value is None else value}"]
+        if value is not None:
+            flags += ["--env", f"{key}={value}"]
     if service.get("read_only"):
         flags.append("--read-only")
     for mount in service.get("tmpfs") or []:

@@ -16,6 +16,7 @@ from tests.deploy.helpers import (
     REPO,
     compose_command,
     parse_dockerfile,
+    substitute,
     venv_bin_tool,
 )
 
@@ -25,6 +26,7 @@ PROM_CONFIG = REPO / "docker" / "prometheus.yml"
 NGINX_CONF = REPO / "docker" / "nginx.conf"
 GRAFANA = REPO / "docker" / "grafana"
 SCALE_SERVICE = "detector-replica"
+MODELS_TARGET = "/app/models"  # the model repository inside the container (DETECTOR_MODEL_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,43 @@ def test_compose_config_validates(compose_cli, tmp_path):
                if isinstance(p, dict) else p.endswith(":8000") for p in ports), ports  # fmt: skip
     assert det["environment"]["DETECTOR_PORT"] == "8000"
     assert det["healthcheck"]["test"][0] == "CMD"
+    _assert_serves_the_models_folder(det, REPO / "models")
+
+
+def _models_mount(service: dict) -> dict:
+    (mount,) = [v for v in service.get("volumes", []) if v["target"] == MODELS_TARGET]
+    return mount
+
+
+def _assert_serves_the_models_folder(service: dict, host_dir) -> None:
+    """The host folder is bind-mounted read-only at /app/models, served as the repository."""
+    mount = _models_mount(service)
+    assert mount["type"] == "bind" and mount["read_only"] is True, mount
+    assert mount["source"] == str(host_dir), mount
+    env = service["environment"]
+    assert env["DETECTOR_MODEL_DIR"] == MODELS_TARGET
+    assert "DETECTOR_MODEL_PATH" not in env, "DETECTOR_MODEL_DIR serves the folder"
+    # passed on only when set (an empty DETECTOR_DEFAULT_MODEL would be refused)
+    assert env["DETECTOR_DEFAULT_MODEL"] is None
+    assert int(env["DETECTOR_MAX_MODELS"]) >= 1
+    # still a read-only root with a tmpfs /tmp, no capabilities
+    assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert "/tmp" in service["tmpfs"]
+
+
+def test_compose_models_folder_is_overridable(compose_cli, tmp_path):
+    models = tmp_path / "my-models"
+    models.mkdir()
+    argv = [*compose_cli, "-f", str(COMPOSE_FILE), "--profile", "scale", "config"]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+           "DETECTOR_MODELS_HOST_DIR": str(models), "DETECTOR_DEFAULT_MODEL": "birds"}  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load(proc.stdout)
+    for name in ("detector", SCALE_SERVICE):
+        service = cfg["services"][name]
+        assert _models_mount(service)["source"] == str(models), name
+        assert service["environment"]["DETECTOR_DEFAULT_MODEL"] == "birds", name
 
 
 def test_compose_config_validates_with_profile_scale(compose_cli, tmp_path):
@@ -76,6 +115,7 @@ def test_compose_config_validates_with_profile_scale(compose_cli, tmp_path):
     replica = cfg["services"][SCALE_SERVICE]
     assert int(replica["deploy"]["replicas"]) >= 2
     assert not replica.get("ports"), "replicas publish no host port (they would collide)"
+    _assert_serves_the_models_folder(replica, REPO / "models")
     lb = cfg["services"]["lb"]
     assert any(str(p.get("target")) == "80" for p in lb["ports"])
 
@@ -102,11 +142,23 @@ def test_compose_mounts_exist(compose_raw):
     for name, svc in compose_raw["services"].items():
         for vol in svc.get("volumes", []):
             src = vol.split(":")[0] if isinstance(vol, str) else vol["source"]
+            src = substitute(src, {})  # ${VAR:-default} -> its default
             if src.startswith("."):
                 assert (REPO / src).exists(), f"{name}: {src} does not exist"
         build = svc.get("build")
         if build:
             assert (REPO / build["context"] / build["dockerfile"]).is_file()
+    # the default models folder holds the bundled model, served as `default`
+    mount = next(v for v in compose_raw["services"]["detector"]["volumes"]
+                 if isinstance(v, dict) and v["target"] == MODELS_TARGET)  # fmt: skip
+    assert (REPO / substitute(mount["source"], {}) / "default.onnx").is_file()
+
+
+def test_compose_header_says_how_to_add_a_model():
+    header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    assert "DETECTOR_MODELS_HOST_DIR" in header
+    assert "docker compose kill -s HUP detector" in header
+    assert re.search(r"cp \S+\.onnx", header), "how to copy a model in"
 
 
 def test_compose_scale_profile(compose_raw):

@@ -4,12 +4,16 @@ Prometheus scraping every replica, traffic spread across them, and one replica k
 replaced while traffic flows. Prometheus and nginx are stand-ins built from Debian packages
 (docker/stand-in/build-images.sh) tagged as the compose file names them. Grafana has no Debian
 package: it is not started here, its provisioning is validated as files (test_compose.py,
-test_dashboard.py). Figures go to $FCOS_CONTAINER_FIGURES when set."""
+test_dashboard.py). The detectors serve a models folder bind-mounted from the host (a copy of
+the bundled model here, DETECTOR_MODELS_HOST_DIR): a model copied in is served by every replica
+after `docker compose kill -s HUP`, as the compose file's header says. Figures go to
+$FCOS_CONTAINER_FIGURES when set."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -45,6 +49,7 @@ PORTS = {"DETECTOR_PUBLISH_PORT": "18410", "PROMETHEUS_PUBLISH_PORT": "18411",
 STACK_ENV = {**PORTS, "DETECTOR_REPLICAS": str(REPLICAS), "DETECTOR_THREADS": "1",
              "DETECTOR_WORKERS": "1", "DETECTOR_CPUS": "1"}  # fmt: skip
 SCALE_NAME = "detector-replica"  # the service nginx's upstream resolves
+NGINX_FAIL_TIMEOUT_S = 5  # docker/nginx.conf: max_fails=2 fail_timeout=5s
 SERVICES = [SCALE_NAME, "lb", "prometheus"]  # + `detector` (Prometheus depends on it)
 
 
@@ -57,7 +62,15 @@ def _published(service: dict) -> str:
 def stack(tmp_path_factory):
     require_podman()
     tmp = tmp_path_factory.mktemp("stack")
-    cfg = compose_config(tmp, "scale", env=STACK_ENV)["services"]
+    # the model repository the detectors mount read-only: the bundled model, readable by the
+    # container's uid (pytest's temporary folders are 0700)
+    models = tmp / "models"
+    models.mkdir()
+    shutil.copyfile(REPO / "models" / "default.onnx", models / "default.onnx")
+    models.chmod(0o755)
+    (models / "default.onnx").chmod(0o644)
+    stack_env = {**STACK_ENV, "DETECTOR_MODELS_HOST_DIR": str(models)}
+    cfg = compose_config(tmp, "scale", env=stack_env)["services"]
     seconds = ensure_stand_ins(prometheus=cfg["prometheus"]["image"], nginx=cfg["lb"]["image"])
     if seconds > 5:  # built now, not found
         record(stand_in_prometheus_nginx_s=round(seconds, 1))
@@ -68,7 +81,7 @@ def stack(tmp_path_factory):
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
                                env=engine_env(), stderr=subprocess.DEVNULL)  # fmt: skip
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp),
-           "DOCKER_HOST": f"unix://{sock}", **STACK_ENV}  # fmt: skip
+           "DOCKER_HOST": f"unix://{sock}", **stack_env}  # fmt: skip
     argv = [*compose_command(), "-f", str(COMPOSE_FILE), "-p", PROJECT, "--profile", "scale"]
 
     def compose(*args: str, timeout: float = 600) -> str:
@@ -86,7 +99,8 @@ def stack(tmp_path_factory):
         lb, prom = _published(cfg["lb"]), _published(cfg["prometheus"])
         assert _wait(lambda: http_status(f"{lb}/health/ready") == 200, 120), compose("logs")
         record(stack_up_s=round(time.monotonic() - t0, 1), replicas=REPLICAS)
-        yield {"compose": compose, "lb": lb, "prom": prom, "nginx_image": cfg["lb"]["image"]}
+        yield {"compose": compose, "lb": lb, "prom": prom, "nginx_image": cfg["lb"]["image"],
+               "models": models}  # fmt: skip
     finally:
         subprocess.run([*argv, "down", "--volumes", "--timeout", "5"], env=env, cwd=REPO,
                        capture_output=True, timeout=300)  # fmt: skip
@@ -117,9 +131,17 @@ def _targets(prom: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def _replicas_up(prom: str, n: int) -> bool:
+    """n replicas scraped, and each with every model ready (scraped is not ready: a replica
+    still loading answers 503, and nginx then sets it aside for fail_timeout)."""
     targets = _targets(prom)
     replicas = targets.get("detector-replicas", [])
-    return len(replicas) == n and all(h == "up" for _, h in replicas + targets.get("detector", []))
+    scraped = replicas + targets.get("detector", [])
+    if len(replicas) != n or any(h != "up" for _, h in scraped):
+        return False
+    q = urllib.parse.quote('min by (instance) (detector_model_ready{job="detector-replicas"})')
+    ready = _get_json(f"{prom}/api/v1/query?query={q}")["data"]["result"]
+    up = {instance for instance, _ in replicas}
+    return {r["metric"]["instance"] for r in ready if float(r["value"][1]) == 1} == up
 
 
 def _per_instance(prom: str) -> dict[str, float]:
@@ -191,6 +213,7 @@ def test_prometheus_scrapes_every_replica(stack):
 
 def test_traffic_through_nginx_is_spread_across_replicas(stack):
     assert _wait(lambda: _replicas_up(stack["prom"], REPLICAS), 90), _targets(stack["prom"])
+    time.sleep(NGINX_FAIL_TIMEOUT_S)  # a replica nginx set aside while it loaded is back
     before = _per_instance(stack["prom"])
     pics = [p.read_bytes() for p in photos(6)]
     n = 4 * REPLICAS
@@ -279,3 +302,36 @@ def test_a_replica_killed_and_replaced_under_traffic_loses_no_request(stack):
             f"{_resolvers(compose)}")
     running = compose("ps", "--quiet", "--status", "running", SCALE_NAME).split()
     assert len(running) == REPLICAS and victim not in running
+
+
+def _ready_models(prom: str) -> dict[str, int]:
+    """model -> how many detector instances report it ready (detector_model_ready == 1)."""
+    q = urllib.parse.quote("count by (model) (detector_model_ready == 1)")
+    result = _get_json(f"{prom}/api/v1/query?query={q}")["data"]["result"]
+    return {r["metric"].get("model", ""): int(float(r["value"][1])) for r in result}
+
+
+def test_a_model_copied_into_the_folder_is_served_after_sighup(stack):
+    """The compose header's recipe: copy under a hidden name, rename into place, then
+    `docker compose kill -s HUP`; every detector (the single one and each replica) loads it."""
+    compose, lb, prom, models = stack["compose"], stack["lb"], stack["prom"], stack["models"]
+    instances = REPLICAS + 1  # + the `detector` service (Prometheus depends on it)
+    assert _wait(lambda: _ready_models(prom).get("default") == instances, 90), _ready_models(prom)
+    tmp = models / ".birds.onnx.tmp"
+    shutil.copyfile(models / "default.onnx", tmp)
+    tmp.chmod(0o644)
+    tmp.rename(models / "birds.onnx")
+    t0 = time.monotonic()
+    compose("kill", "-s", "HUP", SCALE_NAME, "detector")
+    served = _wait(lambda: _ready_models(prom).get("birds") == instances, 180)
+    record(sighup_new_model_ready_s=round(time.monotonic() - t0, 1))
+    assert served, _ready_models(prom)
+    assert _ready_models(prom).get("default") == instances, "the default model kept serving"
+    listing = _get_json(f"{lb}/models")
+    assert listing["default"] == "default", listing
+    states = {m["name"]: m["state"] for m in listing["models"]}
+    assert states == {"birds": "ready", "default": "ready"}, listing
+    req = urllib.request.Request(f"{lb}/detect?model=birds", data=photos(1)[0].read_bytes(),
+                                 method="POST", headers={"Content-Type": "image/jpeg"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.status == 200

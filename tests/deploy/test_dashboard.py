@@ -1,6 +1,8 @@
-"""The Grafana dashboard only queries metrics (and labels) that the service really exports:
-metric names are extracted from every PromQL expression in docker/grafana/dashboards/
-detector.json and checked against the live /metrics of the real app."""
+"""The Grafana dashboard only queries metrics (and labels) that the service exports: metric
+names are extracted from every PromQL expression in docker/grafana/dashboards/detector.json and
+checked against the metric spec (tests/deploy/helpers.py METRIC_SPEC: the model-repository
+metrics, per-model series labelled `model`) and against the live /metrics of the real app.
+Every per-model series is filtered by the `$model` variable; process-wide ones are not."""
 
 from __future__ import annotations
 
@@ -14,17 +16,17 @@ import pytest
 from tests import wait_until
 from tests.deploy.helpers import (
     DASHBOARD,
+    HISTOGRAM_SUFFIXES,
     INSTALL_HINT,
+    METRIC_SPEC,
+    PER_MODEL_METRICS,
+    PROMETHEUS_SYNTHETIC,
     REPO,
+    TARGET_LABELS,
     dashboard_queries,
     parse_promql,
     venv_bin_tool,
 )
-
-# Series that Prometheus itself adds for every scrape target, not the service.
-PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
-TARGET_LABELS = {"job", "instance", "deployment"}  # added by docker/prometheus.yml / scraping
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,19 @@ def test_promql_extractor(expr, metrics, grouping):
     assert groups == grouping
 
 
+def test_promql_extractor_keeps_the_matchers():
+    expr = (
+        'label_replace(sum by (model) (rate(r_total{model=~"$model", x!="a}b", '
+        'y=\'q\'}[5m])), "model", "(none)", "model", "") / z{w=""}'
+    )
+    selectors, groups = parse_promql(expr)
+    assert [(s.metric, s.matchers) for s in selectors] == [
+        ("r_total", [("model", "=~", "$model"), ("x", "!=", "a}b"), ("y", "=", "q")]),
+        ("z", [("w", "=", "")]),
+    ]
+    assert groups == {"model"}
+
+
 # --------------------------------------------------------------------------------------------
 # static dashboard checks
 # --------------------------------------------------------------------------------------------
@@ -82,6 +97,23 @@ def test_dashboard_covers_the_required_views(dashboard, queries):
     for name in ("detector_in_flight_requests", "detector_queue_depth", "detector_model_info"):
         assert name in exprs, name
     for word in ("Request", "Errors", "Latency", "In-flight", "Queue", "model"):
+        assert word.lower() in titles.lower(), word
+    # per-model views: traffic, errors and latency by model, the models' table, API keys
+    assert "sum by (model) (rate(detector_requests_total" in exprs
+    for q in ("0.5", "0.99"):
+        assert (f"histogram_quantile({q}, sum by (le, model) "
+                "(rate(detector_stage_duration_seconds_bucket") in exprs, q  # fmt: skip
+    assert "sum by (route) (rate(detector_requests_total" in exprs
+    assert "sum by (route, reason) (rate(detector_api_key_refusals_total" in exprs
+    for name in ("detector_model_memory_bytes", "detector_model_reloads_total",
+                 "detector_tiles_total"):  # fmt: skip
+        assert name in exprs, name
+    (table,) = [p for p in dashboard["panels"] if p["type"] == "table"]
+    table_exprs = " ".join(t["expr"] for t in table["targets"])
+    for name in ("detector_model_info", "detector_model_ready", "detector_model_memory_bytes"):
+        assert name in table_exprs, name
+    assert all("by (instance, model" in t["expr"] for t in table["targets"]), table["targets"]
+    for word in ("by model", "API-key refusals", "Model memory", "Model reloads"):
         assert word.lower() in titles.lower(), word
 
 
@@ -117,6 +149,66 @@ def test_dashboard_variables_are_defined(dashboard, queries):
         if p.get("repeat"):
             used.add(p["repeat"])
     assert used <= defined, used - defined
+
+
+def test_model_variable(dashboard):
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    model = variables["model"]
+    assert model["type"] == "query"
+    query = model["query"]["query"] if isinstance(model["query"], dict) else model["query"]
+    m = re.fullmatch(r"label_values\((detector_model_ready(?:\{[^}]*\})?), model\)", query)
+    assert m, query
+    assert model.get("definition", query) == query
+    assert model["multi"] is True and model["includeAll"] is True
+    # All = any model, the empty one too (requests refused before a model was resolved)
+    assert model["allValue"] == ".*"
+    assert model["datasource"] == variables["instance"]["datasource"]
+    names = list(variables)
+    assert names.index("job") < names.index("instance") < names.index("model")
+
+
+def test_every_dashboard_metric_and_label_is_in_the_spec(queries):
+    """Static: each expression's metrics are the spec's (or Prometheus' own per target), its
+    matchers use labels those metrics carry, and its by/on clauses group by labels that exist."""
+    bad = []
+    for where, expr in queries:
+        selectors, grouping = parse_promql(expr)
+        assert selectors, f"{where}: no metric found in {expr!r}"
+        labels_here: set[str] = set()
+        for sel in selectors:
+            if sel.metric in PROMETHEUS_SYNTHETIC:
+                labels_here |= TARGET_LABELS
+                bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - TARGET_LABELS]
+                continue
+            if sel.metric not in METRIC_SPEC:
+                bad.append(f"{where}: {sel.metric} is not in the spec")
+                continue
+            known = METRIC_SPEC[sel.metric] | TARGET_LABELS
+            labels_here |= known
+            bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - known]
+        bad += [f"{where}: by/on ({lb})" for lb in grouping - labels_here]
+    assert not bad, "not in the metric spec:\n" + "\n".join(bad)
+
+
+def test_per_model_series_follow_the_model_variable(queries):
+    """Every per-model selector of a panel is filtered by `model=~"$model"`, every selector by
+    job and instance; process-wide metrics (queue, in-flight, request size, API-key refusals)
+    have no `model` label to filter on."""
+    bad = []
+    for where, expr in queries:
+        if where.startswith("variable"):
+            continue
+        for sel in parse_promql(expr)[0]:
+            matchers = {(label, op, value) for label, op, value in sel.matchers}
+            for label in ("job", "instance"):
+                if (label, "=~", f"${label}") not in matchers:
+                    bad.append(f"{where}: {sel.metric} not filtered by ${label}")
+            if sel.metric in PER_MODEL_METRICS:
+                if ("model", "=~", "$model") not in matchers:
+                    bad.append(f"{where}: {sel.metric} not filtered by $model")
+            elif "model" in sel.labels:
+                bad.append(f"{where}: {sel.metric} has no model label")
+    assert not bad, "\n".join(bad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +279,16 @@ def test_every_dashboard_metric_is_exported_by_the_service(queries, exported):
                  "detector_in_flight_requests", "detector_queue_depth", "detector_model_info",
                  "detector_model_ready"):  # fmt: skip
         assert name in used, name
+
+
+def test_the_service_exports_the_metric_spec(exported):
+    """The spec the static checks use is what the app exports: every series with its labels."""
+    wrong = {
+        name: (sorted(exported.get(name, {"(not exported)"})), sorted(labels))
+        for name, labels in METRIC_SPEC.items()
+        if exported.get(name) != labels
+    }
+    assert not wrong, f"exported vs spec labels: {wrong}"
 
 
 def test_every_dashboard_label_exists_on_its_metric(queries, exported):

@@ -210,7 +210,9 @@ def test_install_and_start_steps_run_as_written_in_a_fresh_venv(tmp_path, tiny_o
         assert imported[2] == "False"
 
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
-            assert "detector_model_ready 1.0" in r.read().decode()
+            # DETECTOR_MODEL_PATH alone: a one-model repository named by the file's stem
+            ready = f'detector_model_ready{{model="{tiny_onnx_path.stem}"}} 1.0'
+            assert ready in r.read().decode()
 
         hc = subprocess.run(health, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
         assert hc.returncode == 0, f"HEALTHCHECK failed on a ready service: {hc.stderr}"
