@@ -16,7 +16,6 @@ bench.batching`, bench/RESULTS.md.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -33,6 +32,7 @@ from service.errors import (
 from service.intake import Reader, received, request_deadline
 from service.json_input import JSON_TYPE, json_batch_limit, json_image_list
 from service.routes.common import (
+    BINARY,
     ERROR_RESPONSES,
     MAX_DETECTIONS,
     MODEL,
@@ -40,8 +40,10 @@ from service.routes.common import (
     TIMEOUT_MS,
     engine_of,
     metrics_of,
+    object_schema,
     record_image,
     ref,
+    request_body,
     target,
     thresholds,
 )
@@ -81,33 +83,13 @@ class BatchResponse(BaseModel):
     timings_ms: BatchTimings
 
 
-_BATCH_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        IMAGE_FIELD: {"type": "array", "items": {"type": "string",
-                                                                 "format": "binary"}},
-                    },
-                    "required": [IMAGE_FIELD],
-                }
-            },
-            JSON_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "images": {"type": "array", "minItems": 1,
-                                   "items": {"type": "string", "format": "byte"}},
-                    },
-                    "required": ["images"],
-                }
-            },
-        },
-    }
-}  # fmt: skip
+_BATCH_BODY = request_body({
+    "multipart/form-data": object_schema({IMAGE_FIELD: {"type": "array", "items": BINARY}},
+                                         [IMAGE_FIELD]),
+    JSON_TYPE: object_schema({"images": {"type": "array", "minItems": 1,
+                                         "items": {"type": "string", "format": "byte"}}},
+                             ["images"]),
+})  # fmt: skip
 
 
 def _check_count(n: int, settings: Settings) -> None:

@@ -46,6 +46,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 
+# OpenAPI request bodies: the routes read their bodies themselves (service.intake), so they
+# describe them with these.
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+def object_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A media type entry: an object with `properties`, `required` ones."""
+    return {"schema": {"type": "object", "properties": properties, "required": required}}
+
+
+def request_body(content: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body is one of `content` (media type -> entry)."""
+    return {"requestBody": {"required": True, "content": content}}
+
+
 # Query parameters of POST /detect and /detect/batch.
 MODEL = Query(
     None, max_length=64,

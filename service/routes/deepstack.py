@@ -44,7 +44,16 @@ from service.errors import (
     to_http_error,
 )
 from service.intake import Reader, received, request_deadline
-from service.routes.common import check_key, engine_of, metrics_of, record_image, target
+from service.routes.common import (
+    BINARY,
+    check_key,
+    engine_of,
+    metrics_of,
+    object_schema,
+    record_image,
+    request_body,
+    target,
+)
 from service.settings import Settings
 from service.tile_param import resolve_tile
 from service.upload import (
@@ -127,31 +136,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (504, "deadline (DETECTOR_REQUEST_TIMEOUT_S) exceeded"),
     )
 }  # fmt: skip
-_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        IMAGE_FIELD: {"type": "string", "format": "binary"},
-                        # Text parts, whatever the client's type: no `type` here, so that a
-                        # "wrong type" (0.5 for a string) is not taken for invalid input.
-                        CONFIDENCE_FIELD: {
-                            "description": "minimum confidence, a number in [0, 1]; absent or "
-                            "empty: DETECTOR_SCORE_THRESHOLD (0.4, as DeepStack's server)",
-                            "examples": ["0.45"],
-                        },
-                        KEY_FIELD: {"description": "API key, when DETECTOR_API_KEYS is set "
-                                    "(or as `Authorization: Bearer` / `X-API-Key`)"},
-                    },
-                    "required": [IMAGE_FIELD],
-                }
-            }
-        },
-    }
-}  # fmt: skip
+_BODY = request_body({"multipart/form-data": object_schema({
+    IMAGE_FIELD: BINARY,
+    # Text parts, whatever the client's type: no `type` here, so that a "wrong type" (0.5 for
+    # a string) is not taken for invalid input.
+    CONFIDENCE_FIELD: {
+        "description": "minimum confidence, a number in [0, 1]; absent or empty: "
+        "DETECTOR_SCORE_THRESHOLD (0.4, as DeepStack's server)",
+        "examples": ["0.45"],
+    },
+    KEY_FIELD: {"description": "API key, when DETECTOR_API_KEYS is set (or as "
+                "`Authorization: Bearer` / `X-API-Key`)"},
+}, [IMAGE_FIELD])})  # fmt: skip
 
 
 @router.post(

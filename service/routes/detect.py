@@ -14,6 +14,7 @@ from service.class_filter import classes_query, parse_classes
 from service.errors import record_outcome
 from service.intake import received, request_deadline
 from service.routes.common import (
+    BINARY,
     ERROR_RESPONSES,
     MAX_DETECTIONS,
     MODEL,
@@ -21,8 +22,10 @@ from service.routes.common import (
     TIMEOUT_MS,
     engine_of,
     metrics_of,
+    object_schema,
     record_image,
     ref,
+    request_body,
     target,
     thresholds,
 )
@@ -32,12 +35,11 @@ from service.upload import IMAGE_FIELD, BudgetHold, read_image_upload
 
 router = APIRouter()
 
-_BINARY = {"type": "string", "format": "binary"}
 _ANNOTATED_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON detections; with `annotate=true`, the image with the boxes drawn "
         f"(original size, longer side at most {MAX_SIDE} px; JPEG, or PNG with `format=png`)",
-        "content": {"image/jpeg": {"schema": _BINARY}, "image/png": {"schema": _BINARY}},
+        "content": {"image/jpeg": {"schema": BINARY}, "image/png": {"schema": BINARY}},
         "headers": {
             "X-Detections": {
                 "description": "number of boxes drawn (annotate=true only)",
@@ -46,29 +48,13 @@ _ANNOTATED_RESPONSE: dict[int | str, dict[str, Any]] = {
         },
     }
 }
-_DETECT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {IMAGE_FIELD: _BINARY},
-                    "required": [IMAGE_FIELD],
-                }
-            },
-            "image/*": {"schema": _BINARY},
-            "application/octet-stream": {"schema": _BINARY},
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {IMAGE_FIELD: {"type": "string", "format": "byte"}},
-                    "required": [IMAGE_FIELD],
-                }
-            },
-        },
-    }
-}
+_DETECT_BODY = request_body({
+    "multipart/form-data": object_schema({IMAGE_FIELD: BINARY}, [IMAGE_FIELD]),
+    "image/*": {"schema": BINARY},
+    "application/octet-stream": {"schema": BINARY},
+    "application/json": object_schema({IMAGE_FIELD: {"type": "string", "format": "byte"}},
+                                      [IMAGE_FIELD]),
+})  # fmt: skip
 
 
 @router.post(

@@ -387,3 +387,29 @@ def wait_for_status(
             return got
         time.sleep(0.25)
     return got
+
+
+def spec_violations(
+    where: str, expr: str, records: frozenset[str] = frozenset()
+) -> tuple[list[str], set[str], set[str]]:
+    """Checks one PromQL expression against METRIC_SPEC: (what is wrong, the labels its series
+    carry, its by/on labels). Metrics in `records` (recording rules) are skipped: each is
+    checked where it is defined."""
+    selectors, grouping = parse_promql(expr)
+    assert selectors, f"{where}: no metric found in {expr!r}"
+    bad: list[str] = []
+    labels_here = set(TARGET_LABELS)
+    for sel in selectors:
+        if sel.metric in records:
+            continue
+        if sel.metric in PROMETHEUS_SYNTHETIC:
+            bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - TARGET_LABELS]
+            continue
+        if sel.metric not in METRIC_SPEC:
+            bad.append(f"{where}: {sel.metric} is not in the spec")
+            continue
+        known = METRIC_SPEC[sel.metric] | TARGET_LABELS
+        labels_here |= known
+        bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - known]
+    bad += [f"{where}: by/on ({lb})" for lb in grouping - labels_here]
+    return bad, labels_here, grouping

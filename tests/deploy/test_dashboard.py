@@ -25,6 +25,7 @@ from tests.deploy.helpers import (
     TARGET_LABELS,
     dashboard_queries,
     parse_promql,
+    spec_violations,
     venv_bin_tool,
 )
 
@@ -170,23 +171,7 @@ def test_model_variable(dashboard):
 def test_every_dashboard_metric_and_label_is_in_the_spec(queries):
     """Static: each expression's metrics are the spec's (or Prometheus' own per target), its
     matchers use labels those metrics carry, and its by/on clauses group by labels that exist."""
-    bad = []
-    for where, expr in queries:
-        selectors, grouping = parse_promql(expr)
-        assert selectors, f"{where}: no metric found in {expr!r}"
-        labels_here: set[str] = set()
-        for sel in selectors:
-            if sel.metric in PROMETHEUS_SYNTHETIC:
-                labels_here |= TARGET_LABELS
-                bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - TARGET_LABELS]
-                continue
-            if sel.metric not in METRIC_SPEC:
-                bad.append(f"{where}: {sel.metric} is not in the spec")
-                continue
-            known = METRIC_SPEC[sel.metric] | TARGET_LABELS
-            labels_here |= known
-            bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - known]
-        bad += [f"{where}: by/on ({lb})" for lb in grouping - labels_here]
+    bad = [problem for where, expr in queries for problem in spec_violations(where, expr)[0]]
     assert not bad, "not in the metric spec:\n" + "\n".join(bad)
 
 

@@ -15,11 +15,8 @@ import pytest
 
 from tests.deploy.helpers import (
     INSTALL_HINT,
-    METRIC_SPEC,
-    PROMETHEUS_SYNTHETIC,
     REPO,
-    TARGET_LABELS,
-    parse_promql,
+    spec_violations,
     venv_bin_tool,
 )
 
@@ -52,26 +49,12 @@ def test_promtool_check_rules():
 def test_rules_use_only_the_spec(rules):
     """Each rule's metrics are the spec's, Prometheus' own (`up`) or a recording rule of this
     file; matchers and by/on clauses use labels those carry."""
-    records = {r["record"] for r in rules if "record" in r}
+    records = frozenset(r["record"] for r in rules if "record" in r)
     bad = []
     for rule in rules:
         where = rule.get("record") or rule["alert"]
-        selectors, grouping = parse_promql(rule["expr"])
-        assert selectors, where
-        labels_here = set(TARGET_LABELS)
-        for sel in selectors:
-            if sel.metric in records:
-                continue  # labelled by its own by (...) clause, checked where it is defined
-            if sel.metric in PROMETHEUS_SYNTHETIC:
-                bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - TARGET_LABELS]
-                continue
-            if sel.metric not in METRIC_SPEC:
-                bad.append(f"{where}: {sel.metric} is not in the spec")
-                continue
-            known = METRIC_SPEC[sel.metric] | TARGET_LABELS
-            labels_here |= known
-            bad += [f"{where}: {sel.metric}{{{lb}}}" for lb in sel.labels - known]
-        bad += [f"{where}: by/on ({lb})" for lb in grouping - labels_here]
+        problems, labels_here, grouping = spec_violations(where, rule["expr"], records)
+        bad += problems
         # annotations name only labels the alert's series carry
         for text in rule.get("annotations", {}).values():
             for lb in re.findall(r"\$labels\.(\w+)", text):
