@@ -51,18 +51,32 @@ def test_grid_without_overlap_is_a_partition() -> None:
     ]  # fmt: skip
 
 
-def test_auto_on_1280_is_3x3_tiles_of_about_480px() -> None:
-    # target 384 / 0.8 = 480; n = round(1 + (1280/480 - 1) / 0.8) = 3; side ceil(1280/2.6) = 493
+def test_auto_on_1280_is_2x2_tiles_of_about_710px() -> None:
+    # target 1.85 x 384 = 710.4; n = round(1 + (1280 / 710.4 - 1) / 0.8) = round(2.002) = 2;
+    # side ceil(1280 / 1.8) = 712, starts 0 and 568: the same windows as grid 2.
     windows = plan_tiles(1280, 1280, 384, "auto")
-    starts = [0, 394, 787]
-    assert windows == [(x, y, x + 493, y + 493) for y in starts for x in starts]
+    assert windows == [(x, y, x + 712, y + 712) for y in (0, 568) for x in (0, 568)]
+    assert windows == plan_tiles(1280, 1280, 384, 2)
+
+
+def test_auto_two_tiles_along_a_side_from_995px() -> None:
+    # n = 2 once 1 + (L / 710.4 - 1) / 0.8 >= 1.5, i.e. L >= 1.4 x 710.4 = 994.56:
+    # 994 -> round(1.4991) = 1 (no tiles), 995 -> round(1.5008) = 2 (side ceil(995 / 1.8) = 553).
+    assert plan_tiles(994, 994, 384, "auto") == []
+    assert plan_tiles(995, 995, 384, "auto") == [
+        (0, 0, 553, 553), (442, 0, 995, 553), (0, 442, 553, 995), (442, 442, 995, 995),
+    ]  # fmt: skip
+    # 3 along a side once 1 + (L / 710.4 - 1) / 0.8 >= 2.5, i.e. L >= 2.2 x 710.4 = 1562.9:
+    assert len(plan_tiles(1563, 1563, 384, "auto")) == 9
+    assert len(plan_tiles(1562, 1562, 384, "auto")) == 4
 
 
 def test_auto_threshold_on_the_short_side() -> None:
     assert plan_tiles(1000, 576, 384, "auto") == []  # 576 = 1.5 x 384: not above
-    # 577 wide: 1 column; 1000 high: n = round(1 + (1000/480 - 1) / 0.8) = 2, side 556
+    # 577 wide: 1 column; 1000 high: n = round(1 + (1000 / 710.4 - 1) / 0.8) = 2, side 556
     assert plan_tiles(577, 1000, 384, "auto") == [(0, 0, 577, 556), (0, 444, 577, 1000)]
-    assert plan_tiles(640, 640, 384, "auto") == []  # above 1.5x, but one ~480 px tile = whole
+    assert plan_tiles(640, 640, 384, "auto") == []  # the val photos: above 1.5x, one tile
+    assert plan_tiles(500, 375, 384, "auto") == []  # a VOC photo
 
 
 def test_cap_reduces_the_grid() -> None:
@@ -149,30 +163,33 @@ def test_the_whole_image_box_holds_a_cut_tile_box() -> None:
     np.testing.assert_array_equal(out.boxes, full.boxes)
 
 
-def plain_nms(boxes, scores, classes, iou_thr, cap):
+def plain_iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def plain_nms_clusters(boxes, scores, classes, iou_thr, cap):
+    """Textbook greedy NMS that also records which boxes each kept box suppressed."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     keep: list[int] = []
+    members: dict[int, list[int]] = {}
     for i in order:
         if len(keep) == cap:
             break
-        ok = True
-        for j in keep:
-            if classes[i] != classes[j]:
-                continue
-            a, b = boxes[i], boxes[j]
-            iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-            ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-            inter = iw * ih
-            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-            if union > 0 and inter / union > iou_thr:
-                ok = False
-                break
-        if ok:
+        holder = next((j for j in keep if classes[i] == classes[j]
+                       and plain_iou(boxes[i], boxes[j]) > iou_thr), None)  # fmt: skip
+        if holder is None:
             keep.append(i)
-    return keep
+            members[i] = [i]
+        else:
+            members[holder].append(i)
+    return keep, members
 
 
-def test_merge_is_class_wise_nms_over_full_and_tiles() -> None:
+def test_merge_is_class_wise_nms_over_full_and_tiles_with_fused_boxes() -> None:
     rng = np.random.default_rng(3)
     whole_window = (0, 0, 300, 200)  # no inner edges: nothing is dropped before NMS
     parts, all_b, all_s, all_c = [], [], [], []
@@ -187,11 +204,48 @@ def test_merge_is_class_wise_nms_over_full_and_tiles() -> None:
     b, s, c = np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_c)
     out = merge(parts[0], [(whole_window, parts[1]), (whole_window, parts[2])], 0.5, 25,
                 (300, 200))  # fmt: skip
-    keep = plain_nms(b.tolist(), s.tolist(), c.tolist(), 0.5, 25)
-    np.testing.assert_array_equal(out.boxes, b[keep])
+    keep, members = plain_nms_clusters(b.tolist(), s.tolist(), c.tolist(), 0.5, 25)
+    # The kept set, its scores and classes are NMS's; each box is its cluster's score-weighted
+    # mean (NMS stopped at 25: boxes it never reached join the cluster they overlap).
     np.testing.assert_array_equal(out.scores, s[keep])
     np.testing.assert_array_equal(out.class_ids, c[keep])
     assert len(out) == 25 and (np.diff(out.scores) <= 0).all()
+    fused_somewhere = False
+    for row, i in enumerate(keep):
+        group = [j for j in members[i]]
+        group += [j for j in range(len(s)) if j not in group and c[j] == c[i]
+                  and all(j not in m for m in members.values())
+                  and plain_iou(b[i], b[j]) > 0.5
+                  and not any(plain_iou(b[k], b[j]) > 0.5 and c[k] == c[j]
+                              for k in keep[:row])]  # fmt: skip
+        w = s[group].astype(np.float64)
+        want = (b[group] * w[:, None]).sum(0) / w.sum()
+        np.testing.assert_allclose(out.boxes[row], want, rtol=1e-5, atol=1e-3)
+        fused_somewhere |= len(group) > 1
+    assert fused_somewhere
+
+
+def test_merge_fuses_a_cluster_by_score_hand_computed() -> None:
+    # Tile boxes of one object from two tiles (IoU 80 / 120 = 0.67 > 0.5, class 0) and a class 1
+    # box on top of them: the class-0 pair becomes one box at the 0.75 / 0.25 weighted mean,
+    # x0 = 0.75 * 0 + 0.25 * 2 = 0.5 and x1 = 0.75 * 10 + 0.25 * 12 = 10.5, with the higher
+    # score; the class-1 box is not fused with them. [5, 0, 15, 10] overlaps the kept box by
+    # IoU 50 / 150 = 0.33: kept apart, unchanged (its IoU 70 / 130 with the suppressed
+    # [2, 0, 12, 10] does not count: clusters are NMS's own).
+    window = (0, 0, 100, 100)
+    a = dets([[0, 0, 10, 10], [0, 0, 10, 10]], [0.75, 0.6], [0, 1])
+    b = dets([[2, 0, 12, 10], [5, 0, 15, 10]], [0.25, 0.1], [0, 0])
+    out = merge(Detections.empty(), [(window, a), (window, b)], 0.5, 100, (100, 100))
+    np.testing.assert_allclose(out.boxes, [[0.5, 0, 10.5, 10], [0, 0, 10, 10], [5, 0, 15, 10]],
+                               atol=1e-6)  # fmt: skip
+    assert out.scores.tolist() == pytest.approx([0.75, 0.6, 0.1])
+    assert out.class_ids.tolist() == [0, 1, 0]
+    plain = merge(Detections.empty(), [(window, a), (window, b)], 0.5, 100, (100, 100),
+                  rule="nms")  # the same set, boxes as NMS kept them
+    np.testing.assert_array_equal(plain.boxes, [[0, 0, 10, 10], [0, 0, 10, 10], [5, 0, 15, 10]])
+    np.testing.assert_array_equal(plain.scores, out.scores)
+    with pytest.raises(ValueError, match="merge rule must be one of fusion, nms"):
+        merge(Detections.empty(), [(window, a)], 0.5, 100, (100, 100), rule="nmm")
 
 
 # --- ImageDetector.detect_bytes ---

@@ -28,7 +28,7 @@ from typing import get_args
 from export.backends import BACKENDS, Precision
 from export.postprocess import PostprocessConfig
 from export.predict import tile_arg
-from export.tiling import DEFAULT_MAX_TILES
+from export.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE, MERGE_RULES
 from training.evaluation.data import add_data_args, load_split
 from training.evaluation.detectors import load_onnx_or_checkpoint
 from training.evaluation.report import DRAW_SCORE_THRESHOLD, format_table, json_safe
@@ -67,6 +67,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "`tile`): the whole image plus overlapping tiles; auto or an N x N grid")
     p.add_argument("--max-tiles", type=int, default=DEFAULT_MAX_TILES,
                    help="at most this many tiles per image (the grid is reduced to fit)")
+    p.add_argument("--tile-merge", choices=MERGE_RULES, default=DEFAULT_MERGE,
+                   help="how tile boxes merge with the whole image's (export.tiling.merge): "
+                        "NMS with weighted box fusion of its clusters, or plain NMS")
     return p.parse_args(argv)
 
 
@@ -90,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 num_images=args.num_images,
                                 draw_threshold=args.draw_threshold,
                                 bootstrap=args.bootstrap, seed=args.seed,
-                                tile=args.tile, max_tiles=args.max_tiles)  # fmt: skip
+                                tile=args.tile, max_tiles=args.max_tiles,
+                                tile_merge=args.tile_merge)  # fmt: skip
     print(format_table(metrics, str(args.model), args.split))
     if args.json:
         backend = getattr(detector, "backend", "torch")  # the runtime that ran the model
@@ -98,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend += f" ({args.ov_precision})"
         payload = {**metrics, "model": str(args.model), "split": args.split,
                    "nms_iou": args.nms_iou, "backend": backend, "tile": args.tile,
-                   "max_tiles": args.max_tiles}  # fmt: skip
+                   "max_tiles": args.max_tiles, "tile_merge": args.tile_merge}  # fmt: skip
         Path(args.json).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     return 0
 

@@ -25,7 +25,15 @@ from export.inferer import Inferer
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
-from export.tiling import DEFAULT_MAX_TILES, Tile, image_size, merge, plan_tiles, run_tiles
+from export.tiling import (
+    DEFAULT_MAX_TILES,
+    DEFAULT_MERGE,
+    Tile,
+    image_size,
+    merge,
+    plan_tiles,
+    run_tiles,
+)
 
 if TYPE_CHECKING:
     from training.data.sample import Sample
@@ -58,15 +66,18 @@ def _detect_tiled(
     cfg: PostprocessConfig,
     tile: Tile,
     max_tiles: int,
+    tile_merge: str = DEFAULT_MERGE,
 ) -> Detections:
-    """The whole image + its tiles, merged; boxes in annotated-image pixels."""
+    """The whole image + its tiles, merged (`tile_merge`: export.tiling.merge's rule); boxes in
+    annotated-image pixels."""
     meta = detector.metadata
     tensor, lb = preprocess(image, meta.input_size, meta.mean, meta.std)
     cls, box, ctr = detector.infer(tensor)
     full = postprocess(cls[0], box[0], ctr[0], tensor.shape[2:], meta.strides, lb, cfg)
     windows = plan_tiles(image.width, image.height, meta.input_size, tile, max_tiles=max_tiles)
     parts = run_tiles(image, windows, detector.infer, meta, cfg, batch=True)
-    dets = merge(full, parts, cfg.nms_iou, cfg.max_detections, image.size, meta.input_size)
+    dets = merge(full, parts, cfg.nms_iou, cfg.max_detections, image.size, meta.input_size,
+                 tile_merge)
     if image.size != (sample.width, sample.height):  # annotation size differs from the file's
         sx, sy = sample.width / image.width, sample.height / image.height
         boxes = dets.boxes * np.asarray([sx, sy, sx, sy], dtype=np.float32)
@@ -82,17 +93,18 @@ def run_detector(
     workers: int = 2,
     tile: Tile = "off",
     max_tiles: int = DEFAULT_MAX_TILES,
+    tile_merge: str = DEFAULT_MERGE,
 ) -> list[Detections]:
     """Detections per sample, in annotated-image pixels and model class ids.
 
     Images are decoded in `workers` threads. With batch_size > 1, images of a chunk that share
     the same letterboxed shape are stacked (no extra padding, so the outputs are unchanged).
     `tile` != "off": tiled inference (module docstring), one image per model call set
-    (batch_size is then ignored).
+    (batch_size is then ignored), tiles merged by the rule `tile_merge` (export.tiling.merge).
     """
     meta = detector.metadata
     if tile != "off":
-        return _run_tiled(detector, samples, cfg, workers, tile, max_tiles)
+        return _run_tiled(detector, samples, cfg, workers, tile, max_tiles, tile_merge)
     results: list[Detections] = []
 
     def flush(chunk: list[tuple[np.ndarray, Letterbox]]) -> None:
@@ -134,6 +146,7 @@ def _run_tiled(
     workers: int,
     tile: Tile,
     max_tiles: int,
+    tile_merge: str = DEFAULT_MERGE,
 ) -> list[Detections]:
     """`run_detector` with tiling: decodes read ahead in `workers` threads, model calls here."""
     meta = detector.metadata
@@ -151,7 +164,8 @@ def _run_tiled(
                 pending.append(pool.submit(_decode_tiled, nxt, meta, tile, max_tiles))
                 queued.append(nxt)
             if isinstance(item, Image.Image):
-                results.append(_detect_tiled(detector, item, sample, cfg, tile, max_tiles))
+                results.append(_detect_tiled(detector, item, sample, cfg, tile, max_tiles,
+                                             tile_merge))
                 continue
             tensor, lb = item
             cls, box, ctr = detector.infer(tensor)

@@ -16,7 +16,7 @@ import numpy as np
 
 from export.inferer import Inferer
 from export.postprocess import Detections, PostprocessConfig
-from export.tiling import DEFAULT_MAX_TILES, Tile
+from export.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE, Tile
 from training.evaluation.data import class_mapping
 from training.evaluation.inference import run_detector
 from training.evaluation.report import DRAW_SCORE_THRESHOLD, save_annotated
@@ -61,6 +61,7 @@ def evaluate_detector(
     seed: int = 0,
     tile: Tile = "off",
     max_tiles: int = DEFAULT_MAX_TILES,
+    tile_merge: str = DEFAULT_MERGE,
 ) -> dict[str, Any]:
     """Run `detector` on `samples` and compute the metrics.
 
@@ -74,12 +75,13 @@ def evaluate_detector(
     over that many draws of the images with replacement (`training.metrics.bootstrap`, `seed`).
     `postprocess`: the service's decode, thresholds and NMS
     (defaults: candidate threshold 0.05, NMS IoU 0.5, 100 detections, which COCO AP also caps).
-    `tile`, `max_tiles`: tiled inference (export/tiling.py; `run_detector`).
+    `tile`, `max_tiles`, `tile_merge`: tiled inference (export/tiling.py; `run_detector`).
     """
     model_names = tuple(detector.metadata.class_names)
     to_model = class_mapping(model_names, class_names)
     t0 = time.perf_counter()
-    dets = run_detector(detector, samples, postprocess, batch_size, workers, tile, max_tiles)
+    dets = run_detector(detector, samples, postprocess, batch_size, workers, tile, max_tiles,
+                        tile_merge)
     seconds = time.perf_counter() - t0
     gts, preds = metric_inputs(samples, dets, to_model)
     records = voc_records(gts, preds, len(model_names))  # matched once, also for the bootstrap

@@ -78,3 +78,83 @@ def test_bad_input(tiny_onnx_path: Path, voc_root: Path,
     rc = cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
                    "--classes", "cat,dog"])
     assert rc == 2 and "lack the model's classes" in capsys.readouterr().err
+
+
+def test_two_tile_modes_of_one_model_score_as_evaluate_does(
+        tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A tiles 2 x 2 (every EVAL_IMAGES image is larger than the tiny model's 128 px), B not.
+    out = tmp_path / "cmp.json"
+    rc = cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                   "--tile", "2", "--against-tile", "off", "--bootstrap", "20",
+                   "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    from model.config import VOC_CLASSES
+    from training.data.voc import load_voc
+
+    samples = load_voc(voc_root, "val")
+    detector = load_onnx_or_checkpoint(tiny_onnx_path)
+    for key, tile in (("a", 2), ("b", "off")):
+        m = evaluate_detector(detector, samples, VOC_CLASSES, tile=tile)
+        assert data[key]["value"] == pytest.approx(m["map50"], abs=1e-12)
+    assert data["tile"] == {"a": 2, "b": "off"} and data["max_tiles"] == 16
+    assert data["tile_merge"] == {"a": "fusion", "b": "fusion"}
+    assert data["model"].endswith("(NMS IoU 0.5, tile 2, fusion merge)")
+    assert data["against"].endswith("(NMS IoU 0.5)")  # off is not named
+    assert "tile 2" in capsys.readouterr().out
+
+
+def test_each_side_runs_its_own_tile_mode(monkeypatch: pytest.MonkeyPatch, tiny_onnx_path: Path,
+                                          voc_root: Path, tmp_path: Path) -> None:
+    # A stand-in run_detector: perfect boxes when tiled, none when not, so A - B is +1 exactly
+    # when A tiles and B does not; --against-tile defaults to --tile (then A - B = 0).
+    import numpy as np
+
+    from export.postprocess import Detections
+
+    calls: list[tuple[object, ...]] = []
+    person = 2  # the tiny model's classes, and the VOC split's as loaded: cat, dog, person
+
+    def fake(detector: object, samples: list, cfg: object, tile: object = "off",
+             max_tiles: int = 16, tile_merge: str = "fusion") -> list[Detections]:
+        calls.append((tile, max_tiles, tile_merge))
+        out = []
+        for s in samples:
+            keep = (np.asarray(s.labels) == person) & ~np.asarray(s.difficult)
+            n = int(keep.sum()) if tile != "off" else 0
+            out.append(Detections(np.asarray(s.boxes, np.float32)[keep][:n],
+                                  np.full(n, 0.9, np.float32), np.full(n, person, np.int64)))
+        return out
+
+    monkeypatch.setattr(cmp, "run_detector", fake)
+    base = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--bootstrap", "10"]
+    out = tmp_path / "cmp.json"
+    assert cmp.main([*base, "--tile", "auto", "--against-tile", "off", "--max-tiles", "4",
+                     "--json", str(out)]) == 0
+    assert calls == [("auto", 4, "fusion"), ("off", 4, "fusion")]
+    data = json.loads(out.read_text())
+    assert data["diff"]["value"] == pytest.approx(1 / 3)  # person AP 1 vs 0, mean of 3 classes
+    calls.clear()
+    assert cmp.main([*base, "--tile", "3", "--json", str(out)]) == 0
+    assert calls == [(3, 16, "fusion"), (3, 16, "fusion")]
+    assert json.loads(out.read_text())["diff"]["value"] == 0.0
+    calls.clear()  # one tile mode, two merge rules
+    assert cmp.main([*base, "--tile", "2", "--tile-merge", "nms", "--against-tile-merge",
+                     "fusion", "--json", str(out)]) == 0
+    assert calls == [(2, 16, "nms"), (2, 16, "fusion")]
+    data = json.loads(out.read_text())
+    assert data["tile_merge"] == {"a": "nms", "b": "fusion"}
+    assert "tile 2, nms merge" in data["model"] and "tile 2, fusion merge" in data["against"]
+
+
+def test_a_bad_tile_mode_is_a_usage_error(tiny_onnx_path: Path, voc_root: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                  "--against-tile", "9"])
+    assert "tile must be off, auto or a grid size 1-8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cmp.main(["--model", str(tiny_onnx_path), "--data-root", str(voc_root),
+                  "--tile-merge", "nmm"])
+    assert "invalid choice: 'nmm'" in capsys.readouterr().err

@@ -136,6 +136,25 @@ def test_postprocessing_flags_reach_postprocessing(
     assert [(cfg.centerness, cfg.nms_iou) for cfg in seen] == [(centerness, nms_iou)]
 
 
+def test_tile_flags_reach_the_tiled_run(monkeypatch: pytest.MonkeyPatch, tiny_onnx_path: Path,
+                                        voc_root: Path, tmp_path: Path) -> None:
+    seen = []
+    real = scoring.run_detector
+
+    def spy(detector: Inferer, samples: list, cfg: PostprocessConfig, *args: object) -> list:
+        seen.append(args[2:])  # after batch_size, workers: tile, max_tiles, tile_merge
+        return real(detector, samples, cfg, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring, "run_detector", spy)
+    out = tmp_path / "m.json"
+    argv = ["--model", str(tiny_onnx_path), "--data-root", str(voc_root), "--json", str(out)]
+    assert ev.main([*argv, "--tile", "2", "--max-tiles", "3", "--tile-merge", "nms"]) == 0
+    assert ev.main(argv) == 0
+    assert seen == [(2, 3, "nms"), ("off", 16, "fusion")]
+    data = json.loads(out.read_text())
+    assert (data["tile"], data["max_tiles"], data["tile_merge"]) == ("off", 16, "fusion")
+
+
 def test_class_mapping() -> None:
     m = class_mapping(["cat", "dog"], ["dog", "bird", "cat"])
     assert m.tolist() == [1, -1, 0]
