@@ -126,8 +126,9 @@ class Settings(BaseSettings):
     )
     tile: str = Field(
         "off",
-        description="tiled inference for requests that do not say (`tile`): off, auto (tiles "
-        "only images whose short side is well above the model's input size) or N (N x N tiles)",
+        description="tiled inference for requests that do not say (`tile`): off, auto (tiles of "
+        "~1.85x the input size, only for images with a side of ~1000 px or more and a short "
+        "side above 1.5x the input size) or N (N x N tiles)",
     )
     max_tiles: int = Field(
         16, ge=1, le=64, description="tiles per image at most (a larger grid is coarsened)"
