@@ -50,7 +50,7 @@ def p50_ms(client: httpx.Client, paths: Sequence[str], body: bytes, requests: in
     return 1000 * statistics.median(times)
 
 
-def measure(model: Path, n: int, requests: int, threads: int) -> dict[str, Any]:
+def measure(model: Path, n: int, requests: int, threads: int, body: bytes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "models"
         folder.mkdir()
@@ -70,7 +70,6 @@ def measure(model: Path, n: int, requests: int, threads: int) -> dict[str, Any]:
             rss = srv.rss_bytes()
             per_model = {m["name"]: m["memory_bytes"]
                          for m in httpx.get(srv.url + "/models").json()["models"]}  # fmt: skip
-            body = jpeg(500, 375)
             with httpx.Client(base_url=srv.url, timeout=60) as client:
                 for name in names:  # one warm-up call per model
                     client.post(f"/detect?model={name}", content=body).raise_for_status()
@@ -83,6 +82,17 @@ def measure(model: Path, n: int, requests: int, threads: int) -> dict[str, Any]:
             "detect_p50_ms_rotating": round(rotating, 2)}  # fmt: skip
 
 
+def cpu_model() -> str:
+    """The CPU's model name (as `lscpu` shows it), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.repository",
                                 description=__doc__.split("\n")[0])  # fmt: skip
@@ -90,9 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--counts", default="1,5", help="repository sizes to measure")
     p.add_argument("--requests", type=int, default=200, help="sequential /detect calls each")
     p.add_argument("--threads", type=int, default=2, help="DETECTOR_THREADS")
+    p.add_argument("--image", type=Path, default=None,
+                   help="the JPEG to send (default: a synthetic 500x375 one)")  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = p.parse_args(argv)
-    rows = [measure(args.model, int(n), args.requests, args.threads)
+    body = args.image.read_bytes() if args.image else jpeg(500, 375)
+    rows = [measure(args.model, int(n), args.requests, args.threads, body)
             for n in args.counts.split(",")]  # fmt: skip
     print("| models | RSS MiB | per model MiB | /detect p50 ms (default) | (models in turn) |")
     print("| --- | --- | --- | --- | --- |")
@@ -103,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         given = list(argv) if argv is not None else sys.argv[1:]
         doc = {"command": " ".join(["python -m bench.repository", *given]),
-               "machine": platform.processor() or platform.machine(), "rows": rows}
+               "machine": cpu_model(), "rows": rows}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
