@@ -56,8 +56,10 @@ def file_identity(path: Path) -> tuple[int, int, int, int] | None:
 
 def single_source(path: Path) -> ModelSource:
     """DETECTOR_MODEL_PATH as a one-model repository (the file may be missing: it is reported
-    when it fails to load, and the service stays alive and not ready)."""
-    return ModelSource(Path(path).stem, Path(path), None, file_identity(Path(path)))
+    when it fails to load, and the service stays alive and not ready). Its name is the file
+    stem made a valid name (`my model.onnx` -> `my-model`)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-._")[:64] or "default"
+    return ModelSource(name, Path(path), None, file_identity(Path(path)))
 
 
 def scan_folder(folder: Path, pinned: dict[str, str] | None = None) -> dict[str, ModelSource]:

@@ -136,7 +136,7 @@ def _model(engine: Engine, name: str, version: str | None) -> ModelEntry:
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name=SERVER_NAME, version=request.app.version,
-                          extensions=["binary_tensor_data"])  # fmt: skip
+                          extensions=["binary_tensor_data", "model_repository"])  # fmt: skip
 
 
 @router.get("/health/live", response_model=Live, summary="Server liveness")
@@ -151,6 +151,27 @@ async def server_ready(request: Request) -> Ready | JSONResponse:
     if engine is None or not engine.ready:
         return JSONResponse({"ready": False}, status_code=503)
     return Ready(ready=True)
+
+
+class RepositoryEntry(BaseModel):
+    name: str
+    version: str
+    state: str  # Triton's: READY | LOADING | UNAVAILABLE
+    reason: str = ""
+
+
+_TRITON_STATES = {"ready": "READY", "loading": "LOADING"}  # failed, refused: UNAVAILABLE
+
+
+@router.post("/repository/index", response_model=list[RepositoryEntry],
+             summary="The models and their states (Triton's repository extension)")  # fmt: skip
+async def repository_index(request: Request) -> list[RepositoryEntry]:
+    """What `tritonclient`'s `get_model_repository_index()` reads."""
+    return [
+        RepositoryEntry(name=e.name, version=e.version, state=_TRITON_STATES.get(
+            e.state, "UNAVAILABLE"), reason="" if e.state == "ready" else e.reason)
+        for e in engine_of(request).models.values()
+    ]  # fmt: skip
 
 
 @router.get("/models/{name}", response_model=ModelMetadataResponse, responses=_ERRORS,

@@ -75,6 +75,8 @@ def test_identity_changes_with_the_file(tmp_path: Path) -> None:
 def test_single_source_and_missing_folder(tmp_path: Path) -> None:
     source = single_source(tmp_path / "models" / "default.onnx")
     assert (source.name, source.identity) == ("default", None)  # reported when it loads
+    assert single_source(tmp_path / "my model (v2).int8.onnx").name == "my-model-v2-.int8"
+    assert single_source(tmp_path / "_.onnx").name == "default"
     with pytest.raises(OSError):
         scan_folder(tmp_path / "nowhere")
 

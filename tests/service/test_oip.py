@@ -41,7 +41,7 @@ def decode_binary(body: bytes, header_len: int) -> dict[str, np.ndarray]:
 
 
 def test_server_and_model_metadata(client: TestClient) -> None:
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "model_repository"]
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     meta = client.get(f"/v2/models/{MODEL}").json()

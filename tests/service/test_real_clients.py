@@ -45,6 +45,8 @@ def test_tritonclient(server: Server) -> None:
     client = http.InferenceServerClient(f"127.0.0.1:{server.port}")
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(MODEL) and not client.is_model_ready("other")
+    assert client.get_model_repository_index() == [
+        {"name": MODEL, "version": "0.1.0", "state": "READY", "reason": ""}]
     meta = client.get_model_metadata(MODEL)
     assert meta["inputs"][0] == {"name": "image", "datatype": "BYTES", "shape": [-1]}
     a, b = jpeg(320, 240), png(160, 200)

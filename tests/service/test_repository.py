@@ -133,6 +133,8 @@ def test_rescans_add_swap_and_remove(serve: Any, repo: Path, tiny_onnx_path: Pat
         assert broken["state"] == "failed" and broken["reason"] == (
             "cannot load broken.onnx: not a loadable ONNX model")  # fmt: skip
         assert c.post("/detect?model=broken", content=jpeg()).status_code == 503
+        index = {e["name"]: e["state"] for e in c.post("/v2/repository/index").json()}
+        assert index == {"birds": "READY", "broken": "UNAVAILABLE", "default": "READY"}
         assert c.get("/health/ready").status_code == 200  # the default serves on
         families = scrape(c)
         assert value(families, "detector_model_ready", model="broken") == 0
