@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import service.routes.batch
+import service.routes.deepstack
 import service.routes.v2
 import service.upload
 from bench.attacks.images import jpeg, multipart
@@ -45,6 +46,8 @@ FORMS: dict[str, Callable[[list[bytes]], tuple[str, dict[str, Any]]]] = {
     "/detect/batch json": lambda ims: ("/detect/batch", {"json": {"images": [b64(im)
                                                                              for im in ims]}}),
     "/v2 infer": lambda ims: (f"/v2/models/{MODEL}/infer", {"json": v2_body(ims)}),
+    "deepstack": lambda ims: ("/v1/vision/detection", {
+        "content": multipart([("image", ims[0], "image/jpeg")]), "headers": MULTIPART}),
 }  # fmt: skip
 
 
@@ -66,12 +69,12 @@ def test_memory_budget_covers_every_body_form(serve: AppFactory, form: str) -> N
         assert app.state.engine.upload_budget.used == 0
 
 
-@pytest.mark.parametrize("form", ["/detect/batch", "/v2 infer"])
+@pytest.mark.parametrize("form", ["/detect/batch", "/v2 infer", "deepstack"])
 def test_full_queue_refuses_at_arrival_without_reading(
     gated_serve: AppFactory, monkeypatch: pytest.MonkeyPatch, form: str
 ) -> None:
     reads: list[str] = []
-    for module in (service.routes.batch, service.routes.v2):
+    for module in (service.routes.batch, service.routes.v2, service.routes.deepstack):
         inner = module.read_bounded
 
         async def counted(*args: Any, _inner: Any = inner, **kw: Any) -> bytes:
@@ -130,14 +133,15 @@ def test_bodies_are_parsed_off_the_event_loop(
                          (service.upload, "extract_multipart_field"),
                          (service.routes.batch, "json_image_list"),
                          (service.routes.batch, "extract_multipart_fields"),
-                         (service.routes.v2, "parse_infer_request")):  # fmt: skip
+                         (service.routes.v2, "parse_infer_request"),
+                         (service.routes.deepstack, "parse_form")):  # fmt: skip
         monkeypatch.setattr(module, name, off_loop(name, getattr(module, name)))
     for form in FORMS:
         path, kw = FORMS[form]([jpeg(64, 48)])
         assert client.post(path, **kw).status_code == 200, form
     one = multipart([("image", jpeg(64, 48), "image/jpeg")])
     assert client.post("/detect", content=one, headers=MULTIPART).status_code == 200
-    assert seen == dict.fromkeys(seen, True) and len(seen) == 5, seen
+    assert seen == dict.fromkeys(seen, True) and len(seen) == 6, seen
 
 
 @pytest.mark.parametrize(
