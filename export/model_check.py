@@ -139,7 +139,7 @@ class ModelCheck:
                 return peak
             except subprocess.TimeoutExpired:
                 pass
-            peak = max(peak, _rss_bytes(child.pid))
+            peak = max(peak, rss_bytes(child.pid))
             if self._cancelled:
                 reason = "the service is shutting down"
             elif time.monotonic() > deadline:
@@ -173,7 +173,8 @@ class ModelCheck:
                 child.kill()
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process `pid` (Linux /proc; 0 when gone or without /proc)."""
     try:
         with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -37,20 +37,8 @@ class ApiKeys:
 
     @classmethod
     def from_setting(cls, value: SecretStr | None) -> ApiKeys | None:
-        """None when the setting is unset; ValueError when it names no usable key (a path
-        that does not exist is an error, never taken as a key)."""
-        if value is None:
-            return None
-        text = value.get_secret_value().strip()
-        path = Path(text)
-        if "," not in text and ("/" in text or path.is_file()):
-            if not path.is_file():  # never echo the value: it may be a key with a '/' in it
-                raise ValueError(
-                    "DETECTOR_API_KEYS names no readable keys file (a value with '/' and no ',' "
-                    "is a file path: a single key with '/' goes in a file or ends with ',')"
-                )
-            return cls(read_keys(path), path)
-        return cls([k.strip() for k in text.split(",") if k.strip()])
+        """None when the setting is unset, else the keys it names (`read_setting`)."""
+        return None if value is None else cls(*read_setting(value))
 
     def refresh(self) -> None:
         """Re-read the keys file (on a rescan); a file that became unusable keeps the keys."""
@@ -89,6 +77,25 @@ def key_from_headers(headers: Headers) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return headers.get("x-api-key", "").strip() or None
+
+
+def read_setting(value: SecretStr) -> tuple[list[str], Path | None]:
+    """DETECTOR_API_KEYS -> (its keys, the keys file or None for a comma list). ValueError when
+    it names no usable key (a path that does not exist is an error, never taken as a key)."""
+    text = value.get_secret_value().strip()
+    path = Path(text)
+    if "," not in text and ("/" in text or path.is_file()):
+        if not path.is_file():  # never echo the value: it may be a key with a '/' in it
+            raise ValueError(
+                "DETECTOR_API_KEYS names no readable keys file (a value with '/' and no ',' "
+                "is a file path: a single key with '/' goes in a file or ends with ',')"
+            )
+        keys = read_keys(path)
+    else:
+        keys, path = [k.strip() for k in text.split(",") if k.strip()], None
+    if not keys:
+        raise ValueError("DETECTOR_API_KEYS holds no key")
+    return keys, path
 
 
 def read_keys(path: Path) -> list[str]:

@@ -26,7 +26,7 @@ from export.backends import load_detector
 from export.decode_budget import check_deadline
 from export.errors import DeadlinePassedError, DetectorError
 from export.metadata import ModelMetadata
-from export.model_check import ModelCheck, ModelRefusedError, warmup_sizes
+from export.model_check import ModelCheck, ModelRefusedError, rss_bytes, warmup_sizes
 from export.postprocess import PostprocessConfig, candidate_config
 from export.repository import ModelSource, parse_pins, scan_folder, single_source
 from export.runtime import DetectionResult
@@ -83,15 +83,6 @@ class ModelEntry:
         if self.source.version is not None:
             return self.source.version
         return self.detector.metadata.version if self.detector is not None else ""
-
-
-def rss_bytes() -> int:
-    """This process's resident memory (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class Engine:
@@ -167,14 +158,12 @@ class Engine:
         states = [e.state for e in self.models.values()]
         return "ready" in states and "loading" not in states
 
-    def require_ready(self) -> Detector:
-        """The default model's detector (NotReadyError when it is not ready)."""
+    def require_ready(self) -> ModelEntry:
+        """The default model (NotReadyError when it is not ready, or not in the repository)."""
         try:
-            entry = self.resolve()
+            return self.resolve()
         except NotFoundError as exc:
             raise NotReadyError(f"model not ready: {exc.message}") from None
-        assert entry.detector is not None
-        return entry.detector
 
     # -- loading one model ----------------------------------------------------------------
 
@@ -199,12 +188,12 @@ class Engine:
             raise FileNotFoundError(f"model file not found: {shown} (set {hint})") from None
         if not stat.S_ISREG(mode):
             raise ModelRefusedError("not a regular file", f"{shown} is not a regular file")
-        before = rss_bytes()
+        before = rss_bytes(os.getpid())
         detector = self.loader(path, self.settings.threads)
         if self.settings.warmup:  # square, 4:3 and 3:4 photos: the common letterbox shapes
             for w, h in warmup_sizes(detector.metadata.input_size):
                 detector.detect_image(Image.new("RGB", (w, h)), PostprocessConfig())
-        return detector, max(0, rss_bytes() - before)
+        return detector, max(0, rss_bytes(os.getpid()) - before)
 
     def install(self, entry: ModelEntry) -> None:
         """Serve `entry` under its name (one assignment: requests that hold the previous

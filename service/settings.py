@@ -224,10 +224,11 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        from service.api_keys import ApiKeys  # (it imports the metrics, not the settings)
+        from service.api_keys import read_setting  # (it imports the metrics, not the settings)
 
         try:
-            ApiKeys.from_setting(value)  # a keys file must exist and hold a key
+            if value is not None:
+                read_setting(value)  # a keys file must exist and hold a key
         except OSError as exc:
             raise ValueError(f"API keys file not readable: {exc.strerror}") from None
         return value

@@ -51,7 +51,6 @@ async def get_model(request: Request, name: str) -> ModelStatus:
             summary="The default model")  # fmt: skip
 async def model_info(request: Request) -> ModelInfo:
     engine = engine_of(request)
-    engine.require_ready()
-    entry = engine.resolve()
+    entry = engine.require_ready()
     return ModelInfo.from_metadata(entry.name, entry.version, entry.metadata,
                                    engine.settings.score_threshold)  # fmt: skip

@@ -14,19 +14,16 @@ import subprocess
 import pytest
 
 from tests import wait_until
-from tests.deploy.helpers import (
-    DASHBOARD,
+from tests.deploy.helpers import DASHBOARD, INSTALL_HINT, REPO, venv_bin_tool
+from tests.deploy.promql import (
     HISTOGRAM_SUFFIXES,
-    INSTALL_HINT,
     METRIC_SPEC,
     PER_MODEL_METRICS,
     PROMETHEUS_SYNTHETIC,
-    REPO,
     TARGET_LABELS,
     dashboard_queries,
     parse_promql,
     spec_violations,
-    venv_bin_tool,
 )
 
 

@@ -13,12 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import (
-    INSTALL_HINT,
-    REPO,
-    spec_violations,
-    venv_bin_tool,
-)
+from tests.deploy.helpers import INSTALL_HINT, REPO, venv_bin_tool
+from tests.deploy.promql import spec_violations
 
 yaml = pytest.importorskip("yaml", reason=f"PyYAML is not installed: {INSTALL_HINT}")
 

@@ -22,7 +22,8 @@ from bench.attacks.images import jpeg
 from bench.attacks.server import REPO, run_server
 from bench.http_load import free_port
 from tests import wait_until
-from tests.deploy.helpers import INSTALL_HINT, dashboard_queries, venv_bin_tool
+from tests.deploy.helpers import INSTALL_HINT, venv_bin_tool
+from tests.deploy.promql import dashboard_queries
 
 pytestmark = pytest.mark.slow
 yaml = pytest.importorskip("yaml", reason=f"PyYAML is not installed: {INSTALL_HINT}")

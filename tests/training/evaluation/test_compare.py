@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,16 @@ from export.postprocess import PostprocessConfig
 from training.evaluation import compare as cmp
 from training.evaluation.detectors import load_onnx_or_checkpoint
 from training.evaluation.scoring import evaluate_detector
+
+
+def evaluate_map50(model: Path, voc_root: Path, **settings: Any) -> float:
+    """mAP@0.5 of `model` on the val split as `training.evaluate` scores it, with `settings`."""
+    from model.config import VOC_CLASSES
+    from training.data.voc import load_voc
+
+    detector = load_onnx_or_checkpoint(model)
+    m = evaluate_detector(detector, load_voc(voc_root, "val"), VOC_CLASSES, **settings)
+    return float(m["map50"])
 
 
 def test_a_model_against_itself(tiny_onnx_path: Path, voc_root: Path, tmp_path: Path,
@@ -36,16 +47,9 @@ def test_two_settings_score_as_evaluate_does(tiny_onnx_path: Path, voc_root: Pat
                    "--json", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
-    from model.config import VOC_CLASSES
-    from training.data.voc import load_voc
-
-    samples = load_voc(voc_root, "val")
-    detector = load_onnx_or_checkpoint(tiny_onnx_path)
-
     for key, iou in (("a", 0.6), ("b", 0.3)):
-        m = evaluate_detector(detector, samples, VOC_CLASSES,
-                              postprocess=PostprocessConfig(nms_iou=iou))
-        assert data[key]["value"] == pytest.approx(m["map50"], abs=1e-12)
+        m50 = evaluate_map50(tiny_onnx_path, voc_root, postprocess=PostprocessConfig(nms_iou=iou))
+        assert data[key]["value"] == pytest.approx(m50, abs=1e-12)
     assert data["diff"]["value"] == pytest.approx(data["a"]["value"] - data["b"]["value"])
     assert "NMS IoU 0.3" in data["against"]
 
@@ -90,14 +94,9 @@ def test_two_tile_modes_of_one_model_score_as_evaluate_does(
                    "--json", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
-    from model.config import VOC_CLASSES
-    from training.data.voc import load_voc
-
-    samples = load_voc(voc_root, "val")
-    detector = load_onnx_or_checkpoint(tiny_onnx_path)
     for key, tile in (("a", 2), ("b", "off")):
-        m = evaluate_detector(detector, samples, VOC_CLASSES, tile=tile)
-        assert data[key]["value"] == pytest.approx(m["map50"], abs=1e-12)
+        m50 = evaluate_map50(tiny_onnx_path, voc_root, tile=tile)
+        assert data[key]["value"] == pytest.approx(m50, abs=1e-12)
     assert data["tile"] == {"a": 2, "b": "off"} and data["max_tiles"] == 16
     assert data["tile_merge"] == {"a": "fusion", "b": "fusion"}
     assert data["model"].endswith("(NMS IoU 0.5, tile 2, fusion merge)")
