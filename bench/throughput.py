@@ -7,12 +7,21 @@ alike) measures for each: one client (sequential requests: latency p50 and req/s
 neighbour). Idle servers cost nothing between their turns (no thread spins). Checks the
 throughput targets, comparing the last variant ("after") with the first ("before"),
 and writes everything to JSON.
+
+`--runtimes`: instead, the runtime configurations side by side (ONNX Runtime, OpenVINO f32 and
+bf16, each forced, and DETECTOR_BACKEND=auto), plus each one's model-only time on one thread
+(the same photo, measured in this process after the servers stop), checking that auto serves
+within 5% of the best configuration and that the saturated service gets most of what the
+cores can give (RUNTIME_* targets below).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,10 +31,19 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.http_load import REPO, LoadResult, Server, closed_loop, merge_results, run_server
+from bench.http_load import (
+    HOST,
+    REPO,
+    LoadResult,
+    Server,
+    closed_loop,
+    merge_results,
+    run_server,
+)
 from bench.images import bench_images
 from bench.report import check, command_line, write_json
-from service.settings import model_display_path
+from bench.repository import cpu_model
+from service.settings import default_threads, model_display_path
 
 DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
 BUNDLED_MODEL = REPO / "models" / "default.onnx"
@@ -42,6 +60,21 @@ SATURATED_OVER_SINGLE_MIN = 1.0
 P99_OVER_P50_MAX = 3.0
 HOG_P50_RATIO_MAX = 1.3
 
+# --runtimes: every configuration forced, then the automatic choice (last: the candidate).
+RUNTIMES = (
+    "ort:DETECTOR_BACKEND=onnxruntime",
+    "ov-f32:DETECTOR_BACKEND=openvino,DETECTOR_OPENVINO_PRECISION=f32",
+    "ov-bf16:DETECTOR_BACKEND=openvino,DETECTOR_OPENVINO_PRECISION=bf16",
+    "auto:DETECTOR_BACKEND=auto",
+)
+RUNTIME_CONFIGS = {"ort": "onnxruntime", "ov-f32": "openvino-f32", "ov-bf16": "openvino-bf16"}
+# Targets of issue 53: auto within 5% of the best forced configuration (saturated req/s and
+# 1-client p50), and the saturated service at >= 85% of cores / the best 1-thread model time.
+AUTO_SATURATED_MIN = 0.95
+AUTO_P50_MAX = 1.05
+CORE_EFFICIENCY_MIN = 0.85
+MODEL_WARMUP_CALLS = 3
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.throughput",
@@ -50,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
                    help=f"server settings (repeatable; first = baseline, last = candidate); "
                    f"default: {BEFORE!r} and {AFTER!r}")  # fmt: skip
+    p.add_argument("--runtimes", action="store_true",
+                   help="compare the runtime configurations and auto (instead of --variant)")
     p.add_argument("--image", type=Path, help="photo resized to 500x375 (default: synthetic)")
     p.add_argument("--clients", type=int, default=8, help="clients of the saturated load")
     p.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
@@ -134,6 +169,76 @@ def measure(a: argparse.Namespace, servers: dict[str, Server], body: bytes) -> d
     return {n: {k: merge_results(v) for k, v in kinds_.items()} for n, kinds_ in parts.items()}
 
 
+def runtime_targets(
+    measured: dict[str, dict[str, Any]], model_ms: dict[str, float], cores: int
+) -> list[dict[str, Any]]:
+    """--runtimes: auto against the best forced configuration, and the cores' use."""
+    fixed = [n for n in measured if n != "auto" and n in RUNTIME_CONFIGS]
+    auto = measured["auto"]
+    best_sat = max(fixed, key=lambda n: measured[n]["saturated"]["throughput_rps"])
+    best_p50 = min(fixed, key=lambda n: measured[n]["single"]["latency"].get("p50_ms") or 1e9)
+    sat = auto["saturated"]["throughput_rps"]
+    p50 = auto["single"]["latency"].get("p50_ms")
+    best_rps = measured[best_sat]["saturated"]["throughput_rps"]
+    best_ms = measured[best_p50]["single"]["latency"].get("p50_ms")
+    out = [
+        check("auto saturated req/s / best configuration's", _ratio(sat, best_rps),
+              AUTO_SATURATED_MIN, ">=", f"{sat:.1f} vs {best_sat} {best_rps:.1f} req/s"),
+        check("auto 1 client p50 / best configuration's", _ratio(p50, best_ms),
+              AUTO_P50_MAX, "<=", f"{p50} vs {best_p50} {best_ms} ms"),
+    ]  # fmt: skip
+    if model_ms:
+        fastest = min(model_ms, key=model_ms.__getitem__)
+        bound = cores / (model_ms[fastest] / 1000)
+        out.append(check(
+            "auto saturated req/s / (cores / best 1-thread model time)", _ratio(sat, bound),
+            CORE_EFFICIENCY_MIN, ">=",
+            f"{sat:.1f} vs {cores} / {model_ms[fastest]} ms ({fastest}) = {bound:.1f} req/s"))
+    out.append(check("auto saturated: errors", float(auto["saturated"]["errors"]), 0, "<=",
+                     f"statuses {auto['saturated']['statuses']}"))  # fmt: skip
+    return out
+
+
+def model_times(
+    model: Path, body: bytes, configs: dict[str, str], seconds: float, rounds: int
+) -> dict[str, float]:
+    """Each configuration's model-only time (ms, median of calls) on one thread: the
+    `inference` stage of the pipeline on the bench photo, in interleaved rounds."""
+    from export.preprocess import decode_image
+    from export.runtime_choice import LoadOptions, load_config
+
+    image, _ = decode_image(body)
+    detectors = {}
+    for name, config in configs.items():
+        try:
+            detectors[name] = load_config(model, config, LoadOptions(threads=1, spinning=False))
+        except ImportError as exc:  # e.g. openvino not installed: no such configuration
+            print(f"[throughput] {name}: {exc}", flush=True)
+            continue
+        for _ in range(MODEL_WARMUP_CALLS):
+            detectors[name].detect_image(image)
+    calls: dict[str, list[float]] = {n: [] for n in detectors}
+    for _ in range(rounds):
+        for name, det in detectors.items():
+            t_end = time.perf_counter() + seconds
+            while time.perf_counter() < t_end:
+                calls[name].append(det.detect_image(image).timings_s["inference"])
+    return {n: round(1000 * statistics.median(c), 2) for n, c in calls.items() if c}
+
+
+def served_runtime(server: Server) -> dict[str, Any] | None:
+    """The `runtime` object of the server's GET /model (how it chose its runtime)."""
+    try:
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=5.0)
+        conn.request("GET", "/model")
+        body = json.loads(conn.getresponse().read())
+        conn.close()
+    except (OSError, ValueError):
+        return None
+    runtime = body.get("runtime") if isinstance(body, dict) else None
+    return runtime if isinstance(runtime, dict) else None
+
+
 def format_table(result: dict[str, Any], names: Sequence[str] | None = None) -> str:
     """The Markdown table of `names` (default: every variant) and the target checks."""
     lines = ["| variant | settings | 1 client p50 ms | 1 client req/s | "
@@ -151,6 +256,17 @@ def format_table(result: dict[str, Any], names: Sequence[str] | None = None) -> 
             f"{hog['latency'].get('p50_ms') if hog else '-'} |"
         )
     lines.append("")
+    extra = []  # --runtimes: the model-only times and what each server chose
+    if "model_ms_1_thread" in result:
+        extra.append("model only, 1 thread, ms: " + ", ".join(
+            f"{n} {ms}" for n, ms in result["model_ms_1_thread"].items()))  # fmt: skip
+    for name, v in result["variants"].items():
+        runtime = v.get("runtime")
+        if runtime and "model_ms_1_thread" in result and (names is None or name in names):
+            extra.append(f"{name}: serves {runtime['config']} ({runtime['chosen_by']}: "
+                         f"{runtime['reason']}; timed {runtime['timings_ms'] or '-'}), "
+                         f"ready in {v.get('ready_s')} s")  # fmt: skip
+    lines += [*extra, ""] if extra else []
     for t in result["targets"]:
         lines.append(f"- {t['status']}: {t['target']} = {t['value']} ({t['limit']}; "
                      f"{t['detail']})")  # fmt: skip
@@ -159,12 +275,17 @@ def format_table(result: dict[str, Any], names: Sequence[str] | None = None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    variants = dict(parse_variant(v) for v in (a.variant or [BEFORE, AFTER]))
+    if a.runtimes and a.variant:
+        raise SystemExit("--runtimes and --variant: choose one")
+    default = list(RUNTIMES) if a.runtimes else [BEFORE, AFTER]
+    variants = dict(parse_variant(v) for v in (a.variant or default))
     images, origin = bench_images(a.image)
     body = images["500x375"]
+    cores = default_threads()
     result: dict[str, Any] = {
         "command": command_line("bench.throughput", argv),
-        "environment": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+        "environment": {"cpu": cpu_model(), "cpus": os.cpu_count(), "cores_used": cores,
+                        "python": sys.version.split()[0],
                         "load_start": round(os.getloadavg()[0], 2)},
         "model": model_display_path(a.model),
         "image": f"{origin}, 500x375 JPEG ({len(body)} bytes)",
@@ -172,15 +293,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="fcos-throughput.") as tmp, ExitStack() as stack:
         servers = {}
+        started: dict[str, dict[str, Any]] = {}
         for name, env in variants.items():
             log = Path(tmp) / f"server-{name}.log"
             servers[name] = server = stack.enter_context(run_server(a.model, log, env))
             ready = server.wait_ready(a.ready_timeout)
+            started[name] = {"ready_s": round(ready, 2), "runtime": served_runtime(server)}
             print(f"[throughput] {name} ready in {ready:.1f} s", flush=True)
         measured = measure(a, servers, body)
-    result["variants"] = {n: {"env": variants[n], **measured[n]} for n in variants}
+    result["variants"] = {n: {"env": variants[n], **started[n], **measured[n]} for n in variants}
     names = list(variants)
-    result["targets"] = targets(measured[names[0]], measured[names[-1]])
+    if a.runtimes:
+        configs = {n: RUNTIME_CONFIGS[n] for n in names if n in RUNTIME_CONFIGS}
+        model_ms = model_times(a.model, body, configs, a.duration / 2, a.rounds)
+        result["model_ms_1_thread"] = model_ms
+        result["targets"] = runtime_targets(measured, model_ms, cores)
+    else:
+        result["targets"] = targets(measured[names[0]], measured[names[-1]])
     result["environment"]["load_end"] = round(os.getloadavg()[0], 2)
     print(format_table(result))
     write_json(a.json, result, "throughput")

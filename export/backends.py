@@ -1,6 +1,7 @@
-"""Choosing the runtime that executes an exported ONNX file: ONNX Runtime (always installed)
-or OpenVINO (the optional `openvino` extra), behind the same `ImageDetector` pipeline, so the
-NumPy pre- and post-processing is the same whichever runs the model."""
+"""Choosing the runtime that executes an exported ONNX file: ONNX Runtime or OpenVINO (both in
+the serving install; OpenVINO may be missing from other installs), behind the same
+`ImageDetector` pipeline, so the NumPy pre- and post-processing is the same whichever runs the
+model. The service's `DETECTOR_BACKEND=auto` measures instead (export.runtime_choice)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def openvino_installed() -> bool:
 
 
 def resolve_backend(backend: str) -> str:
-    """`auto` -> `openvino` when it is installed, else `onnxruntime`; others as given."""
+    """`auto` -> `openvino` when it is installed, else `onnxruntime`; others as given (the
+    command-line tools' `auto`; the service times the candidates: export.runtime_choice)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -49,5 +51,6 @@ def load_detector(
     if chosen == "openvino":
         from export.openvino_runtime import OpenVinoDetector
 
-        return OpenVinoDetector(path, threads=threads, precision=precision)
+        return OpenVinoDetector(path, threads=threads, precision=precision,
+                                shared_threads=shared_threads)  # fmt: skip
     return OnnxDetector(path, threads=threads, spinning=spinning, shared_threads=shared_threads)

@@ -46,6 +46,9 @@ class ModelInfo:
     exported_name: str = ""  # the name written into the ONNX file at export
     # the service's default score threshold (GET /model only; None: not given)
     score_threshold: float | None = None
+    # how its runtime was chosen: config, backend, precision, chosen_by, reason, timings_ms,
+    # skipped, validation (None: an older service)
+    runtime: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class ModelStatus:
     input_size: int | None = None
     memory_bytes: int = 0
     load_ms: float = 0.0
+    runtime: dict[str, Any] | None = None  # as ModelInfo.runtime, once loaded
 
     @property
     def ready(self) -> bool:
@@ -118,7 +122,13 @@ def parse_model(body: dict[str, Any]) -> ModelInfo:
     return ModelInfo(body["name"], body["version"], body["preset"], body["precision"],
                      list(body["classes"]), int(body["input_size"]),
                      str(body.get("exported_name") or ""),
-                     None if threshold is None else float(threshold))  # fmt: skip
+                     None if threshold is None else float(threshold),
+                     _runtime(body))  # fmt: skip
+
+
+def _runtime(body: dict[str, Any]) -> dict[str, Any] | None:
+    runtime = body.get("runtime")
+    return dict(runtime) if isinstance(runtime, dict) else None
 
 
 def parse_status(body: dict[str, Any]) -> ModelStatus:
@@ -134,6 +144,7 @@ def parse_status(body: dict[str, Any]) -> ModelStatus:
         exported_name=opt("exported_name"), classes=list(body.get("classes") or []),
         input_size=None if size is None else int(size),
         memory_bytes=int(body.get("memory_bytes") or 0), load_ms=float(body.get("load_ms") or 0),
+        runtime=_runtime(body),
     )  # fmt: skip
 
 
@@ -149,4 +160,4 @@ def ready_model(status: ModelStatus) -> ModelInfo:
                                f"{status.state}: {status.reason or 'no reason given'}")  # fmt: skip
     return ModelInfo(status.name, status.version or "", status.preset, status.precision,
                      list(status.classes), int(status.input_size or 0),
-                     status.exported_name or "")  # fmt: skip
+                     status.exported_name or "", runtime=status.runtime)  # fmt: skip

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -200,10 +201,24 @@ def _sacrifice_self(timeout_s: float, threads: int) -> None:
 
 
 def check_in_this_process(path: Path, backend: str, threads: int) -> None:
-    """What the child does: load on the serving backend, warm up, compare the outputs."""
+    """What the child does: load on the serving backend, warm up, compare the outputs. With
+    `auto`: ONNX Runtime, then OpenVINO too when the file's record makes it a candidate (the
+    parent may time and serve it, and it reads the file its own way)."""
     from export.backends import load_detector
 
-    detector = load_detector(path, backend, threads, spinning=False)
+    detector = load_detector(path, "onnxruntime" if backend == "auto" else backend, threads,
+                             spinning=False)  # fmt: skip
+    _check_and_warm_up(detector)
+    if backend == "auto":
+        from export.runtime_choice import file_strings, openvino_candidate
+
+        precision = openvino_candidate(file_strings(detector))
+        if precision is not None:  # its reading and one compile (~1 s a shape) is the risk
+            del detector  # one runtime in memory at a time
+            check_outputs(load_detector(path, "openvino", threads, precision=precision))
+
+
+def _check_and_warm_up(detector: Any) -> None:
     check_outputs(detector)  # first: its message is clearer than the warm-up's
     for w, h in warmup_sizes(detector.metadata.input_size):
         detector.detect_image(Image.new("RGB", (w, h)), PostprocessConfig())

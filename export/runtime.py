@@ -97,6 +97,10 @@ class ImageDetector:
         """`infer` while other pipeline calls run at once (default: the same engine)."""
         return self.infer(tensor)
 
+    def prepare_shared(self, shape: tuple[int, int, int, int]) -> None:
+        """Make `infer_shared` ready for (N, 3, H, W) tensors now, not on first use (default:
+        nothing to prepare)."""
+
     @contextmanager
     def _occupied(self) -> Iterator[None]:
         with self._occupancy_lock:

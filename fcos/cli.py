@@ -2,7 +2,7 @@
 `tritonserver` are. Each subcommand runs a module exactly as `python -m MODULE ARGS...` would
 (those forms keep working), so its flags and `--help` are the module's own. The serving install
 has no torch: `serve`, `predict` and `bench` work there; `train`, `export`, `evaluate`,
-`compare` and `check` need the `train` / `export` extras.
+`compare`, `runtimes`, `check`, `capture` and `promote` need the `train` / `export` extras.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a checkpoint to ONNX (parity check, INT8)"),
     "evaluate": ("training.evaluate", "mAP of a model on a dataset split, with intervals"),
     "compare": ("training.compare", "paired comparison of models on one split"),
+    "runtimes": ("training.runtimes", "validate runtime configurations; record them in the file"),
     "predict": ("export.predict", "detect objects in image files or folders (no server)"),
     "check": ("training.check", "check a dataset before training"),
+    "capture": ("training.capture", "the service's captured images -> a YOLO dataset to label"),
+    "promote": ("training.promote", "replace a served model behind a gate; --rollback"),
     "bench": ("bench", "the serving benchmark"),
 }
 

@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 RESULTS = REPO / "models" / "results"
 LATENCY_JSON = REPO / "bench" / "results" / "default-int8.json"  # the README command writes it
 THROUGHPUT_JSON = REPO / "bench" / "results" / "throughput.json"  # python -m bench.throughput
+RUNTIMES_JSON = REPO / "bench" / "results" / "runtimes.json"  # bench.throughput --runtimes
 SIZES = ("500x375", "1920x1080", "500x500")
 
 
@@ -253,15 +254,17 @@ def targets_block() -> str:
     return _table(("target", "limit", "measured", "", "detail"), rows)
 
 
-def throughput_block(every_variant: bool = True) -> str:
+def throughput_block(every_variant: bool = True, path: Path = THROUGHPUT_JSON) -> str:
     """`python -m bench.throughput`'s table: every variant, or the first ("before") and the
     last ("after", the targets' pair)."""
     from bench.throughput import format_table
 
-    data = _load(THROUGHPUT_JSON)
+    data = _load(path)
     names = list(data["variants"])
     shown = names if every_variant else [names[0], names[-1]]
-    return "\n".join([f"`{data['command']}` (`{THROUGHPUT_JSON.relative_to(REPO)}`):", "",
+    cpu = data.get("environment", {}).get("cpu")
+    where = f", {cpu}" if cpu else ""
+    return "\n".join([f"`{data['command']}` (`{path.relative_to(REPO)}`{where}):", "",
                       format_table(data, shown)])  # fmt: skip
 
 
@@ -274,7 +277,8 @@ BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
         "latency": lambda: latency_block(SIZES[:1], (1, 8)),
     },
     "bench/RESULTS.md": {"latency": latency_block, "targets": targets_block,
-                         "throughput": throughput_block},
+                         "throughput": throughput_block,
+                         "runtimes": lambda: throughput_block(path=RUNTIMES_JSON)},
     "docs/TRAINING.md": {  # TrainConfig's field metadata (training/config.py)
         "train-config": lambda: __import__("training.config", fromlist=["_"]).config_table(),
         "run-outputs": lambda: __import__("training.config", fromlist=["_"]).run_outputs_list(),

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api_keys import ApiKeys
+from service.capture import Capture
 from service.demo import install_demo
 from service.docs import install_docs
 from service.engine import Engine, Loader
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
         app.state.settings, app.state.engine = s, engine
         app.state.api_keys = keys = ApiKeys.from_setting(s.api_keys)  # None: routes are open
         app.state.reloader = reloader = Reloader(engine, keys)
+        app.state.capture = capture = Capture(s, metrics)  # off unless DETECTOR_CAPTURE_DIR
+        capture.start()
         loading = reloader.start("startup")  # background: live now, ready later
         install_sighup(reloader)  # SIGHUP -> rescan the repository (main thread only)
         try:
@@ -45,6 +48,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
             remove_sighup()
             # uvicorn has stopped accepting and drained in-flight requests by now.
             await asyncio.to_thread(engine.close)
+            await asyncio.to_thread(capture.stop)  # stores what is still queued
             try:
                 await loading
             except Exception:  # Engine.load reports its own failures; this is a bug

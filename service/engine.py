@@ -22,7 +22,6 @@ from typing import Protocol
 
 from PIL import Image
 
-from export.backends import load_detector
 from export.decode_budget import check_deadline
 from export.errors import DeadlinePassedError, DetectorError
 from export.metadata import ModelMetadata
@@ -30,6 +29,7 @@ from export.model_check import ModelCheck, ModelRefusedError, rss_bytes, warmup_
 from export.postprocess import PostprocessConfig, candidate_config
 from export.repository import ModelSource, parse_pins, scan_folder, single_source
 from export.runtime import DetectionResult
+from export.runtime_choice import LoadOptions, RuntimeChoice, choose_runtime
 from service.errors import NotFoundError, NotReadyError
 from service.metrics import Metrics
 from service.settings import Settings, model_display_path
@@ -76,6 +76,11 @@ class ModelEntry:
     def metadata(self) -> ModelMetadata:
         assert self.detector is not None, "a ready model has a detector"
         return self.detector.metadata
+
+    @property
+    def runtime(self) -> RuntimeChoice | None:
+        """How its runtime configuration was chosen (None: a custom loader's detector)."""
+        return getattr(self.detector, "runtime_choice", None)
 
     @property
     def version(self) -> str:
@@ -174,7 +179,14 @@ class Engine:
         self.model_check.run(path, s.backend, threads)  # ModelRefusedError: not loaded here
         # Alone, a request's model call gets every thread; beside others, its share of them.
         shared = max(1, threads // s.workers) if s.workers > 1 else None
-        return load_detector(path, s.backend, threads, s.spinning, s.openvino_precision, shared)
+        # DETECTOR_BACKEND=auto: the fastest configuration the file is validated on, timed
+        # here with the service's thread layout (export.runtime_choice); the detector carries
+        # the choice (`runtime_choice`) to its ModelEntry, /models and the metrics.
+        options = LoadOptions(threads, s.spinning, shared)
+        detector, choice = choose_runtime(path, s.backend, options, s.openvino_precision,
+                                          s.workers, s.backend_trial_s)  # fmt: skip
+        detector.runtime_choice = choice  # type: ignore[attr-defined]
+        return detector
 
     def load_source(self, source: ModelSource) -> tuple[Detector, int]:
         """Load and warm up one model file (raises on any failure): (detector, the resident
@@ -203,6 +215,12 @@ class Engine:
         if entry.detector is not None and entry.state == "ready":
             self.metrics.set_model(entry.name, entry.detector.metadata, entry.version,
                                    entry.memory_bytes)  # fmt: skip
+            runtime = entry.runtime
+            if runtime is not None:
+                self.metrics.set_runtime(entry.name, runtime.backend, runtime.precision,
+                                         runtime.chosen_by)  # fmt: skip
+            else:
+                self.metrics.clear_runtime(entry.name)
         else:
             self.metrics.model_ready.labels(model=entry.name).set(0)
 

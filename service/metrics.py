@@ -23,6 +23,10 @@ from service.stages import STAGES
 # the `route` label of detector_requests_total: path -> route (service.middleware)
 ROUTES: tuple[str, ...] = ("detect", "batch", "v2", "deepstack")
 REFUSAL_REASONS: tuple[str, ...] = ("missing", "wrong")
+# the `result` label of detector_captures_total (service.capture)
+CAPTURE_RESULTS: tuple[str, ...] = (
+    "saved", "dropped_rate_limit", "dropped_queue_full", "error", "evicted",
+)  # fmt: skip
 
 STAGE_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
@@ -94,6 +98,23 @@ class Metrics:
             "detector_model_reloads", "Model loads on a rescan (SIGHUP or /admin/reload)",
             ["model", "result"], registry=r,
         )  # fmt: skip
+        self.runtime_info = Gauge(
+            "detector_runtime_info",
+            "The runtime configuration serving each model (value is always 1): backend, the "
+            "precision of its floating-point layers, and chosen_by auto (DETECTOR_BACKEND=auto, "
+            "measured at load) or setting",
+            ["model", "backend", "precision", "chosen_by"], registry=r,
+        )  # fmt: skip
+        self.captures = Counter(
+            "detector_captures",
+            "Images offered for capture (DETECTOR_CAPTURE_DIR) by model and result: saved, "
+            "dropped (rate cap, full queue), error (disk), evicted (removed for the disk budget)",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
+        self.capture_disk_bytes = Gauge(
+            "detector_capture_disk_bytes", "Bytes the captures take in DETECTOR_CAPTURE_DIR",
+            registry=r,
+        )  # fmt: skip
         self.key_refusals = Counter(
             "detector_api_key_refusals",
             "Inference requests refused for a missing or wrong API key (DETECTOR_API_KEYS)",
@@ -129,12 +150,22 @@ class Metrics:
         for result in ("ok", "failed"):
             self.reloads.labels(model=model, result=result)
 
+    def set_runtime(self, model: str, backend: str, precision: str, chosen_by: str) -> None:
+        """`model` is served on this runtime configuration now (its previous one removed)."""
+        self._remove(self.runtime_info, model)
+        self.runtime_info.labels(model=model, backend=backend, precision=precision,
+                                 chosen_by=chosen_by).set(1)  # fmt: skip
+
+    def clear_runtime(self, model: str) -> None:
+        self._remove(self.runtime_info, model)
+
     def remove_model(self, model: str) -> None:
         """Every series of `model` (removed from the repository)."""
         for metric in (self.requests, self.stage_duration, self.detections, self.image_pixels,
                        self.tiles, self.model_info, self.model_ready, self.model_memory,
-                       self.reloads):  # fmt: skip
+                       self.reloads, self.runtime_info):  # fmt: skip
             self._remove(metric, model)
+        self._remove(self.captures, model)
 
     @staticmethod
     def _remove(metric: Counter | Gauge | Histogram, model: str) -> None:

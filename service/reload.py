@@ -161,12 +161,17 @@ class Reloader:
             engine.metrics.reloads.labels(model=name, result="ok").inc()
         m = detector.metadata
         previous = current.version if serving and current is not None else None
+        runtime = entry.runtime  # DETECTOR_BACKEND=auto: the choice and each candidate's ms
+        chosen = {} if runtime is None else {
+            "runtime": runtime.config, "runtime_chosen_by": runtime.chosen_by,
+            "runtime_reason": runtime.reason, "runtime_timings_ms": runtime.timings_ms,
+            "runtime_skipped": runtime.skipped, "runtime_trial_ms": runtime.trial_ms}  # fmt: skip
         log.info("model ready", extra={
             "trigger": trigger, "model": name, "model_path": shown, "model_name": m.name,
             "model_version": entry.version, "previous_version": previous, "preset": m.preset,
             "precision": m.precision, "load_ms": load_ms, "memory_bytes": memory,
             "backend": getattr(detector, "backend", "custom"),
-            "threads": engine.settings.threads, "workers": engine.settings.workers,
+            "threads": engine.settings.threads, "workers": engine.settings.workers, **chosen,
         })  # fmt: skip
         return ModelChange(name=name, action="changed" if serving else "added",
                            version=entry.version, previous_version=previous,

@@ -46,6 +46,30 @@ class DetectResponse(BaseModel):
     timings_ms: Timings  # type: ignore[valid-type]
 
 
+class RuntimeInfo(BaseModel):
+    """How the runtime serving a model was chosen (export.runtime_choice)."""
+
+    config: str = Field(description="the configuration served: onnxruntime, openvino-f32, ...")
+    backend: str
+    precision: str = Field(description="precision of the floating-point layers (bf16, f32)")
+    chosen_by: str = Field(
+        description="auto (DETECTOR_BACKEND=auto: timed at load) or setting (forced)"
+    )
+    reason: str
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="ms per image of each candidate timed at load (empty: nothing to compare)",
+    )
+    skipped: dict[str, str] = Field(
+        default_factory=dict, description="configurations not timed, and why"
+    )
+    validation: dict[str, Any] | None = Field(
+        None,
+        description="the file's runtime_validation record: data, split, images, cpu, and each "
+        "configuration's mAP@0.5 delta against the reference (null: the file has none)",
+    )
+
+
 class ModelInfo(BaseModel):
     name: str = Field(description="the model's name in the repository (`?model=`)")
     version: str
@@ -61,6 +85,7 @@ class ModelInfo(BaseModel):
         description="the service's default score threshold (DETECTOR_SCORE_THRESHOLD): the "
         "operating point a request gets without `score_threshold`"
     )
+    runtime: RuntimeInfo | None = Field(None, description="the runtime serving it")
 
     @classmethod
     def from_metadata(
@@ -95,6 +120,7 @@ class ModelStatus(BaseModel):
     )
     memory_bytes: int = Field(description="resident memory the process grew by to load it")
     load_ms: float
+    runtime: RuntimeInfo | None = Field(None, description="the runtime serving it (once loaded)")
 
 
 class ModelList(BaseModel):

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from export import defaults
@@ -117,13 +117,22 @@ class Settings(BaseSettings):
         "beside a busy process); `auto` spins while runs keep their quiet speed",
     )  # fmt: skip
     backend: Backend = Field(
-        "onnxruntime",
-        description="model runtime; `openvino` needs the `openvino` extra, `auto` takes it "
-        "when installed",
+        "auto",
+        description="model runtime: `auto` times the installed runtimes the model file's "
+        "runtime_validation record declares valid (ONNX Runtime only without one) on a "
+        "warm-up shape at load and serves the fastest; `onnxruntime` / `openvino` force one",
+    )  # fmt: skip
+    backend_trial_s: float = Field(
+        3.0, ge=0.0, le=60.0,
+        description="with DETECTOR_BACKEND=auto, seconds spent timing the candidate runtimes "
+        "of a model file at load (all together, after their loads and warm-ups; counted in "
+        "readiness)",
     )  # fmt: skip
     openvino_precision: Precision = Field(
-        "bf16", description="OpenVINO's precision for the layers the INT8 file keeps in float"
-    )
+        "bf16",
+        description="OpenVINO's precision for the layers the INT8 file keeps in float (with "
+        "DETECTOR_BACKEND=openvino; `auto` takes the configurations the file declares valid)",
+    )  # fmt: skip
     tile: str = Field(
         "off",
         description="tiled inference for requests that do not say (`tile`): off, auto (tiles of "
@@ -210,6 +219,47 @@ class Settings(BaseSettings):
         "field (unset: the routes are open; health and /metrics always are)",
     )  # fmt: skip
 
+    # Capture (service/capture.py): stores user images; off unless capture_dir is set
+    capture_dir: Path | None = Field(
+        None,
+        description="capture: store images users send, with the detections as YOLO pre-labels "
+        "and a JSON sidecar, in `DIR/<model>/<YYYY-MM-DD>/` (written off the request path; "
+        "unset: off, nothing is stored)",
+    )  # fmt: skip
+    capture_models: str = Field(
+        "", description="capture only these models, e.g. `cars,birds` (empty: every model)"
+    )
+    capture_sample_rate: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="fraction of the other requests' images captured at random (reason "
+        "`sample`)",
+    )  # fmt: skip
+    capture_unsure_low: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="capture an image whose best score lies in [low, high) (reason `unsure`); "
+        "the scores are those the client got, after the request's threshold",
+    )  # fmt: skip
+    capture_unsure_high: float = Field(
+        0.5, ge=0.0, le=1.0, description="upper end of the unsure band (low = high: no band)"
+    )
+    capture_empty: bool = Field(
+        True, description="capture an image with no detection at all (reason `empty`)"
+    )
+    capture_max_per_minute: int = Field(
+        60, ge=0,
+        description="captures per model in any 60 s at most (0 = no cap); more are dropped",
+    )  # fmt: skip
+    capture_max_bytes: int = Field(
+        1024 * MiB, ge=1,
+        description="disk budget of the capture folder: the oldest captures are removed to "
+        "make room for a new one",
+    )  # fmt: skip
+    capture_queue: int = Field(
+        64, ge=1,
+        description="captures waiting for the writer at most (each holds its image in memory); "
+        "more are dropped",
+    )  # fmt: skip
+
     @field_validator("tile")
     @classmethod
     def _tile(cls, value: str) -> str:
@@ -232,6 +282,19 @@ class Settings(BaseSettings):
         except OSError as exc:
             raise ValueError(f"API keys file not readable: {exc.strerror}") from None
         return value
+
+    @field_validator("capture_models")
+    @classmethod
+    def _capture_models(cls, value: str) -> str:
+        if any(not NAME.match(n.strip()) for n in value.split(",") if n.strip()):
+            raise ValueError("a comma list of model names (1-64 letters, digits, '.', '_', '-')")
+        return value
+
+    @model_validator(mode="after")
+    def _unsure_band(self) -> Settings:
+        if self.capture_unsure_low > self.capture_unsure_high:
+            raise ValueError("capture_unsure_low must not be above capture_unsure_high")
+        return self
 
     @field_validator("default_model")
     @classmethod

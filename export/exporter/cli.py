@@ -184,6 +184,11 @@ def run(a: argparse.Namespace) -> int:
 
             print("INT8 vs fp32 (informational, loose tolerances; does not affect exit status)")
             print(onnx_parity_report(out, int8_out, image, sizes, INT8_TOLERANCE))
+    served = int8_out if a.int8 else out
+    # A hint only: the step lives in training/ (it scores a labelled split), which export must
+    # not import. Without its record a file is served on ONNX Runtime alone.
+    print(f"next: python -m training.runtimes --model {served} --data DATA --split val --write "
+          "(validates OpenVINO configurations on labelled data; records them in the file)")
     return status
 
 

@@ -38,6 +38,7 @@ from service.routes.common import (
     MODEL,
     SCORE_THRESHOLD,
     TIMEOUT_MS,
+    capture_image,
     engine_of,
     metrics_of,
     object_schema,
@@ -174,6 +175,9 @@ async def detect_batch(
             items.append(BatchItem(index=i, status=err.status, error=error))
             continue
         own = record_image(metrics, chosen.name, outcome, None)
+        data = images[i]
+        if isinstance(data, bytes):  # (it is: its image was answered)
+            capture_image(request, "batch", chosen, data, outcome, limits, tiling, class_ids)
         own["total"] = sum(own.values())
         result = detect_response(outcome, model_ref, meta.class_names, own)
         items.append(BatchItem(index=i, status=200, result=result))

@@ -1,10 +1,12 @@
 """What every detection route shares: finding the engine and the model a request names, the API
-key check, the request options and their defaults, and recording a result in the metrics.
+key check, the request options and their defaults, and recording a result in the metrics and
+in capture.
 
 A route is then: `model = target(request, name, route)`, read its body with
-`service.intake.received`, call `Engine.detect` / `detect_many`, `record_image` per result,
-and shape its own response. Errors are raised as service errors; the route's error shape is
-the route's (service.errors for /detect, `{"error": "..."}` for /v2, DeepStack's for /v1).
+`service.intake.received`, call `Engine.detect` / `detect_many`, `record_image` and
+`capture_image` per result, and shape its own response. Errors are raised as service errors;
+the route's error shape is the route's (service.errors for /detect, `{"error": "..."}` for
+/v2, DeepStack's for /v1).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi import Query, Request
 
 from export.runtime import DetectionResult
 from service.api_keys import ApiKeys, key_from_headers
+from service.capture import Capture
 from service.engine import Engine, ModelEntry
 from service.errors import NotReadyError
 from service.metrics import Metrics
@@ -139,3 +142,25 @@ def record_image(
     metrics.image_pixels.labels(model=model).observe(result.width * result.height)
     metrics.tiles.labels(model=model).inc(result.tiles)
     return timings
+
+
+def capture_image(
+    request: Request,
+    route: str,
+    model: ModelEntry,
+    data: bytes,
+    result: DetectionResult,
+    limits: Thresholds,
+    tile: str | int = "off",
+    classes: tuple[int, ...] | None = None,
+) -> None:
+    """Offer one answered image (`data`: the uploaded bytes, as they came) to capture
+    (service.capture; nothing unless DETECTOR_CAPTURE_DIR is set). Every detection route calls
+    it for each image it answered; it copies nothing, decodes nothing and never raises."""
+    capture: Capture | None = getattr(request.app.state, "capture", None)
+    if capture is not None and capture.captures(model.name):
+        capture.offer(
+            model.name, model.version, model.metadata.class_names, route, data, result,
+            limits.score_threshold, limits.max_detections, tile, classes,
+            getattr(request.state, "request_id", None),
+        )  # fmt: skip

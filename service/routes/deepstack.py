@@ -46,6 +46,8 @@ from service.errors import (
 from service.intake import Reader, received, request_deadline
 from service.routes.common import (
     BINARY,
+    Thresholds,
+    capture_image,
     check_key,
     engine_of,
     metrics_of,
@@ -208,6 +210,8 @@ async def _detect(request: Request, name: str | None, command: str) -> DeepStack
     request.state.image_width, request.state.image_height = result.width, result.height
     request.state.detections = len(result.detections)
     record_image(metrics_of(request), chosen.name, result, timings)
+    limits = Thresholds(score, settings.max_detections)
+    capture_image(request, ROUTE, chosen, form.image, result, limits, tiling)
     record_outcome(request, "ok")
     predictions = predictions_of(result, chosen.metadata.class_names)
     ms = {k: round(1000.0 * v) for k, v in timings.items()}

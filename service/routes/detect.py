@@ -20,6 +20,7 @@ from service.routes.common import (
     MODEL,
     SCORE_THRESHOLD,
     TIMEOUT_MS,
+    capture_image,
     engine_of,
     metrics_of,
     object_schema,
@@ -105,6 +106,7 @@ async def detect(
     request.state.image_width, request.state.image_height = result.width, result.height
     request.state.detections = n_det
     record_image(metrics_of(request), chosen.name, result, timings)
+    capture_image(request, "detect", chosen, data, result, limits, tiling, class_ids)
     record_outcome(request, "ok")
     if annotate:
         fmt = FORMATS[image_format]

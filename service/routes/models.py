@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from service.engine import ModelEntry
 from service.errors import NotFoundError
 from service.routes.common import ERROR_RESPONSES, engine_of
-from service.schemas import ModelInfo, ModelList, ModelStatus
+from service.schemas import ModelInfo, ModelList, ModelStatus, RuntimeInfo
 
 router = APIRouter()
 
@@ -25,7 +25,13 @@ def _status(entry: ModelEntry, score_threshold: float) -> ModelStatus:
         status.backend = getattr(entry.detector, "backend", "custom")
         status.precision, status.preset, status.exported_name = m.precision, m.preset, m.name
         status.classes, status.input_size = list(m.class_names), m.input_size
+        status.runtime = _runtime(entry)
     return status
+
+
+def _runtime(entry: ModelEntry) -> RuntimeInfo | None:
+    choice = entry.runtime
+    return RuntimeInfo(**choice.summary()) if choice is not None else None
 
 
 @router.get("/models", response_model=ModelList, summary="The models of the repository")
@@ -52,5 +58,7 @@ async def get_model(request: Request, name: str) -> ModelStatus:
 async def model_info(request: Request) -> ModelInfo:
     engine = engine_of(request)
     entry = engine.require_ready()
-    return ModelInfo.from_metadata(entry.name, entry.version, entry.metadata,
+    info = ModelInfo.from_metadata(entry.name, entry.version, entry.metadata,
                                    engine.settings.score_threshold)  # fmt: skip
+    info.runtime = _runtime(entry)
+    return info

@@ -44,7 +44,14 @@ from service.oip import (
     encode_outputs,
     parse_infer_request,
 )
-from service.routes.common import check_key, engine_of, metrics_of, record_image
+from service.routes.common import (
+    Thresholds,
+    capture_image,
+    check_key,
+    engine_of,
+    metrics_of,
+    record_image,
+)
 from service.settings import Settings
 from service.stages import REQUEST_STAGES
 from service.tile_param import resolve_tile
@@ -229,15 +236,21 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     timings: dict[str, float] = request.state.timings_s
     async with received(request, engine, _reader(settings)) as (req, slot):
         p = req.parameters
+        limits = Thresholds(
+            _number(p, "score_threshold", settings.score_threshold, 0.0, 1.0),
+            int(_number(p, "max_detections", settings.max_detections, 1, 1000, integer=True)),
+        )
+        class_ids = parse_classes(_classes(p), meta.class_names)
+        tiling = resolve_tile(p.get("tile"), settings.tile)
         outcomes, timings["queue"] = await engine.detect_many(
             model,
             req.images,
-            _number(p, "score_threshold", settings.score_threshold, 0.0, 1.0),
-            int(_number(p, "max_detections", settings.max_detections, 1, 1000, integer=True)),
+            limits.score_threshold,
+            limits.max_detections,
             request_deadline(request, engine, None),
             slot,
-            parse_classes(_classes(p), meta.class_names),
-            resolve_tile(p.get("tile"), settings.tile),
+            class_ids,
+            tiling,
         )
     results: list[DetectionResult] = []
     for i, outcome in enumerate(outcomes):
@@ -245,6 +258,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
             raise _ImageError(to_http_error(outcome), i)
         record_image(metrics, model.name, outcome, None)
         results.append(outcome)
+    for image, result in zip(req.images, results, strict=True):  # answered: every image
+        capture_image(request, "v2", model, image, result, limits, tiling, class_ids)
     timings["total"] = time.monotonic() - request.state.started_monotonic
     metrics.observe_stages(model.name, {k: timings[k] for k in REQUEST_STAGES})
     request.state.detections = sum(len(r.detections) for r in results)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.throughput import main, parse_variant, targets
+from bench.throughput import RUNTIMES, main, parse_variant, runtime_targets, targets
 
 
 def _variant(single_rps: float, single_p50: float, sat_rps: float, hog_p50: float) -> dict:
@@ -36,6 +36,21 @@ def test_targets_compare_after_with_before() -> None:
     assert good[0]["value"] == 2.0 and good[2]["value"] == 2.5
     bad = targets(before, _variant(60.0, 21.0, 55.0, 30.0))
     assert [t["status"] for t in bad] == ["FAIL", "PASS", "PASS", "FAIL", "FAIL", "FAIL"]
+
+
+def test_runtime_targets_compare_auto_with_the_best_configuration() -> None:
+    assert [parse_variant(v)[0] for v in RUNTIMES] == ["ort", "ov-f32", "ov-bf16", "auto"]
+    measured = {"ort": _variant(30.0, 33.0, 60.0, 40.0),
+                "ov-f32": _variant(35.0, 28.0, 70.0, 40.0),
+                "ov-bf16": _variant(40.0, 25.0, 80.0, 40.0)}  # fmt: skip
+    model_ms = {"ort": 30.0, "ov-f32": 28.0, "ov-bf16": 24.0}  # 2 cores: 83.3 req/s at most
+    good = runtime_targets({**measured, "auto": _variant(40.0, 25.5, 78.0, 40.0)}, model_ms, 2)
+    assert [t["status"] for t in good] == ["PASS"] * 4
+    assert good[0]["value"] == 0.975 and good[1]["value"] == 1.02 and good[2]["value"] == 0.936
+    assert "ov-bf16" in good[0]["detail"] and "ov-bf16" in good[2]["detail"]
+    bad = runtime_targets({**measured, "auto": _variant(30.0, 33.0, 60.0, 40.0)}, model_ms, 2)
+    assert [t["status"] for t in bad] == ["FAIL", "FAIL", "FAIL", "PASS"]
+    assert len(runtime_targets({**measured, "auto": measured["ort"]}, {}, 2)) == 3
 
 
 @pytest.mark.slow  # ~15 s: two servers on the tiny model, three short loads each

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 PORT = 18401  # this test's loopback port (published from the container's 8000)
 BASE = f"http://127.0.0.1:{PORT}"
 MiB = 1024 * 1024
-IMAGE_SIZE_BOUND = 600 * MiB  # on the stand-in base; measured ~375 MiB
+IMAGE_SIZE_BOUND = 600 * MiB  # on the stand-in base; measured ~467 MiB (369 before OpenVINO)
 READY_BOUND_S = 60.0  # the HEALTHCHECK's start period
 
 

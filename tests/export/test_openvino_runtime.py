@@ -36,6 +36,7 @@ from export.openvino_runtime import OpenVinoDetector, metadata_strings
 from export.postprocess import Detections, PostprocessConfig
 from export.preprocess import preprocess
 from export.runtime import OnnxDetector, make_session
+from tests import wait_until
 
 CFG = PostprocessConfig()  # candidate threshold 0.05: many detections to compare
 
@@ -158,7 +159,8 @@ def test_one_compiled_model_per_shape(perturbed_onnx: Path) -> None:
             seen.append(shape)
         assert det.compiled_shapes == seen
     key, compiled = det.compiled_model((1, 3, 96, 128))
-    assert key == (1, 3, 96, 128) and det.compiled_model(key)[1] is compiled  # reused
+    assert key == ("lone", (1, 3, 96, 128))
+    assert det.compiled_model((1, 3, 96, 128))[1] is compiled  # reused
     assert list(compiled.input(0).get_partial_shape().to_shape()) == [1, 3, 96, 128]
     assert not det.uses_dynamic
 
@@ -173,8 +175,38 @@ def test_shapes_beyond_max_shapes_share_a_dynamic_model(perturbed_onnx: Path) ->
         assert_raw_close(ort_det.infer(x), det.infer(x), EXACT)
     assert det.compiled_shapes == shapes[:2] and det.uses_dynamic
     key, dynamic = det.compiled_model((1, 3, 64, 128))
-    assert key is None and det.compiled_model((2, 3, 32, 32)) == (None, dynamic)
-    assert det._local.requests.keys() == {shapes[0], shapes[1], None}  # one request each
+    assert key == ("lone", None)
+    assert det.compiled_model((2, 3, 32, 32)) == (("lone", None), dynamic)
+    # one request each
+    assert det._local.requests.keys() == {("lone", shapes[0]), ("lone", shapes[1]), ("lone", None)}
+
+
+def test_concurrent_calls_run_on_a_multi_stream_model(perturbed_onnx: Path) -> None:
+    """With shared_threads, `infer_shared` (a call made while others run) uses a second model
+    with threads // shared_threads streams, compiled on first use; results equal ONNX
+    Runtime's as `infer`'s do. Without it, `infer_shared` is `infer`."""
+    det = OpenVinoDetector(perturbed_onnx, threads=2, precision="f32", shared_threads=1)
+    assert det.streams == 2 and det.shared_config is not None
+    assert det.shared_config["NUM_STREAMS"] == 2 and det.shared_config["INFERENCE_NUM_THREADS"] == 2
+    ort_det = OnnxDetector(perturbed_onnx, threads=1)
+    x = np.random.default_rng(3).standard_normal((1, 3, 96, 128)).astype(np.float32)
+    assert_raw_close(ort_det.infer(x), det.infer(x), EXACT)
+    assert det.compiled_shapes == [(1, 3, 96, 128)] and det.shared_shapes == []
+    # the first concurrent call runs on the one-stream model and starts the compile
+    assert_raw_close(ort_det.infer(x), det.infer_shared(x), EXACT)
+    wait_until(lambda: det.shared_shapes == [(1, 3, 96, 128)], timeout_s=60)
+    assert not det._pending
+    assert_raw_close(ort_det.infer(x), det.infer_shared(x), EXACT)
+    key, compiled = det.compiled_model((1, 3, 96, 128), "shared")
+    assert key == ("shared", (1, 3, 96, 128))
+    assert compiled.get_property("NUM_STREAMS") == 2
+    ready = OpenVinoDetector(perturbed_onnx, threads=2, precision="f32", shared_threads=1)
+    ready.prepare_shared((1, 3, 96, 128))  # compiled now, e.g. before a timing
+    assert ready.shared_shapes == [(1, 3, 96, 128)] and ready.compiled_shapes == []
+    alone = OpenVinoDetector(perturbed_onnx, threads=2, precision="f32")
+    assert alone.streams == 1 and alone.shared_config is None
+    alone.infer_shared(x)
+    assert alone.shared_shapes == [] and alone.compiled_shapes == [(1, 3, 96, 128)]
 
 
 def test_concurrent_infer_matches_sequential(perturbed_onnx: Path) -> None:

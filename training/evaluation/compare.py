@@ -101,8 +101,10 @@ class Side:
         return f"NMS IoU {self.nms_iou}{tiling}"
 
 
-def _records(detector: Inferer, side: Side, dataset_classes: Sequence[str],
-             samples: Sequence[Sample]) -> VocRecords:
+def side_records(detector: Inferer, side: Side, dataset_classes: Sequence[str],
+                 samples: Sequence[Sample]) -> VocRecords:
+    """`detector` run on `samples` as `side` says, matched to the ground truth once (the
+    records a paired bootstrap draws from)."""
     names = detector.metadata.class_names
     dets = run_detector(detector, samples, PostprocessConfig(nms_iou=side.nms_iou),
                         tile=side.tile, max_tiles=side.max_tiles, tile_merge=side.tile_merge)
@@ -140,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset_classes, _, samples = load_split(args, first.metadata.class_names)
 
         def records(paths: Sequence[str], side: Side) -> list[VocRecords]:
-            return [_records(detectors[p], side, dataset_classes, samples) for p in paths]
+            return [side_records(detectors[p], side, dataset_classes, samples) for p in paths]
 
         res = paired_bootstrap(records(paths_a, side_a), records(paths_b, side_b),
                                args.bootstrap, args.seed)

@@ -94,11 +94,14 @@ def _group(runs: Runs) -> list[VocRecords]:
     return group
 
 
-def paired_bootstrap(a: Runs, b: Runs, n: int = 1000, seed: int = 0) -> PairedResult:
+def paired_bootstrap(
+    a: Runs, b: Runs, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> PairedResult:
     """Both sides scored on the same n draws of images (every record of the same images, in
     the same order). A side may be several runs (e.g. one recipe trained with several seeds):
     its score, on the images as they are and on each draw, is then the mean of its runs'
-    mAP@0.5, so the difference averages out the runs' own luck as well as the images'."""
+    mAP@0.5, so the difference averages out the runs' own luck as well as the images'.
+    `level`: the intervals' confidence (0.95: the 95% intervals the module describes)."""
     runs_a, runs_b = _group(a), _group(b)
     first = runs_a[0]
     for r in runs_a[1:] + runs_b:
@@ -112,4 +115,5 @@ def paired_bootstrap(a: Runs, b: Runs, n: int = 1000, seed: int = 0) -> PairedRe
     d = ma - mb
     finite = np.isfinite(d)
     wins = float(np.mean(d[finite] > 0)) if finite.any() else float("nan")
-    return PairedResult(bc_interval(va, ma), bc_interval(vb, mb), bc_interval(va - vb, d), wins)
+    return PairedResult(bc_interval(va, ma, level), bc_interval(vb, mb, level),
+                        bc_interval(va - vb, d, level), wins)  # fmt: skip
