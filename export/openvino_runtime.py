@@ -25,7 +25,6 @@ process on the same cores pinned threads fell to 17-20 req/s against 22-44 unpin
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from pathlib import Path
@@ -40,7 +39,6 @@ from export.runtime import ImageDetector
 if TYPE_CHECKING:
     import openvino
 
-log = logging.getLogger("export.openvino_runtime")
 
 PRECISIONS: dict[str, str] = {"bf16": "bf16", "f32": "f32"}  # our name -> OpenVINO's hint
 INSTALL_HINT = "pip install 'fcos-detector[openvino]'"
@@ -128,7 +126,6 @@ class OpenVinoDetector(ImageDetector):
         self._compiled: dict[tuple[str, Shape], openvino.CompiledModel] = {}
         self._dynamic: dict[str, openvino.CompiledModel] = {}  # shapes beyond max_shapes
         self._lock = threading.Lock()
-        self._pending: set[tuple[str, Shape]] = set()  # shared models being compiled
         self._local = threading.local()  # .requests: {(kind, Shape or None): InferRequest}
 
     @property
@@ -151,10 +148,10 @@ class OpenVinoDetector(ImageDetector):
     ) -> tuple[tuple[str, Shape | None], openvino.CompiledModel]:
         """(cache key, compiled model) for input `shape` and call `kind`: its own static-shape
         model, compiled once under a lock while fewer than `max_shapes` of that kind exist;
-        else the kind's one dynamic-shape model (key (kind, None)). Shared models are compiled in
-        the background after the first concurrent call of a shape (`infer_shared`), so memory
-        goes only to the shapes that meet concurrency (~70-100 MiB each for the bundled model:
-        RSS growth per compiled shape measured here) and no call waits for the compile."""
+        else the kind's one dynamic-shape model (key (kind, None)). Shared models are compiled on
+        the first concurrent call of a shape (`infer_shared`), so memory goes only to the shapes
+        that meet concurrency (~70-100 MiB each for the bundled model: RSS growth per compiled
+        shape measured here)."""
         key = (kind, shape)
         compiled = self._compiled.get(key)
         if compiled is not None:
@@ -194,8 +191,8 @@ class OpenVinoDetector(ImageDetector):
         return self._run(tensor, "lone")
 
     def infer_shared(self, tensor: np.ndarray) -> Outputs:
-        """`infer` while other calls run: on the shape's multi-stream model once it is compiled
-        (with `shared_threads`); until then, and without it, on the one-stream model."""
+        """`infer` while other calls run: on the shape's multi-stream model (with
+        `shared_threads`), else on the one-stream model."""
         return self._run(tensor, "shared" if self._shared_ready(tensor.shape) else "lone")
 
     def prepare_shared(self, shape: tuple[int, int, int, int]) -> None:
@@ -204,32 +201,20 @@ class OpenVinoDetector(ImageDetector):
             self.compiled_model(shape, "shared")
 
     def _shared_ready(self, shape: tuple[int, ...]) -> bool:
-        """Whether the multi-stream model of `shape` is compiled; starts its compile in the
-        background on the first ask (the call that asks is not held up ~1 s by it), unless
-        `max_shapes` shared models exist (rarer shapes then stay on the one-stream models)."""
+        """Whether `shape` has (or now gets) its multi-stream model: compiled on the first
+        concurrent call of the shape, in that call (~1 s, once; not on a short-lived thread
+        of its own: an OpenVINO compile on a thread that then exits left the process to crash
+        after a later fork, e.g. a DataLoader's), unless `max_shapes` shared models exist
+        (rarer shapes then stay on the one-stream models)."""
         if self.shared_config is None or len(shape) != 4:
             return False
         key = ("shared", (shape[0], shape[1], shape[2], shape[3]))
         if key in self._compiled:
             return True
-        with self._lock:
-            if key in self._pending or len(self.shared_shapes) + len(self._pending) >= (
-                self.max_shapes
-            ):
-                return False
-            self._pending.add(key)
-        threading.Thread(target=self._compile_shared, args=(key,), daemon=True,
-                         name="openvino-compile").start()  # fmt: skip
-        return False
-
-    def _compile_shared(self, key: tuple[str, Shape]) -> None:
-        try:
-            self.compiled_model(key[1], "shared")
-        except Exception:  # the one-stream model keeps serving the concurrent calls
-            log.exception("OpenVINO multi-stream compile failed", extra={"shape": key[1]})
-        finally:
-            with self._lock:
-                self._pending.discard(key)
+        if len(self.shared_shapes) >= self.max_shapes:
+            return False
+        self.compiled_model(key[1], "shared")
+        return True
 
     def _run(self, tensor: np.ndarray, kind: str) -> Outputs:
         if tensor.ndim != 4 or tensor.shape[1] != 3:
