@@ -68,7 +68,7 @@ RUNTIMES = (
     "auto:DETECTOR_BACKEND=auto",
 )
 RUNTIME_CONFIGS = {"ort": "onnxruntime", "ov-f32": "openvino-f32", "ov-bf16": "openvino-bf16"}
-# Targets of issue 53: auto within 5% of the best forced configuration (saturated req/s and
+# Runtime-choice targets: auto within 5% of the best forced configuration (saturated req/s and
 # 1-client p50), and the saturated service at >= 85% of cores / the best 1-thread model time.
 AUTO_SATURATED_MIN = 0.95
 AUTO_P50_MAX = 1.05

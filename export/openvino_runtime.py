@@ -1,5 +1,5 @@
 """An exported FCOS ONNX file on OpenVINO (CPU), behind the same `ImageDetector` pipeline as
-ONNX Runtime. NumPy + openvino only (the optional `openvino` extra), no torch, no onnx.
+ONNX Runtime. NumPy + openvino only (in the serving install), no torch, no onnx.
 
 The ONNX file is read once (`Core.read_model`); its project metadata comes from the same read:
 OpenVINO's ONNX front end copies the file's `metadata_props` into the model's

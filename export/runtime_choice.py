@@ -30,7 +30,7 @@ from typing import Any
 
 from PIL import Image
 
-from export.backends import openvino_installed
+from export.backends import load_detector, openvino_installed
 from export.model_check import warmup_sizes
 from export.postprocess import PostprocessConfig
 from export.preprocess import preprocess
@@ -154,15 +154,10 @@ def choose(timings_ms: dict[str, float], margin: float = REFERENCE_MARGIN) -> tu
 def load_config(path: str | Path, config: str, opts: LoadOptions) -> ImageDetector:
     """A detector for `path` on one configuration ("onnxruntime", "openvino-bf16", ...)."""
     backend, precision = split_config(config)
-    if backend == "openvino":
-        from export.openvino_runtime import OpenVinoDetector
-
-        return OpenVinoDetector(path, threads=opts.threads, precision=precision or "bf16",
-                                shared_threads=opts.shared_threads)  # fmt: skip
-    if backend != "onnxruntime":
+    if backend == "auto":
         raise ValueError(f"unknown configuration {config!r}")
-    return OnnxDetector(path, threads=opts.threads, spinning=opts.spinning,
-                        shared_threads=opts.shared_threads)  # fmt: skip
+    return load_detector(path, backend, opts.threads, opts.spinning, precision or "bf16",  # type: ignore[arg-type]
+                         opts.shared_threads)  # fmt: skip
 
 
 def file_strings(detector: ImageDetector) -> dict[str, str]:

@@ -26,7 +26,7 @@ RECORD_VERSION = 1
 REFERENCE = "onnxruntime"
 # Configuration names: "<backend>" or "<backend>-<precision hint>".
 CONFIGS: tuple[str, ...] = ("onnxruntime", "openvino-f32", "openvino-bf16")
-DEFAULT_TOLERANCE = 0.005  # mAP@0.5 a configuration may cost (issue 53)
+DEFAULT_TOLERANCE = 0.005  # mAP@0.5 a configuration may cost against the reference
 RULES = ("point", "interval")  # what `valid` was decided on: the difference or its interval
 MAX_RECORD_CHARS = 8192  # a few configurations with their figures; not a document
 

@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.backends import Precision, openvino_installed
+from export.backends import openvino_installed
 from export.postprocess import PostprocessConfig
 from export.runtime_record import (
     CONFIGS,
@@ -57,13 +57,12 @@ from export.runtime_record import (
     RuntimeRecord,
     split_config,
 )
-from training.evaluation.data import add_data_args, class_mapping, load_split
+from training.evaluation.compare import Side, side_records
+from training.evaluation.data import add_data_args, load_split
 from training.evaluation.detectors import load_onnx_or_checkpoint
-from training.evaluation.inference import run_detector
 from training.evaluation.report import json_safe
-from training.evaluation.scoring import metric_inputs
 from training.metrics.bootstrap import PairedResult, paired_bootstrap
-from training.metrics.voc import VocRecords, voc_records, voc_result
+from training.metrics.voc import VocRecords, voc_result
 
 if TYPE_CHECKING:
     import onnx
@@ -203,14 +202,10 @@ def config_records(
     dataset_classes: Sequence[str],
     threads: int | None = None,
 ) -> VocRecords:
-    """The file run under `config` on `samples` (the evaluation's path), matched once."""
-    backend, hint = split_config(config)
-    precision: Precision = "f32" if hint == "f32" else "bf16"  # ONNX Runtime ignores it
-    detector = load_onnx_or_checkpoint(model, backend, threads, precision)
-    names = detector.metadata.class_names
-    dets = run_detector(detector, samples, PostprocessConfig())
-    gts, preds = metric_inputs(samples, dets, class_mapping(names, dataset_classes))
-    return voc_records(gts, preds, len(names))
+    """The file run under `config` on `samples`, scored as `training.compare` scores a side."""
+    backend, precision = split_config(config)
+    detector = load_onnx_or_checkpoint(model, backend, threads, precision or "bf16")  # type: ignore[arg-type]
+    return side_records(detector, Side(PostprocessConfig().nms_iou), dataset_classes, samples)
 
 
 def is_valid(delta: float, low: float, tolerance: float, rule: str = "point") -> bool:
