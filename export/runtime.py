@@ -23,11 +23,11 @@ from export.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess
 from export.spin_policy import SpinPolicy
+from export.tile_merge import merge
 from export.tiling import (
     DEFAULT_MAX_TILES,
     Tile,
     image_size,
-    merge,
     parse_tile,
     plan_tiles,
     run_tiles,

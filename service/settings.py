@@ -136,11 +136,14 @@ class Settings(BaseSettings):
     tile: str = Field(
         "off",
         description="tiled inference for requests that do not say (`tile`): off, auto (tiles of "
-        "~1.85x the input size, only for images with a side of ~1000 px or more and a short "
-        "side above 1.5x the input size) or N (N x N tiles)",
+        "~1.85x the input size plus, within DETECTOR_MAX_TILES, tiles of ~1.28x; only for "
+        "images with a side of ~1000 px or more and a short side above 1.5x the input size) or "
+        "N (N x N tiles)",
     )
     max_tiles: int = Field(
-        16, ge=1, le=64, description="tiles per image at most (a larger grid is coarsened)"
+        16, ge=1, le=64,
+        description="tiles per image at most (a larger grid is coarsened; `auto` leaves its "
+        "fine level out)",
     )
     warmup: bool = Field(
         True, description="dummy inferences (square, 4:3, 3:4) before reporting ready"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import numpy as np
 
 from training.data.check import LEVEL_EDGES, LEVEL_NAMES, DataCheck, check_dataset, format_check
 from training.data.errors import DatasetError
+
+WARNING_WIDTH = 190  # characters of 8 pt text across the 13 in wide figure
 
 
 def plot_check(check: DataCheck, path: str | Path) -> Path:
@@ -76,11 +79,12 @@ def plot_check(check: DataCheck, path: str | Path) -> Path:
     ax_size.set_ylabel("objects")
     ax_size.set_title("box sizes against the pyramid levels")
     ax_size.legend(fontsize=8)
-    problems = check.warnings()
-    if problems:
-        fig.text(0.01, 0.01, "\n".join(problems[:4]), fontsize=8, color="darkred", va="bottom")
-        fig.subplots_adjust(bottom=0.1 + 0.03 * min(4, len(problems)))
-    fig.tight_layout(rect=(0, 0.04 * min(4, len(problems)), 1, 1))
+    # The first 4 warnings, wrapped to the figure's width (WARNING_WIDTH characters).
+    lines = [line for w in check.warnings()[:4] for line in textwrap.wrap(w, WARNING_WIDTH)]
+    if lines:
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=8, color="darkred", va="bottom")
+        fig.subplots_adjust(bottom=0.1 + 0.03 * len(lines))
+    fig.tight_layout(rect=(0, 0.04 * len(lines), 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -49,6 +49,7 @@ RUN_OUTPUTS: dict[str, str] = {
 }
 BOX_LOSS_NAMES: tuple[str, ...] = ("giou", "iou")  # training.engine.losses.BOX_LOSSES
 HSV_PLACES: tuple[str, ...] = ("auto", "loader", "device")
+CROP_SCALES: tuple[str, ...] = ("fit", "native")  # training.data.native_crop.CROP_SCALES
 INIT_CLASSES: tuple[str, ...] = ("name", "similar")
 DATASET_FORMATS: tuple[str, ...] = ("voc", "coco")
 # Options of removed experiments that older checkpoints' train_config still carry (see
@@ -135,6 +136,12 @@ class TrainConfig:
     scale_max: float = _f(2.0, "random scale jitter: largest factor")
     aspect_jitter: float = _f(0.3, "stretch each image or Mosaic tile: its width/height ratio "
                               "times a log-uniform factor in [1/(1+j), 1+j], area kept (0 = off)")
+    crop_scale: str = _f("fit", "what --scale-min/max scale: fit (the whole image letterboxed "
+                         "to the input) or native (the photo's own pixels, never below the fit; "
+                         "an input-sized window is cut out, half the time around a random box; "
+                         "Mosaic tiles too; images are decoded and cached at full size): for "
+                         "small objects in photos much larger than the input "
+                         "(training/data/native_crop.py)", CROP_SCALES)
     flip_prob: float = _f(0.5, "horizontal flip probability")
     hsv_h: float = _f(0.015, "HSV jitter: hue gain")
     hsv_s: float = _f(0.7, "HSV jitter: saturation gain")

@@ -12,7 +12,8 @@ from PIL import Image
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess
 from export.runtime import OnnxDetector
-from export.tiling import merge, parse_tile, plan_tiles, run_tiles, shift
+from export.tile_merge import merge, parts_of_large_objects, spans_tiles
+from export.tiling import parse_tile, plan_tiles, run_tiles, shift
 
 
 def dets(boxes, scores, classes) -> Detections:
@@ -51,12 +52,29 @@ def test_grid_without_overlap_is_a_partition() -> None:
     ]  # fmt: skip
 
 
-def test_auto_on_1280_is_2x2_tiles_of_about_710px() -> None:
-    # target 1.85 x 384 = 710.4; n = round(1 + (1280 / 710.4 - 1) / 0.8) = round(2.002) = 2;
-    # side ceil(1280 / 1.8) = 712, starts 0 and 568: the same windows as grid 2.
+def test_auto_on_1280_is_2x2_coarse_then_3x3_fine_tiles() -> None:
+    # coarse: target 1.85 x 384 = 710.4; n = round(1 + (1280 / 710.4 - 1) / 0.8) = round(2.002)
+    # = 2; side ceil(1280 / 1.8) = 712, starts 0 and 568: the same windows as grid 2.
+    # fine: target 1.28 x 384 = 491.52; n = round(1 + (1280 / 491.52 - 1) / 0.8) = round(3.005)
+    # = 3; side ceil(1280 / 2.6) = 493, starts 0, round(787 / 2) = 394 (half-even), 787.
     windows = plan_tiles(1280, 1280, 384, "auto")
-    assert windows == [(x, y, x + 712, y + 712) for y in (0, 568) for x in (0, 568)]
-    assert windows == plan_tiles(1280, 1280, 384, 2)
+    coarse = [(x, y, x + 712, y + 712) for y in (0, 568) for x in (0, 568)]
+    fine = [(x, y, x + 493, y + 493) for y in (0, 394, 787) for x in (0, 394, 787)]
+    assert windows == coarse + fine
+    assert windows[:4] == plan_tiles(1280, 1280, 384, 2)
+    assert windows[4:] == plan_tiles(1280, 1280, 384, 3)
+
+
+def test_auto_fine_level_only_whole_within_the_budget_and_never_a_copy() -> None:
+    assert len(plan_tiles(1280, 1280, 384, "auto", max_tiles=13)) == 13
+    assert plan_tiles(1280, 1280, 384, "auto", max_tiles=12) == plan_tiles(1280, 1280, 384, 2)
+    # 1920 x 1080: coarse 3 x 2 (round(3.13), round(1.65)), fine 5 x 2 (round(4.63),
+    # round(2.497)): 6 + 10 = 16 = the default cap.
+    assert len(plan_tiles(1920, 1080, 384, "auto")) == 16
+    # 995 px: both levels are 2 x 2 (fine round(2.28) = 2): the fine grid would repeat it.
+    assert len(plan_tiles(995, 995, 384, "auto")) == 4
+    # 1500 px: coarse 2 x 2, fine 4 x 4 (round(3.56)): 4 + 16 > 16, so coarse only.
+    assert len(plan_tiles(1500, 1500, 384, "auto")) == 4
 
 
 def test_auto_two_tiles_along_a_side_from_995px() -> None:
@@ -66,7 +84,8 @@ def test_auto_two_tiles_along_a_side_from_995px() -> None:
     assert plan_tiles(995, 995, 384, "auto") == [
         (0, 0, 553, 553), (442, 0, 995, 553), (0, 442, 553, 995), (442, 442, 995, 995),
     ]  # fmt: skip
-    # 3 along a side once 1 + (L / 710.4 - 1) / 0.8 >= 2.5, i.e. L >= 2.2 x 710.4 = 1562.9:
+    # 3 along a side once 1 + (L / 710.4 - 1) / 0.8 >= 2.5, i.e. L >= 2.2 x 710.4 = 1562.9
+    # (the fine level, 4 x 4 there, does not fit in the 16 tiles left):
     assert len(plan_tiles(1563, 1563, 384, "auto")) == 9
     assert len(plan_tiles(1562, 1562, 384, "auto")) == 4
 
@@ -133,6 +152,28 @@ def test_run_tiles_boxes_land_in_their_window(perturbed_onnx: Path) -> None:
         np.testing.assert_allclose(parts[3][1].boxes, shift(alone, windows[3]).boxes, atol=1e-3)
 
 
+def test_run_tiles_batches_one_call_per_shape_and_keeps_the_order(perturbed_onnx: Path) -> None:
+    det = OnnxDetector(perturbed_onnx, threads=1)
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 255, (700, 1000, 3), dtype=np.uint8))
+    windows = [*plan_tiles(1000, 700, det.metadata.input_size, 2), (0, 0, 700, 700)]
+    calls: list[int] = []
+
+    def infer(tensor: np.ndarray):
+        calls.append(tensor.shape[0])
+        return det.infer(tensor)
+
+    cfg = PostprocessConfig(candidate_threshold=0.01)
+    batched = run_tiles(image, windows, infer, det.metadata, cfg, batch=True)
+    assert sorted(calls) == [1, 4]  # the 2 x 2 grid in one call, the square tile in another
+    calls.clear()
+    single = run_tiles(image, windows, infer, det.metadata, cfg, batch=False)
+    assert calls == [1] * 5
+    assert [w for w, _ in batched] == [w for w, _ in single] == windows
+    for (_, a), (_, b) in zip(batched, single, strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
 IMAGE = (1000, 500)
 LEFT, RIGHT = (0, 0, 600, 500), (400, 0, 1000, 500)  # overlapping 400..600
 
@@ -161,6 +202,38 @@ def test_the_whole_image_box_holds_a_cut_tile_box() -> None:
     full = dets([[380, 10, 480, 60]], [0.6], [2])
     out = merge(full, [(RIGHT, cut)], 0.9, 100, IMAGE)
     np.testing.assert_array_equal(out.boxes, full.boxes)
+
+
+def test_spans_tiles_is_no_window_holding_the_box_whole() -> None:
+    boxes = np.asarray([[10, 10, 590, 90], [410, 10, 990, 90], [300, 10, 700, 90],
+                        [0, 0, 1000, 500]], np.float32)  # fmt: skip
+    assert spans_tiles(boxes, [LEFT, RIGHT]).tolist() == [False, False, True, True]
+    assert spans_tiles(boxes, []).tolist() == [True] * 4
+
+
+def test_parts_of_a_confident_spanning_box_are_dropped_whatever_their_class() -> None:
+    # A dog across both tiles (the whole image sees it, 0.8); LEFT boxes its head as a dog
+    # and a paw as a cat, RIGHT the whole dog again (uncut: it ends at the image border).
+    full = dets([[300, 50, 1000, 450]], [0.8], [0])  # area 700 x 400 = 280,000
+    head = dets([[320, 60, 480, 200], [350, 380, 420, 440]], [0.9, 0.4], [0, 1])
+    parts = parts_of_large_objects(full, [LEFT, RIGHT], head.boxes)
+    assert parts.tolist() == [True, True]
+    out = merge(full, [(LEFT, head)], 0.5, 100, IMAGE)
+    np.testing.assert_array_equal(out.boxes, full.boxes)
+    # Not a part: half outside the holder (inside 0.5 < 0.8), or as large as it (a second
+    # object: area 600 x 380 = 228,000 >= 0.7 x 280,000 = 196,000).
+    other = np.asarray([[200, 60, 400, 200], [380, 60, 980, 440]], np.float32)
+    assert parts_of_large_objects(full, [LEFT, RIGHT], other).tolist() == [False, False]
+
+
+def test_no_parts_without_a_confident_spanning_holder() -> None:
+    head = np.asarray([[320, 60, 480, 200]], np.float32)
+    faint = dets([[300, 50, 1000, 450]], [0.49], [0])  # below PART_HOLDER_SCORE 0.5
+    assert not parts_of_large_objects(faint, [LEFT, RIGHT], head).any()
+    inside_left = dets([[300, 50, 590, 450]], [0.9], [0])  # LEFT holds it whole: no span
+    assert not parts_of_large_objects(inside_left, [LEFT, RIGHT], head).any()
+    assert not parts_of_large_objects(Detections.empty(), [LEFT, RIGHT], head).any()
+    assert parts_of_large_objects(inside_left, [LEFT], np.zeros((0, 4), np.float32)).shape == (0,)
 
 
 def plain_iou(a, b) -> float:

@@ -25,6 +25,17 @@ LEVEL_NAMES = ("P3", "P4", "P5", "P6", "P7")
 # Half the longer side, in input pixels: the regression ranges of the five levels.
 LEVEL_EDGES: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)
 PROBLEM_KINDS = ("outside", "degenerate", "class", "malformed")
+P3_STRIDE = 8  # input px between P3 locations: training/engine/targets.py DEFAULT_STRIDES[0]
+# A box is small below this longer side (input px): the finest level, P3, sees it on at most
+# (32 / 8)^2 = 4x4 locations, of which centre sampling (1.5 strides) keeps fewer still as
+# positives. COCO's "small" (area < 32^2 px) draws the same line.
+SMALL_SIDE = 32.0
+# The share of small boxes in a split from which the check warns: a majority, so that it
+# warns when small objects are what a dataset is about (VOC 2012 at a 384 px input: 6%).
+SMALL_FRACTION = 0.5
+# Native-resolution crops are suggested when the median image's longer side is over this many
+# times the input: below it the fit scale shrinks objects by less than half.
+LARGE_IMAGE_RATIO = 2.0
 
 
 def problem_kind(message: str) -> str:
@@ -49,6 +60,7 @@ class SplitCheck:
     clipped: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # PROBLEM_KINDS -> count
     unreadable: list[str] = field(default_factory=list)
+    image_sides: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) longer side px
 
 
 @dataclass
@@ -70,6 +82,9 @@ class DataCheck:
             empty = [n for n, c in zip(self.class_names, s.per_class, strict=True) if c == 0]
             if empty and s.images:
                 out.append(f"{s.name}: no objects of {', '.join(empty)}")
+        small = self.small_boxes_warning()
+        if small:
+            out.append(small)
         cross = [g for g in self.duplicates if len({p.split(":", 1)[0] for p in g}) > 1]
         if self.duplicates:
             out.append(
@@ -77,6 +92,36 @@ class DataCheck:
                 f"({len(cross)} across splits), e.g. {', '.join(self.duplicates[0])}"
             )
         return out
+
+    def small_boxes_warning(self) -> str | None:
+        """When most boxes of a split are small (SMALL_SIDE, SMALL_FRACTION): the shares and
+        what to do; None otherwise."""
+        flagged = []
+        for s in self.splits:
+            small = int((s.sizes < SMALL_SIDE).sum())
+            if s.sizes.size and small >= SMALL_FRACTION * s.sizes.size:
+                share = f"{100.0 * small / s.sizes.size:.0f}%"
+                flagged.append(f"{s.name} {share} ({small} of {s.sizes.size})")
+        if not flagged:
+            return None
+        size, cells = self.input_size, f"{SMALL_SIDE / P3_STRIDE:.0f}"
+        text = (
+            f"most boxes are small: {', '.join(flagged)} have a longer side < {SMALL_SIDE:.0f} "
+            f"px at the {size} px input (warned from {SMALL_FRACTION:.0%}), which the "
+            f"stride-{P3_STRIDE} P3 level covers with at most {cells}x{cells} locations. Train "
+            f"at a larger input (python -m training --input-size {2 * size})"
+        )
+        sides = np.concatenate([s.image_sides for s in self.splits])  # (M,) px
+        median = float(np.median(sides)) if sides.size else 0.0
+        if median > LARGE_IMAGE_RATIO * size:
+            text += (
+                f", crop at native resolution (--crop-scale native: the median image's longer "
+                f"side is {median:.0f} px, {median / size:.1f}x the input)"
+            )
+        return text + (
+            ", and tile at serve time (tile=auto on /detect, DETECTOR_TILE=auto, python -m "
+            "export.predict --tile auto)"
+        )
 
 
 def _kinds(counts: dict[str, int]) -> str:
@@ -118,9 +163,10 @@ def check_split(
             unreadable.append(message)
         else:
             dropped[problem_kind(message)] += 1
+    sides = np.asarray([max(s.width, s.height) for s in samples], dtype=np.float64)  # (M,)
     return SplitCheck(
         name, len(samples), sum(1 for s in samples if s.num_objects == 0), per_class.tolist(),
-        sizes, level_counts(sizes), report.clipped_boxes, dropped, unreadable,
+        sizes, level_counts(sizes), report.clipped_boxes, dropped, unreadable, sides,
     )  # fmt: skip
 
 

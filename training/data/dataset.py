@@ -32,8 +32,9 @@ class DetectionDataset(Dataset):
         export's tensor on that region and is 0 elsewhere. Otherwise the training pipeline of
         `pipeline.train_view_hsv_deferred` (scale jitter, crop, flip, HSV, Mosaic, MixUp).
     cache: decode every image once into memory (uint8; in training pre-shrunk so the longer
-        side is <= ceil(size * scale_max), in eval to the letterbox size). The cache is shared
-        copy-on-write by forked DataLoader workers.
+        side is <= ceil(size * scale_max), in eval to the letterbox size; augment.crop_scale
+        native keeps (and caches) full-size images: its crops are of the photo's own pixels).
+        The cache is shared copy-on-write by forked DataLoader workers.
     seed: item i of epoch e draws from `default_rng([seed, e, i])`: reproducible whatever the
         worker split. Call `set_epoch` / `set_mosaic` / `set_mixup` before each epoch's
         `iter(loader)`; with `persistent_workers=True` workers would not see the change.
@@ -78,7 +79,9 @@ class DetectionDataset(Dataset):
         self.mixup_enabled = True
         scale_max = augment.scale_max if augment is not None else 1.0
         stretch = math.sqrt(1.0 + augment.aspect_jitter) if augment is not None else 1.0
-        self.max_side = math.ceil(self.size * scale_max * stretch)
+        # crop_scale native crops the photo's own pixels: decoded (and cached) at full size
+        native = augment is not None and augment.crop_scale == "native"
+        self.max_side = None if native else math.ceil(self.size * scale_max * stretch)
         self._images: list[np.ndarray] | None = None
         if cache:
             self._images = build_cache(

@@ -111,7 +111,7 @@ def augment_config(cfg: TrainConfig) -> AugmentConfig | None:
         scale_min=cfg.scale_min, scale_max=cfg.scale_max, aspect_jitter=cfg.aspect_jitter,
         flip_prob=cfg.flip_prob, hsv_h=cfg.hsv_h, hsv_s=cfg.hsv_s, hsv_v=cfg.hsv_v,
         mosaic_prob=cfg.mosaic_prob, mixup_prob=cfg.mixup_prob, mixup_beta=cfg.mixup_beta,
-        min_box_size=cfg.min_box_size,
+        min_box_size=cfg.min_box_size, crop_scale=cfg.crop_scale,
     )  # fmt: skip
 
 

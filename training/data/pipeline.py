@@ -10,6 +10,7 @@ import numpy as np
 
 from training.data.color import apply_hsv, draw_hsv
 from training.data.mosaic import mixup, mosaic
+from training.data.native_crop import CROP_SCALES, native_crop, native_tile
 from training.data.transforms import (
     Item,
     PadValue,
@@ -39,10 +40,15 @@ class AugmentConfig:
     min_box_size: float = 2.0  # px: smaller boxes are dropped after augmentation
     min_visible: float = 0.25  # boxes keeping less of their area after cropping are dropped
     mosaic_center: tuple[float, float] = (0.5, 1.5)  # mosaic centre range, x size (2x canvas)
+    # fit: scale_min/max x the whole image letterboxed; native: x the photo's own pixels, an
+    # input-sized window cut out (native_crop.py), Mosaic tiles too
+    crop_scale: str = "fit"
 
     def __post_init__(self) -> None:
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {self}")
+        if self.crop_scale not in CROP_SCALES:
+            raise ValueError(f"crop_scale must be one of {CROP_SCALES}, not {self.crop_scale!r}")
         for name in ("flip_prob", "mosaic_prob", "mixup_prob", "min_visible"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -64,9 +70,11 @@ def single_view(
     pad_value: PadValue,
     flip: bool = True,
 ) -> Item:
-    """One image: scale jitter + random letterbox/crop (+ horizontal flip if `flip`)."""
+    """One image: scale jitter + random letterbox/crop (crop_scale fit) or a native-scale
+    window (native) (+ horizontal flip if `flip`)."""
     image, boxes, labels = get(index)
-    image, boxes, labels = random_scale_letterbox(
+    view = native_crop if cfg.crop_scale == "native" else random_scale_letterbox
+    image, boxes, labels = view(
         image,
         boxes,
         labels,
@@ -96,14 +104,17 @@ def train_view_hsv_deferred(
     use_mixup: bool = True,
 ) -> tuple[Item, np.ndarray]:
     """The full training pipeline for item `index` (partners drawn from 0..num_items-1):
-    Mosaic (odds mosaic_prob) or a single view; MixUp with a (flipped at random) single view
-    of a random item (odds mixup_prob); HSV jitter drawn; horizontal flip; a final clip + size
-    filter. -> (item, (3,) `draw_hsv` gains): the jitter is not applied, so that a batch can
-    get it on the device (training.data.hsv_device); `train_view` applies it here. The jitter
-    is per pixel, so it commutes with the flip. The image may be a non-contiguous view."""
+    Mosaic (odds mosaic_prob; crop_scale native: of `native_tile` windows) or a single view;
+    MixUp with a (flipped at random) single view of a random item (odds mixup_prob); HSV
+    jitter drawn; horizontal flip; a final clip + size filter. -> (item, (3,) `draw_hsv`
+    gains): the jitter is not applied, so that a batch can get it on the device
+    (training.data.hsv_device); `train_view` applies it here. The jitter is per pixel, so it
+    commutes with the flip. The image may be a non-contiguous view."""
     if use_mosaic and cfg.mosaic_prob > 0 and rng.random() < cfg.mosaic_prob:
         partners = [int(j) for j in rng.integers(0, num_items, size=3)]
         tiles = [get(index)] + [get(j) for j in partners]
+        if cfg.crop_scale == "native":
+            tiles = [native_tile(*tile, size, rng, cfg.min_visible) for tile in tiles]
         image, boxes, labels = mosaic(
             tiles,
             size,

@@ -4,7 +4,9 @@
 - a `.json` file: COCO annotations, images beside the file (Roboflow's COCO export) - the file
   is every split's data (use the --coco-* flags for separate train and val files);
 - a folder holding `<split>/_annotations.coco.json`: Roboflow's COCO export, one per split;
-- a folder holding `Annotations/` and `ImageSets/Main/`: Pascal VOC (splits: its split files).
+- a folder holding `Annotations/` and `ImageSets/Main/`: Pascal VOC (splits: its split files;
+  classes: `training.data.voc.voc_classes`: a classes.txt/labels.txt, VOC's 20 when every
+  object is a VOC class, else the sorted names of all its annotations).
 
 Splits are named train, val and test; `valid` is read as val (Roboflow's name).
 """
@@ -89,8 +91,8 @@ def load_data(
     """Load `split` of the dataset at `path`: (samples, class names; label id = position).
 
     classes: the names to keep, in this order (objects of other classes are dropped); None =
-        the dataset's own list (VOC: the 20 VOC classes). YOLO data never fails on a bad box
-        (dropped and counted); VOC and COCO follow `skip_invalid`.
+        the dataset's own list (VOC layout: `voc_classes`, the same for every split). YOLO data
+        never fails on a bad box (dropped and counted); VOC and COCO follow `skip_invalid`.
     """
     fmt, path = data_format(path), Path(path)
     report = report if report is not None else LoadReport()
@@ -107,12 +109,17 @@ def load_data(
             raise DatasetError(f"{path}: no {split!r} split ({split}/{ROBOFLOW_COCO})")
         return load_coco(json_path, json_path.parent, classes, skip_invalid=skip_invalid,
                          drop_empty=drop_empty, report=report)  # fmt: skip
-    from model.config import VOC_CLASSES
-    from training.data.voc import load_voc
+    from training.data.voc import load_voc, voc_classes
 
     name = _voc_split(path, split)
     if name is None:
         raise DatasetError(f"{path}: no ImageSets/Main/{split}.txt")
+    names = tuple(classes) if classes is not None else None
+    if names is None:
+        own = voc_classes(path)
+        names = own.names
+        # VOC's 20 are load_voc's default (an unknown name is an error), as they always were.
+        classes = None if own.source == "voc" else own.names
     samples = load_voc(path, name, classes, skip_invalid=skip_invalid, drop_empty=drop_empty,
                        report=report)  # fmt: skip
-    return samples, tuple(classes) if classes is not None else VOC_CLASSES
+    return samples, names

@@ -7,9 +7,11 @@ so that box width = xmax - xmin + 1 pixels, the convention of the rest of the pr
 
 from __future__ import annotations
 
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -20,7 +22,20 @@ from training.data.report import LoadReport, ProblemSink
 from training.data.sample import Sample, make_arrays
 from training.data.validate import DEFAULT_TOLERANCE, InvalidBoxError, check_box, check_classes
 
+logger = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+# Files at a VOC-layout root that list its classes, one name per line in class-id order (blank
+# lines skipped, names stripped); the first found wins. A convention of ours, not VOC's: a user
+# writes one to fix the order or to name classes without objects. LabelImg's Pascal VOC mode
+# writes no list; CVAT's Pascal VOC export writes labelmap.txt in another format
+# ("name:r,g,b:parts:actions", with a background row), which is not read: the annotation scan
+# finds those classes.
+CLASS_LIST_FILES: tuple[str, ...] = ("classes.txt", "labels.txt")
+# Where `voc_classes` took a dataset's list from: a CLASS_LIST_FILES file; VOC's 20 in VOC order
+# (every object name is a VOC class: the bundled model's and every VOC result's ids); the
+# sorted names found in all of Annotations/ (every split gets the same ids).
+CLASS_SOURCES: tuple[str, ...] = ("file", "voc", "annotations")
 
 
 def read_split(root: Path, split: str) -> list[str]:
@@ -46,6 +61,103 @@ def find_image(root: Path, image_id: str, filename: str | None) -> Path | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+@dataclass(frozen=True)
+class VocClasses:
+    """A VOC-layout dataset's own class list (`voc_classes`)."""
+
+    names: tuple[str, ...]  # class id = position
+    source: str  # one of CLASS_SOURCES
+    reason: str  # why this list, for the log
+
+
+# voc_classes' results by (resolved root, Annotations/ mtime and entry count, each class list
+# file's name, mtime and size): a file added, removed or renamed, or a list file edited, makes a
+# new key (the count and size catch changes within one tick of a coarse file-system clock).
+_CacheKey = tuple[str, int, int, tuple[tuple[str, int, int], ...]]
+_CLASS_CACHE: dict[_CacheKey, VocClasses] = {}
+
+
+def annotation_names(root: str | Path) -> set[str]:
+    """The class names of every `<object>` in `root/Annotations/*.xml` (stripped).
+
+    Read as `load_voc` reads them (an object's own `<name>`, not its parts'); unparseable files
+    and blank names are skipped here: the loader reports them for the splits that hold them.
+    """
+    names: set[str] = set()
+    ann = Path(root) / "Annotations"
+    try:
+        entries = [e.path for e in os.scandir(ann) if e.name.endswith(".xml") and e.is_file()]
+    except OSError as exc:
+        raise DatasetError(f"{ann}: cannot list annotations: {exc}") from exc
+    for path in entries:
+        try:
+            tree = ET.parse(path).getroot()
+        except (ET.ParseError, OSError):
+            continue
+        for obj in tree.iter("object"):
+            name = (obj.findtext("name") or "").strip()
+            if name:
+                names.add(name)
+    return names
+
+
+def read_class_list(path: Path) -> tuple[str, ...]:
+    """A CLASS_LIST_FILES file: its non-blank lines, stripped (DatasetError if not a valid list)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read class list: {exc}") from exc
+    try:
+        return check_classes([line.strip() for line in lines if line.strip()], ())
+    except DatasetError as exc:
+        raise DatasetError(f"{path}: {exc}") from exc
+
+
+def voc_classes(root: str | Path) -> VocClasses:
+    """The class list of the VOC-layout dataset at `root` when none is given.
+
+    A CLASS_LIST_FILES file at the root, in its order; else, when every object name in
+    Annotations/ is one of the 20 VOC classes (or there are none), VOC_CLASSES in VOC order;
+    else the sorted names found in *all* of Annotations/, not only a split's, so that train,
+    val and test agree on the ids. Cached per root within the process (a scan of VOC 2012's
+    1,943 files takes about 0.1 s) and logged once.
+    """
+    root = Path(root)
+    ann = root / "Annotations"
+    try:
+        ann_mtime, ann_count = ann.stat().st_mtime_ns, len(os.listdir(ann))
+    except OSError as exc:
+        raise DatasetError(f"{ann}: {exc}") from exc
+    lists = [root / n for n in CLASS_LIST_FILES if (root / n).is_file()]
+    stats = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in lists)
+    key = (str(root.resolve()), ann_mtime, ann_count, stats)
+    if key in _CLASS_CACHE:
+        return _CLASS_CACHE[key]
+    found = annotation_names(root)
+    if lists:
+        names = read_class_list(lists[0])
+        result = VocClasses(names, "file", f"listed in {lists[0].name}")
+        unlisted = sorted(found - set(names))
+        if unlisted:
+            logger.warning("VOC %s: object names not in %s, dropped as other classes: %s",
+                           root, lists[0].name, ", ".join(unlisted))  # fmt: skip
+    elif found <= set(VOC_CLASSES):
+        result = VocClasses(VOC_CLASSES, "voc", "every object name is a VOC class")
+    else:
+        result = VocClasses(tuple(sorted(found)), "annotations",
+                            "the sorted object names of all of Annotations/: not all VOC "
+                            f"classes, no {' or '.join(CLASS_LIST_FILES)}")  # fmt: skip
+        voc_like = sorted(found & set(VOC_CLASSES))
+        if voc_like:  # a misspelt name in VOC data does this, and every id changes
+            logger.warning("VOC %s: names of VOC classes (%s) and others (%s): the ids are the "
+                           "sorted names, not VOC's order", root, ", ".join(voc_like),
+                           ", ".join(sorted(found - set(VOC_CLASSES))))  # fmt: skip
+    logger.info("VOC %s: %d classes (%s): %s", root, len(result.names), result.reason,
+                ", ".join(result.names))  # fmt: skip
+    _CLASS_CACHE[key] = result
+    return result
 
 
 def _number(node: ET.Element, tag: str) -> float:
@@ -141,8 +253,9 @@ def load_voc(
     """Load the `split` of the VOC-layout dataset at `root` (any root, any split name).
 
     classes: class names; class id = position. None = the 20 VOC classes in VOC order, and then
-        any other class name is an error. With an explicit list, objects of other classes are
-        dropped (counted in `report.dropped_objects`).
+        any other class name is an error (`voc_classes(root)` gives a dataset's own list, which
+        `training.data.source.load_data` uses when it is given none). With an explicit list,
+        objects of other classes are dropped (counted in `report.dropped_objects`).
     skip_invalid: False raises `DatasetError` (naming the file) for malformed XML, a missing
         image, an unknown class, a box outside the image by more than `tolerance` px, or a
         degenerate box; True skips that image/object, logs a warning and counts it in `report`.

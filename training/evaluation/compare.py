@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING
 
 from export.postprocess import PostprocessConfig
 from export.predict import tile_arg
-from export.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE, MERGE_RULES, Tile
+from export.tile_merge import DEFAULT_MERGE, MERGE_RULES
+from export.tiling import DEFAULT_MAX_TILES, Tile
 from training.evaluation.data import add_data_args, class_mapping, load_split
 from training.evaluation.detectors import load_onnx_or_checkpoint
 from training.evaluation.inference import run_detector

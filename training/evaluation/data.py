@@ -38,7 +38,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    "ImageSets/Main/<split>.txt)")  # fmt: skip
     p.add_argument("--classes", default=None,
                    help="comma-separated dataset class names (default: the dataset's own list; "
-                   "for VOC folders the model's classes, objects of other classes unscored)")
+                   "for VOC folders the model's classes, objects of other classes unscored; an "
+                   "error if the folder has none of them)")
     p.add_argument("--limit", type=int, default=0, help="the first N images (0 = all)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed annotations instead of failing")
@@ -54,12 +55,20 @@ def load_split(
     """
     from training.data.errors import DatasetError
     from training.data.source import data_format, load_data  # (imports model.config)
+    from training.data.voc import voc_classes
 
     path = args.data or args.data_root
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
     try:
         if classes is None and data_format(path) == "voc":
-            classes = tuple(model_names)  # the model carries its classes
+            # The model carries its classes: a VOC folder is read with them (objects of other
+            # classes are not scored; a folder may well lack a class, as its list is no more
+            # than the names its annotations use), unless it shares none of them.
+            own = voc_classes(path).names
+            if not set(model_names) & set(own):
+                raise ValueError(f"the dataset classes {list(own)} share none of the model's "
+                                 f"classes {list(model_names)}")  # fmt: skip
+            classes = tuple(model_names)
         samples, dataset_classes = load_data(path, args.split, classes,
                                              skip_invalid=args.skip_invalid)  # fmt: skip
     except DatasetError as exc:

@@ -28,7 +28,8 @@ from typing import get_args
 from export.backends import BACKENDS, Precision
 from export.postprocess import PostprocessConfig
 from export.predict import tile_arg
-from export.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE, MERGE_RULES
+from export.tile_merge import DEFAULT_MERGE, MERGE_RULES
+from export.tiling import DEFAULT_MAX_TILES
 from training.evaluation.data import add_data_args, load_split
 from training.evaluation.detectors import load_onnx_or_checkpoint
 from training.evaluation.report import DRAW_SCORE_THRESHOLD, format_table, json_safe

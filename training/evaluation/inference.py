@@ -25,15 +25,8 @@ from export.inferer import Inferer
 from export.metadata import ModelMetadata
 from export.postprocess import Detections, PostprocessConfig, postprocess
 from export.preprocess import Letterbox, load_image, preprocess
-from export.tiling import (
-    DEFAULT_MAX_TILES,
-    DEFAULT_MERGE,
-    Tile,
-    image_size,
-    merge,
-    plan_tiles,
-    run_tiles,
-)
+from export.tile_merge import DEFAULT_MERGE, merge
+from export.tiling import DEFAULT_MAX_TILES, Tile, image_size, plan_tiles, run_tiles
 
 if TYPE_CHECKING:
     from training.data.sample import Sample

@@ -16,7 +16,8 @@ import numpy as np
 
 from export.inferer import Inferer
 from export.postprocess import Detections, PostprocessConfig
-from export.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE, Tile
+from export.tile_merge import DEFAULT_MERGE
+from export.tiling import DEFAULT_MAX_TILES, Tile
 from training.evaluation.data import class_mapping
 from training.evaluation.inference import run_detector
 from training.evaluation.report import DRAW_SCORE_THRESHOLD, save_annotated

@@ -1,4 +1,5 @@
-"""VOC loader: synthetic trees (conversion, subsets, every invalid case) and the real data."""
+"""VOC loader: synthetic trees (conversion, subsets, every invalid case, the dataset's own class
+list) and the real data."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from model.config import VOC_CLASSES
 from tests.training.data_helpers import VOC_ROOT, make_voc_tree, voc_xml
 from training.data import DatasetError, LoadReport, load_voc
-from training.data.voc import read_split
+from training.data.source import load_data
+from training.data.voc import read_split, voc_classes
 
 CAR, PERSON, DOG = (VOC_CLASSES.index(c) for c in ("car", "person", "dog"))
 
@@ -176,3 +178,120 @@ def test_real_voc_counts(split: str, images: int, objects: int, col: int) -> Non
         assert (s.width, s.height) == (640, 640) and s.image_path.is_file()
         assert (s.boxes[:, 2:] > s.boxes[:, :2]).all() and s.boxes.min() >= 0
         assert s.boxes.max() <= 640 and not s.difficult.any()
+
+
+# --- A VOC-layout dataset's own class list (voc_classes, through load_data) ---
+
+CELLS = {  # a BCCD-like tree: Platelets only in val; names that are no VOC class
+    "train": {"t1": (40, 30, [("WBC", 1, 1, 10, 10, 0), ("RBC", 5, 5, 20, 20, 0)]),
+              "t2": (40, 30, [("RBC", 2, 2, 12, 12, 0)])},
+    "val": {"v1": (40, 30, [("Platelets", 3, 3, 9, 9, 0), ("RBC", 1, 1, 8, 8, 0)])},
+}  # fmt: skip
+
+
+def cells_tree(root: Path) -> Path:
+    for split, entries in CELLS.items():
+        make_voc_tree(root, entries, split=split)
+    return root
+
+
+def test_other_classes_are_the_sorted_names_of_all_annotations(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = cells_tree(tmp_path)
+    # In no split, yet counted (all of Annotations/); a part's <name> is not a class; an
+    # unparseable file is the loader's to report.
+    (root / "Annotations" / "orphan.xml").write_text(
+        "<annotation><object><name> Basophil </name><part><name>hand</name></part></object>"
+        "</annotation>"
+    )
+    (root / "Annotations" / "broken.xml").write_text("<annotation><object>")
+    with caplog.at_level(logging.INFO, logger="training.data.voc"):
+        train, names = load_data(root, "train")
+        val, val_names = load_data(root, "val")
+    assert names == val_names == ("Basophil", "Platelets", "RBC", "WBC")
+    assert [s.labels.tolist() for s in train] == [[3, 2], [2]]
+    assert val[0].labels.tolist() == [1, 2]  # Platelets, only in val, has the same id
+    chosen = [r for r in caplog.records if "4 classes" in r.getMessage()]
+    assert len(chosen) == 1 and "sorted" in chosen[0].getMessage()  # logged once, with why
+    assert voc_classes(root).source == "annotations"
+
+
+def test_voc_names_only_keep_the_voc_classes(tmp_path: Path) -> None:
+    root = basic_tree(tmp_path)  # car, person, dog: VOC classes, not all 20
+    samples, names = load_data(root, "train")
+    assert names == VOC_CLASSES
+    assert samples[0].labels.tolist() == [CAR, PERSON]
+    empty = make_voc_tree(tmp_path / "empty", {"e": (40, 30, [])})  # no objects at all
+    assert load_data(empty, "train")[1] == VOC_CLASSES
+
+
+def test_voc_names_mixed_with_others_are_sorted_and_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_voc_tree(tmp_path, {"m": (40, 30, [("person", 1, 1, 9, 9, 0), ("persn", 2, 2, 8, 8, 0)])})
+    with caplog.at_level(logging.WARNING, logger="training.data.voc"):
+        assert load_data(tmp_path, "train")[1] == ("persn", "person")
+    assert "persn" in caplog.text
+
+
+@pytest.mark.parametrize("filename", ["classes.txt", "labels.txt"])
+def test_a_class_list_file_is_honoured_in_its_order(
+    tmp_path: Path, filename: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = cells_tree(tmp_path)
+    (root / filename).write_text("WBC\n RBC \n\nEosinophil\n")  # no Platelets; one without objects
+    report = LoadReport()
+    with caplog.at_level(logging.WARNING, logger="training.data.voc"):
+        val, names = load_data(root, "val", report=report)
+    assert names == ("WBC", "RBC", "Eosinophil")
+    assert val[0].labels.tolist() == [1]  # Platelets: not listed, dropped and counted
+    assert report.dropped_by_class == {"Platelets": 1} and "Platelets" in caplog.text
+    train, _ = load_data(root, "train")
+    assert [s.labels.tolist() for s in train] == [[0, 1], [1]]
+
+
+def test_a_class_list_file_wins_over_voc_names_and_must_be_valid(tmp_path: Path) -> None:
+    root = basic_tree(tmp_path)
+    (root / "classes.txt").write_text("dog\ncar\nperson\n")
+    samples, names = load_data(root, "train")
+    assert names == ("dog", "car", "person") and samples[0].labels.tolist() == [1, 2]
+    for bad in ("dog\ncar\ndog\n", "\n \n"):  # a duplicate; no names
+        (root / "classes.txt").write_text(bad)  # edited: not the cached list
+        with pytest.raises(DatasetError, match=r"classes\.txt"):
+            load_data(root, "train")
+
+
+def test_explicit_classes_still_win(tmp_path: Path) -> None:
+    root = cells_tree(tmp_path)
+    (root / "classes.txt").write_text("WBC\nRBC\nPlatelets\n")
+    report = LoadReport()
+    train, names = load_data(root, "train", classes=["RBC"], report=report)
+    assert names == ("RBC",) and [s.labels.tolist() for s in train] == [[0], [0]]
+    assert report.dropped_by_class == {"WBC": 1}
+
+
+def test_a_data_run_trains_on_the_datasets_classes(tmp_path: Path) -> None:
+    """The trainer's --data loading (no --classes): train and val get the same list."""
+    from training.config import TrainConfig
+    from training.data.loaders import load_samples
+
+    cfg = TrainConfig(data=str(cells_tree(tmp_path)))
+    (train, names), (val, val_names) = load_samples(cfg, True), load_samples(cfg, False)
+    assert names == val_names == ("Platelets", "RBC", "WBC") and len(train) == len(val) + 1
+
+
+BCCD_ROOT = VOC_ROOT.parent / "bccd"
+
+
+@pytest.mark.skipif(not BCCD_ROOT.is_dir(), reason=f"BCCD data not found at {BCCD_ROOT}")
+def test_real_bccd_by_path_and_voc_classes_of_the_voc_copy() -> None:
+    counts = np.zeros(3, dtype=np.int64)
+    for split in ("train", "val", "test"):
+        samples, names = load_data(BCCD_ROOT, split)
+        assert names == ("Platelets", "RBC", "WBC")
+        counts += np.bincount(np.concatenate([s.labels for s in samples]), minlength=3)
+    assert counts.tolist() == [361, 4155, 372]  # its README's counts
+    if VOC_ROOT.is_dir():
+        assert voc_classes(VOC_ROOT) == voc_classes(VOC_ROOT)  # cached
+        assert voc_classes(VOC_ROOT).names == VOC_CLASSES

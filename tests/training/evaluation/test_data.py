@@ -1,5 +1,5 @@
 """`training.evaluate --data`: YOLO data.yaml splits, and VOC folders of other classes scored
-with the classes the model carries (no --classes)."""
+with the classes the model carries (no --classes), unless it shares none of them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.data_helpers import write_eval_voc
+from tests.training.data_helpers import make_voc_tree, write_eval_voc
 from tests.training.yolo_helpers import roboflow_dataset
 from training.evaluation import evaluate as ev
 
@@ -54,3 +54,19 @@ def test_a_dataset_without_the_models_classes_is_a_clear_error(
     assert ev.main(["--model", str(cat_dog_onnx), "--data", str(data), "--split", "test"]) == 2
     assert "dog" in capsys.readouterr().err
     assert ev.main(["--model", str(cat_dog_onnx), "--data", str(tmp_path / "none")]) == 2
+
+
+def test_a_voc_folder_sharing_none_of_the_models_classes_is_a_clear_error(
+    cat_dog_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cells = {"c": (40, 30, [("RBC", 1, 1, 10, 10, 0), ("WBC", 5, 5, 20, 20, 0)])}
+    voc = make_voc_tree(tmp_path / "cells", cells, split="val")  # its classes: RBC, WBC
+    assert ev.main(["--model", str(cat_dog_onnx), "--data", str(voc)]) == 2
+    err = capsys.readouterr().err
+    assert "share none" in err and "RBC" in err and "cat" in err
+    # A folder of other classes besides the model's: scored on the model's, the rest unscored.
+    mixed = {"m": (40, 30, [("cat", 1, 1, 30, 25, 0), ("kite", 5, 5, 20, 20, 0)])}
+    voc = make_voc_tree(tmp_path / "mixed", mixed, split="val")
+    out = tmp_path / "m.json"
+    assert ev.main(["--model", str(cat_dog_onnx), "--data", str(voc), "--json", str(out)]) == 0
+    assert set(json.loads(out.read_text())["per_class"]) == {"cat", "dog"}
