@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import sys
@@ -27,6 +26,7 @@ import httpx
 
 from bench.attacks.images import jpeg
 from bench.attacks.server import run_server
+from export.cpu_info import cpu_name
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "models" / "default.onnx"
 MiB = 2**20
@@ -82,17 +82,6 @@ def measure(model: Path, n: int, requests: int, threads: int, body: bytes) -> di
             "detect_p50_ms_rotating": round(rotating, 2)}  # fmt: skip
 
 
-def cpu_model() -> str:
-    """The CPU's model name (as `lscpu` shows it), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.repository",
                                 description=__doc__.split("\n")[0])  # fmt: skip
@@ -116,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         given = list(argv) if argv is not None else sys.argv[1:]
         doc = {"command": " ".join(["python -m bench.repository", *given]),
-               "machine": cpu_model(), "rows": rows}
+               "machine": cpu_name(), "rows": rows}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 

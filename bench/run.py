@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from bench.http_load import REPO, Client, LoadResult, closed_loop, merge_results
 from bench.images import bench_images
 from bench.models import ModelSource, TorchEager, build_model, existing_model, export_models
 from bench.report import command_line, format_report, summary, targets, write_json
+from export.cpu_info import cpu_name
 
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 BUNDLED_MODEL = REPO / "models" / "default.onnx"
@@ -79,14 +79,7 @@ def _environment(threads: int) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
                                 capture_output=True, timeout=10).stdout.strip()  # fmt: skip

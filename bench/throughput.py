@@ -42,7 +42,7 @@ from bench.http_load import (
 )
 from bench.images import bench_images
 from bench.report import check, command_line, write_json
-from bench.repository import cpu_model
+from export.cpu_info import cpu_name
 from service.settings import default_threads, model_display_path
 
 DEFAULT_JSON = REPO / "bench" / "results" / "throughput.json"
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cores = default_threads()
     result: dict[str, Any] = {
         "command": command_line("bench.throughput", argv),
-        "environment": {"cpu": cpu_model(), "cpus": os.cpu_count(), "cores_used": cores,
+        "environment": {"cpu": cpu_name(), "cpus": os.cpu_count(), "cores_used": cores,
                         "python": sys.version.split()[0],
                         "load_start": round(os.getloadavg()[0], 2)},
         "model": model_display_path(a.model),

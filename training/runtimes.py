@@ -36,8 +36,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -46,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from export.backends import openvino_installed
+from export.cpu_info import cpu_name
 from export.postprocess import PostprocessConfig
 from export.runtime_record import (
     CONFIGS,
@@ -152,27 +151,6 @@ def parse_configs(text: str, p: argparse.ArgumentParser | None = None) -> tuple[
             p.error(message)
         raise ValueError(message)
     return (REFERENCE, *(n for n in CONFIGS if n in names and n != REFERENCE))
-
-
-def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The processor's model name (/proc/cpuinfo, else lscpu, else platform): bf16 and INT8
-    kernels, hence a configuration's accuracy, depend on it."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name" and value.strip():
-                return value.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def unavailable(config: str) -> str | None:

@@ -193,3 +193,37 @@ def test_recipe_by_name_is_the_finetune_file() -> None:
     assert recipe_path({"recipe": "auto"}) is None and recipe_path({"recipe": "none"}) is None
     with pytest.raises(ValueError, match="recipe"):
         recipe_path({"recipe": "no/such.toml"})
+
+
+@pytest.mark.parametrize(
+    "flag, expected", [("avx512_bf16", True), ("amx_bf16", True), (None, False)]
+)
+def test_the_finetune_recipe_turns_cpu_amp_on_where_bf16_is_native(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flag: str | None,
+    expected: bool,
+) -> None:
+    import training.recipe
+
+    monkeypatch.setattr(training.recipe, "native_bf16", lambda: flag)
+    fields = training.recipe.recipe_fields({"recipe": "finetune"})
+    assert fields["cpu_amp"] is expected
+    said = capsys.readouterr().out
+    assert f"cpu_amp {'on' if expected else 'off'}" in said and (flag or "no native") in said
+    # No recipe, or a run from scratch: the TrainConfig default (off), nothing said.
+    assert "cpu_amp" not in training.recipe.recipe_fields({"recipe": "none"})
+    assert "cpu_amp" not in training.recipe.recipe_fields({"recipe": "auto"})
+    assert capsys.readouterr().out == ""
+
+
+def test_a_flag_or_config_overrides_the_machine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.recipe
+    from training.cli import resolve_config
+
+    monkeypatch.setattr(training.recipe, "native_bf16", lambda: "avx512_bf16")
+    monkeypatch.setattr(training.recipe, "init_architecture", lambda path: {})
+    base = ["--data", "d", "--init-weights", "w.pt"]
+    assert resolve_config(base).cpu_amp is True
+    assert resolve_config([*base, "--no-cpu-amp"]).cpu_amp is False
+    monkeypatch.setattr(training.recipe, "native_bf16", lambda: None)
+    assert resolve_config(base).cpu_amp is False
+    assert resolve_config([*base, "--cpu-amp"]).cpu_amp is True

@@ -76,13 +76,6 @@ def test_parse_configs_puts_the_reference_first() -> None:
         runtimes.parse_configs("onnxruntime,tensorrt")
 
 
-def test_cpu_name_from_cpuinfo(tmp_path: Path) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n")
-    assert runtimes.cpu_name(cpuinfo) == "Intel(R) Xeon(R) Platinum 8480+"
-    assert runtimes.cpu_name(tmp_path / "missing")  # lscpu or platform: never empty
-
-
 def test_bf16_note_on_a_cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("openvino")
 
