@@ -20,8 +20,7 @@ import numpy as np
 
 from export.boxes import batched_nms, box_iou
 from export.postprocess import Detections
-
-Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in original pixels (x1, y1 exclusive)
+from export.tiling import Window
 
 # How `merge` combines the boxes left after the cut rule: "fusion" = class-wise NMS, each kept box
 # moved to the score-weighted mean of the boxes it suppressed (weighted box fusion of NMS's own
@@ -177,18 +176,18 @@ def merge(
     windows = [window for window, _ in tiles]
     boxes = [full.boxes]  # each (K_i, 4) xyxy
     scores, classes = [full.scores], [full.class_ids]
-    cut, part = [np.zeros(len(full), dtype=bool)], [np.zeros(len(full), dtype=bool)]
+    cut = [np.zeros(len(full), dtype=bool)]
     for window, dets in tiles:
         boxes.append(dets.boxes)
         scores.append(dets.scores)
         classes.append(dets.class_ids)
         cut.append(cut_by_inner_edge(dets.boxes, window, image_size,
                                      _edge_margin(window, input_size)))  # fmt: skip
-        part.append(parts_of_large_objects(full, windows, dets.boxes))
     all_boxes = np.concatenate(boxes).astype(np.float32).reshape(-1, 4)  # (N, 4) xyxy
     all_scores = np.concatenate(scores).astype(np.float32)  # (N,)
     all_classes = np.concatenate(classes).astype(np.int64)  # (N,)
-    keep = ~np.concatenate(part)  # (N,)
+    keep = np.ones(all_scores.shape[0], dtype=bool)  # (N,)
+    keep[len(full):] = ~parts_of_large_objects(full, windows, all_boxes[len(full):])
     is_cut = np.concatenate(cut) & keep  # (N,)
     cut_idx, holder_idx = np.flatnonzero(is_cut), np.flatnonzero(keep & ~is_cut)
     if cut_idx.size and holder_idx.size:

@@ -195,10 +195,10 @@ def run_tiles(
     for window in windows:
         check_deadline(deadline)
         prepared.append(preprocess(image.crop(window), m.input_size, m.mean, m.std))
-    found: list[Detections | None] = [None] * len(prepared)
-    groups: dict[tuple[int, ...], list[int]] = {}
+    groups: dict[tuple[int, ...], list[int]] = {}  # one model call each: indices of windows
     for i, (tensor, _) in enumerate(prepared):
         groups.setdefault(tensor.shape if batch else (i,), []).append(i)
+    found: dict[int, Detections] = {}
     for members in groups.values():
         check_deadline(deadline)
         tensor = np.concatenate([prepared[i][0] for i in members])  # (T, 3, H, W)
@@ -207,4 +207,4 @@ def run_tiles(
             lb = prepared[i][1]
             dets = postprocess(cls[k], box[k], ctr[k], tensor.shape[2:], m.strides, lb, cfg)
             found[i] = shift(dets, windows[i])
-    return [(w, d) for w, d in zip(windows, found, strict=True) if d is not None]
+    return [(window, found[i]) for i, window in enumerate(windows)]

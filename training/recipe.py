@@ -78,10 +78,11 @@ def machine_fields(flag: str | None) -> tuple[dict[str, Any], str]:
     return {"cpu_amp": True}, f"cpu_amp on: this CPU has native bf16 ({flag}), ~1.8x the img/s"
 
 
-def recipe_fields(settings: dict[str, Any], *, say: bool = True) -> dict[str, Any]:
+def recipe_fields(settings: dict[str, Any]) -> dict[str, Any]:
     """Defaults for a fresh run with these --config/flag `settings`: the --init-weights model's
     architecture, then the recipe's fields (the fine-tuning recipe's `machine_fields` unless
-    its file sets them). `say`: print the machine-dependent choice and why."""
+    its file sets them; the machine's choice is printed with its reason unless a flag or
+    --config overrides it)."""
     out: dict[str, Any] = {}
     if settings.get("init_weights") and not settings.keys() >= ARCHITECTURE:
         out.update(init_architecture(settings["init_weights"]))
@@ -92,7 +93,7 @@ def recipe_fields(settings: dict[str, Any], *, say: bool = True) -> dict[str, An
             machine, why = machine_fields(native_bf16())
             chosen = {k: v for k, v in machine.items() if k not in fields}
             out.update(chosen)
-            if say and chosen and not chosen.keys() & settings.keys():
+            if chosen and not chosen.keys() & settings.keys():
                 print(f"recipe {path.stem}: {why}", flush=True)
         out.update(fields)
     return out
