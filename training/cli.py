@@ -29,7 +29,7 @@ from training.config import (
 from training.recipe import recipe_fields
 
 # Fields that describe one invocation, not the run: never taken from a checkpoint.
-RUN_ONLY = frozenset({"resume", "stop_epoch", "time_budget_min"})
+RUN_ONLY = frozenset({"resume", "stop_epoch", "time_budget_min", "budget_spent_s"})
 
 
 def _kind(tp: Any) -> tuple[str, Any]:

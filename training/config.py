@@ -188,8 +188,9 @@ class TrainConfig:
                                 "(training/engine/budget.py)")
     # Fine-tuning on a user's dataset
     recipe: str = _f("auto", "defaults for a fresh run, under --config and flags: auto "
-                     "(configs/finetune.toml with --init-weights, else none), none, a recipe "
-                     "name in configs/ (finetune) or a TOML file (training/recipe.py)")
+                     "(configs/finetune.toml with --init-weights, then what --data's statistics "
+                     "choose: training/recipe_auto.py; else none), none, a recipe name in "
+                     "configs/ (finetune) or a TOML file (training/recipe.py)")
     freeze_at: int = _f(0, "backbone parts kept as they are: 1 = the stem, 2 = the stem and "
                         "layer1, ... 5 = the whole ResNet (0 = train everything)")
     probe_epochs: int = _f(2, "with --time-budget-min: epochs timed before the epoch count is "
@@ -200,6 +201,8 @@ class TrainConfig:
                            "class's objects in a probe of training images, when its mean "
                            "probability is >= 0.05; training/engine/class_init.py)",
                            INIT_CLASSES)
+    budget_spent_s: float = _f(0.0, "seconds of --time-budget-min spent before training (set "
+                               "by --recipe auto: its speed probe)")
     init_classes_images: int = _f(128, "--init-classes similar: training images the probe "
                                   "runs over")
 

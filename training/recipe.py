@@ -9,7 +9,8 @@ so anything it sets can be overridden. A run started from a trained model also t
 model's architecture (its preset, input size and centre-ness branch) unless told otherwise.
 The fine-tuning recipe leaves one field to the machine: `cpu_amp` (bf16 autocast on the CPU)
 is on where the processor computes bf16 natively (`machine_fields`), unless the recipe file,
---config or a flag (`--no-cpu-amp`) says otherwise.
+--config or a flag (`--no-cpu-amp`) says otherwise. With `--recipe auto` the dataset then
+decides a few more (input size, crops, Mosaic and scale jitter: training/recipe_auto.py).
 """
 
 from __future__ import annotations
@@ -96,4 +97,8 @@ def recipe_fields(settings: dict[str, Any]) -> dict[str, Any]:
             if chosen and not chosen.keys() & settings.keys():
                 print(f"recipe {path.stem}: {why}", flush=True)
         out.update(fields)
+        if settings.get("recipe", TrainConfig.recipe) == "auto" and settings.get("data"):
+            from training.recipe_auto import auto_fields
+
+            out.update(auto_fields(settings, out))
     return out

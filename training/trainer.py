@@ -197,7 +197,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        t_fit = time.perf_counter() - self.setup_s  # the budget counts the class probe
+        # The budget counts the class probe and the auto recipe's speed probe.
+        t_fit = time.perf_counter() - self.setup_s - cfg.budget_spent_s
         last_epoch = self.start_epoch
         val: dict[str, Any] | None = None
         # --time-budget-min: the epoch count is fixed after the probe epochs (fresh runs only).
@@ -329,13 +330,14 @@ class Trainer:
             f"epoch {epoch}/{self.cfg.epochs} loss {stats['total']:.4f} "
             f"(cls {stats['cls']:.4f} box {stats['box']:.4f} ctr {stats['ctr']:.4f}) "
             f"lr {stats['lr']:.2e} {stats['img_s']:.1f} img/s {stats['time_s']:.0f}s"
+            f" (data wait {stats.get('data_s', 0.0):.0f}s)"
         )
         remaining = (self.cfg.epochs - epoch) * (stats["time_s"] + (val or {}).get("time_s", 0.0))
         msg += f" eta {remaining / 60:.1f} min"
         if val is not None:
             msg += (
                 f" | val mAP@0.5 {val['map50']:.4f} mAP@0.5:0.95 {val['map50_95']:.4f}"
-                f" (best {self.best_map50:.4f})"
+                f" (best {self.best_map50:.4f}) {val.get('time_s', 0.0):.0f}s"
             )
         self._print(msg)
         self._plot(force=epoch == self.cfg.epochs or epoch == self.cfg.stop_epoch)

@@ -90,7 +90,7 @@ def test_extends_merges_and_is_at_most_two_levels(tmp_path: Path) -> None:
 # extended each other up to 8 files deep), by the loader of that time.
 BEFORE = json.loads((Path(__file__).parent / "stage_configs_before.json").read_text())
 # Fields added since, at the default that keeps what the stages did then.
-ADDED_SINCE: dict[str, object] = {"crop_scale": "fit"}
+ADDED_SINCE: dict[str, object] = {"crop_scale": "fit", "budget_spent_s": 0.0}
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE))

@@ -124,16 +124,19 @@ def _progress(ctx: StepContext, epoch: int, epochs: int, total: int) -> Any:
 def train_one_epoch(
     ctx: StepContext, loader: Iterable, epoch: int, epochs: int, iters_per_epoch: int
 ) -> dict[str, float]:
-    """Run one epoch (`epoch` counts from 1); returns mean losses, lr, img/s, time and the
-    iterations run (fewer than `iters_per_epoch` when `ctx.deadline` passed)."""
+    """Run one epoch (`epoch` counts from 1); returns mean losses, lr, img/s, time, the time
+    spent waiting for the loader (data_s) and the iterations run (fewer than `iters_per_epoch`
+    when `ctx.deadline` passed)."""
     ctx.model.train()
     bar = _progress(ctx, epoch, epochs, iters_per_epoch)
     sums = torch.zeros(len(LOSS_KEYS), device=ctx.device)
     window = torch.zeros(len(LOSS_KEYS), device=ctx.device)
     n_iter = n_images = win_iter = win_images = 0
-    start = win_start = time.perf_counter()
+    start = win_start = waited = time.perf_counter()
+    data_s = 0.0  # spent waiting for the loader (decode, augmentation not hidden by the step)
     lr = ctx.scheduler.lr()
     for i, batch in enumerate(loader):
+        data_s += time.perf_counter() - waited
         images, boxes, labels = batch_to_device(batch, ctx)
         lr = ctx.scheduler.lr()
         step_losses = train_step(ctx, images, boxes, labels)
@@ -171,7 +174,8 @@ def train_one_epoch(
             win_start = now
         if bar is not None:
             bar.update(1)
-        if ctx.deadline is not None and not last and time.perf_counter() > ctx.deadline:
+        waited = time.perf_counter()
+        if ctx.deadline is not None and not last and waited > ctx.deadline:
             break  # out of time: the trainer ends the run with this epoch
     if bar is not None:
         bar.close()
@@ -182,5 +186,6 @@ def train_one_epoch(
         "lr": lr,
         "img_s": n_images / max(elapsed, 1e-9),
         "time_s": elapsed,
+        "data_s": data_s,
         "iters": n_iter,
     }

@@ -9,6 +9,9 @@ Annotations, ImageSets/Main/<split>.txt), so `python -m training.evaluate --data
 
     python -m training.tools.mosaic --voc-root ../shared/data/voc2012-640 --split val \
         --output /tmp/mosaic-val --grid 2
+
+With --proxy it writes a fine-tuning proxy of the same kind instead (build_proxy): train, val
+and test splits in one folder, for `python -m training --data OUT`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from training.tools.shrink_voc import scale_voc_box
 CELL = 640
 FILL = (114, 114, 114)  # the padding grey of YOLO-style mosaics: no edges a detector would see
 JPEG_QUALITY = 90  # high enough that re-encoding adds no visible artefacts to small objects
+# --proxy: val photos kept for validation (30 mosaics), the rest of val is the test split.
+PROXY_VAL_PHOTOS = 120
 
 
 def _objects(root: ET.Element) -> list[tuple[str, int, tuple[float, float, float, float]]]:
@@ -86,13 +91,15 @@ def annotation_xml(filename: str, size: int, objects: Sequence) -> ET.ElementTre
 
 
 def build_mosaics(
-    src: Path, split: str, out: Path, grid: int = 2, cell: int = CELL, limit: int = 0
+    src: Path, split: str, out: Path, grid: int = 2, cell: int = CELL, limit: int = 0,
+    ids: Sequence[str] | None = None, prefix: str = "",
 ) -> int:
-    """Writes the mosaics of `split` of the VOC folder `src` into `out`; returns how many.
-    `limit` > 0: only the first `limit` mosaics."""
+    """Writes the mosaics of `split` of the VOC folder `src` into `out` (the split file
+    `split`); returns how many. `limit` > 0: only the first `limit` mosaics; `ids`: these
+    photos instead of the split file's; `prefix`: before each mosaic's name."""
     if grid < 1:
         raise ValueError(f"grid must be >= 1, not {grid}")
-    ids = read_split(src, split)
+    ids = list(ids) if ids is not None else read_split(src, split)
     per = grid * grid
     groups = [ids[i : i + per] for i in range(0, len(ids), per)]
     if limit > 0:
@@ -101,7 +108,7 @@ def build_mosaics(
         (out / sub).mkdir(parents=True, exist_ok=True)
     names = []
     for n, group in enumerate(groups):
-        name = f"mosaic_{n:05d}"
+        name = f"{prefix}mosaic_{n:05d}"
         canvas, objects = mosaic_group(src, group, grid, cell)
         canvas.save(out / "JPEGImages" / f"{name}.jpg", "JPEG", quality=JPEG_QUALITY)
         tree = annotation_xml(f"{name}.jpg", grid * cell, objects)
@@ -109,6 +116,19 @@ def build_mosaics(
         names.append(name)
     (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
     return len(names)
+
+
+def build_proxy(
+    src: Path, out: Path, grid: int = 2, cell: int = CELL, val_photos: int = PROXY_VAL_PHOTOS
+) -> dict[str, int]:
+    """A fine-tuning proxy of large photos with small objects: `train` from the train split,
+    `val` from the first `val_photos` photos of the val split and `test` from the rest, each
+    mosaic named after its split. Returns the mosaics per split."""
+    val = read_split(src, "val")
+    parts = {"train": read_split(src, "train"), "val": val[:val_photos],
+             "test": val[val_photos:]}  # fmt: skip
+    return {name: build_mosaics(src, name, out, grid, cell, ids=ids, prefix=f"{name}_")
+            for name, ids in parts.items()}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,13 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=int, default=2, help="photos per mosaic side")
     p.add_argument("--cell", type=int, default=CELL, help="each photo's long side in px")
     p.add_argument("--limit", type=int, default=0, help="at most this many mosaics (0 = all)")
+    p.add_argument("--proxy", action="store_true", help="a fine-tuning proxy instead of one "
+                   f"split: train from train; val from the first {PROXY_VAL_PHOTOS} photos of "
+                   "val, test from the rest")  # fmt: skip
     a = p.parse_args(argv)
+    side = a.grid * a.cell
     try:
+        if a.proxy:
+            counts = build_proxy(a.voc_root, a.output, a.grid, a.cell)
+            done = ", ".join(f"{k} {v}" for k, v in counts.items())
+            print(f"mosaics of {a.grid}x{a.grid} photos ({side}x{side} px): {done} -> {a.output}")
+            return 0
         n = build_mosaics(a.voc_root, a.split, a.output, a.grid, a.cell, a.limit)
     except (DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}")
         return 2
-    side = a.grid * a.cell
     print(f"{n} mosaics of {a.grid}x{a.grid} photos ({side}x{side} px) -> {a.output}")
     return 0
 

@@ -52,3 +52,22 @@ def test_deterministic_and_cli(tmp_path: Path) -> None:
     for name in ("JPEGImages/mosaic_00001.jpg", "Annotations/mosaic_00000.xml"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert main(["--voc-root", str(src), "--split", "nope", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_proxy_splits_share_one_folder(tmp_path: Path) -> None:
+    src = tree(tmp_path / "src")  # the five photos as val
+    (src / "ImageSets/Main/train.txt").write_text("a\nb\nc\nd\n")  # the first four as train
+    out = tmp_path / "proxy"
+    from training.tools.mosaic import build_proxy
+
+    assert build_proxy(src, out, grid=2, cell=CELL, val_photos=4) == {
+        "train": 1, "val": 1, "test": 1}  # fmt: skip
+    for split in ("train", "val", "test"):
+        assert (out / f"ImageSets/Main/{split}.txt").read_text().split() == [
+            f"{split}_mosaic_00000"]  # fmt: skip
+    # No split overwrote another's files: train's mosaic holds a-d, test's e alone.
+    assert len(load_voc(out, "train", ("cat", "dog", "person"))[0].boxes) == 3
+    np.testing.assert_allclose(load_voc(out, "test", ("cat",))[0].boxes, [[32, 0, 64, 32]],
+                               atol=0.01)  # fmt: skip
+    assert main(["--voc-root", str(src), "--output", str(tmp_path / "cli"), "--proxy",
+                 "--cell", str(CELL)]) == 0  # fmt: skip

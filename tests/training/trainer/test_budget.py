@@ -54,6 +54,21 @@ def test_an_epoch_that_would_overrun_the_budget_stops_early(
     assert (run / "weights_fp16.pt").exists()
 
 
+def test_time_spent_before_training_counts_in_the_budget(
+    tmp_path: Path, single_thread: None
+) -> None:
+    # A minute's budget of which the auto recipe's speed probe already took 59.99 s: the first
+    # step overruns what is left, so the run ends after it.
+    make_voc(tmp_path / "data" / "VOC", num_images=8, seed=2)
+    run = tmp_path / "run"
+    assert main(tiny_args(tmp_path / "data", run, "--epochs", "5", "--time-budget-min", "1",
+                          "--budget-spent-s", "59.99")) == 0  # fmt: skip
+    (plan,) = _records(run, "plan")
+    assert plan["reason"] == "deadline" and plan["epoch"] == 1
+    (epoch,) = _records(run, "epoch")
+    assert epoch["iters"] == 1 and epoch["data_s"] >= 0.0
+
+
 def test_budget_is_not_taken_from_a_checkpoint(tmp_path: Path) -> None:
     make_voc(tmp_path / "data" / "VOC", num_images=4, seed=2)
     run = tmp_path / "run"
