@@ -19,20 +19,22 @@ belt) or of large photos needs other choices, and what the dataset check measure
   to the levels their new size belongs to, with nothing to change.
 
 `choose` is pure (statistics in, fields and reasons out) so it is tested on synthetic
-statistics; `auto_fields` loads the data, measures the speed when a larger size is in question
-and prints every choice with its reason. VOC-like data (VOC at 384 px: 6% small boxes; BCCD 7%)
-keeps the recipe as it is, without a speed probe.
+statistics; `auto_fields` loads the training split, measures the speed when a larger size is
+in question and prints every choice with its reason. VOC-like data (VOC at 384 px: 6% small
+boxes; BCCD 7%) keeps the recipe as it is, without a speed probe.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from training.data.check import SMALL_SIDE, DataCheck
+from training.data.check import SMALL_SIDE, box_sizes, image_sides
+from training.data.sample import Sample
 
 # Candidate input sizes above the model's: steps of P7's stride (128 px), at most two (3x the
 # pixels of 384 at 640: a CPU budget rarely fits more).
@@ -80,12 +82,11 @@ class DataStats:
         return float(np.median(self.image_sides)) if self.image_sides.size else 0.0
 
 
-def stats_from_check(check: DataCheck, split: str = "train") -> DataStats:
-    """The `split` of a dataset check as DataStats."""
-    for s in check.splits:
-        if s.name == split:
-            return DataStats(s.images, s.sizes, s.image_sides, check.input_size)
-    raise ValueError(f"the dataset has no {split!r} split")
+def stats_from_samples(samples: Sequence[Sample], input_size: int) -> DataStats:
+    """A loaded split's DataStats at an `input_size` px input (the dataset check's measures,
+    without its reading of every image file for duplicates)."""
+    return DataStats(len(samples), box_sizes(samples, input_size), image_sides(samples),
+                     input_size)  # fmt: skip
 
 
 @dataclass
@@ -189,15 +190,16 @@ def auto_fields(settings: dict[str, Any], recipe: dict[str, Any]) -> dict[str, A
     """The data's fields for a fine-tuning run with these settings (the flags and --config
     merged over `recipe`, the fields chosen so far), printed with their reasons. Fields the
     flags or --config set are left alone; `budget_spent_s` carries the speed probe's time."""
-    from training.data.check import check_dataset
     from training.data.errors import DatasetError
+    from training.data.source import load_data
 
     merged = {**recipe, **settings}
     base = int(merged.get("input_size") or 384)
     classes = merged.get("classes") or None
     t0 = time.perf_counter()
     try:
-        stats = stats_from_check(check_dataset(merged["data"], base, ("train",), classes))
+        samples, _ = load_data(merged["data"], "train", classes, skip_invalid=True)
+        stats = stats_from_samples(samples, base)
     except (DatasetError, ValueError):
         return {}  # not a dataset it can read: the trainer says what is wrong with --data
     budget_s = float(merged.get("time_budget_min") or 0.0) * 60.0

@@ -139,6 +139,11 @@ def box_sizes(samples: Sequence[Sample], input_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def image_sides(samples: Sequence[Sample]) -> np.ndarray:
+    """(M,) the longer side of every image in px."""
+    return np.asarray([max(s.width, s.height) for s in samples], dtype=np.float64)
+
+
 def level_counts(sizes: np.ndarray) -> list[int]:
     """Objects per level P3..P7 by half their longer side against LEVEL_EDGES."""
     idx = np.searchsorted(np.asarray(LEVEL_EDGES), sizes / 2.0, side="left")
@@ -163,10 +168,10 @@ def check_split(
             unreadable.append(message)
         else:
             dropped[problem_kind(message)] += 1
-    sides = np.asarray([max(s.width, s.height) for s in samples], dtype=np.float64)  # (M,)
     return SplitCheck(
         name, len(samples), sum(1 for s in samples if s.num_objects == 0), per_class.tolist(),
-        sizes, level_counts(sizes), report.clipped_boxes, dropped, unreadable, sides,
+        sizes, level_counts(sizes), report.clipped_boxes, dropped, unreadable,
+        image_sides(samples),
     )  # fmt: skip
 
 
