@@ -10,7 +10,7 @@
 # It unpacks the data, trains with --time-budget-min (the epoch count is fitted to the budget
 # after two probe epochs), and writes to $OUT: the log, log.jsonl, and the best and final EMA
 # weights as fp16 shards (python -m training.tools.shards join ... rebuilds one weights file).
-# Every knob is an environment variable; the defaults are stage 7's GPU recipe (models/MODEL_CARD.md).
+# Every knob is an environment variable; the defaults are stage 7's GPU recipe (configs/voc-lite/stage07.toml).
 # Arguments are passed on to `python -m training` (after the defaults, so they win). The model
 # memorises the training set under the defaults (see the card); stages 10-16's regularisation helped:
 #   --weight-decay 0.1 --scale-min 0.3 --scale-max 2.0 --mosaic-prob 1.0 --mixup-prob 1.0 \
