@@ -182,14 +182,16 @@ def _pass(detector: ImageDetector, images: list[Image.Image]) -> None:
 
 def warm_up(detector: ImageDetector, sizes: Sequence[tuple[int, int]], workers: int = 1) -> None:
     """A pass over `sizes`; with several workers, the engine of concurrent calls prepared too
-    (OpenVINO compiles it on first use otherwise, which would land inside the timing)."""
+    (OpenVINO compiles it on first use otherwise, ~1 s inside the first concurrent request of
+    each shape, or inside a timing). A detector without `prepare_shared` gets the pass only."""
     images = _images(sizes)
     _pass(detector, images)
-    if workers > 1:
+    prepare = getattr(detector, "prepare_shared", None)
+    if workers > 1 and prepare is not None:
         m = detector.metadata
         for image in images:
             tensor, _ = preprocess(image, m.input_size, m.mean, m.std)
-            detector.prepare_shared(tensor.shape)  # type: ignore[arg-type]
+            prepare(tensor.shape)
 
 
 def _concurrent_pass(detector: ImageDetector, images: list[Image.Image], workers: int) -> float:

@@ -268,8 +268,26 @@ def throughput_block(every_variant: bool = True, path: Path = THROUGHPUT_JSON) -
                       format_table(data, shown)])  # fmt: skip
 
 
+def runtime_block() -> str:
+    """The README's sentence on what `BACKEND=auto` chose for the bundled model, and at what
+    speed against ONNX Runtime forced, from the `--runtimes` run."""
+    data = _load(RUNTIMES_JSON)
+    runs, auto = data["variants"], data["variants"]["auto"]
+    ort = runs["ort"]
+
+    def speed(v: dict[str, Any]) -> tuple[float, float]:
+        return v["single"]["latency"]["p50_ms"], v["saturated"]["throughput_rps"]
+
+    (a_p50, a_rps), (o_p50, o_rps) = speed(auto), speed(ort)
+    return (f"For the bundled model on a 2-core {data['environment']['cpu']} it serves "
+            f"`{auto['runtime']['config']}`: 1-client p50 {a_p50:.1f} ms and {a_rps:.1f} req/s at "
+            f"{data['clients']} clients, against ONNX Runtime's {o_p50:.1f} ms and {o_rps:.1f} "
+            f"req/s, ready in {auto['ready_s']:.0f} s instead of {ort['ready_s']:.0f}.")
+
+
 BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
-    "README.md": {"headline": headline_block, "example": example_block},
+    "README.md": {"headline": headline_block, "example": example_block,
+                  "runtime": runtime_block},
     "docs/SETTINGS.md": {"settings": settings_block},
     "models/MODEL_CARD.md": {
         "accuracy": accuracy_block, "per-class": per_class_block, "errors": errors_block,

@@ -20,11 +20,12 @@ CLASSES_DESCRIPTION = (
 )
 
 
-def classes_query(
+async def classes_query(
     classes: list[str] | None = Query(None, description=CLASSES_DESCRIPTION),
 ) -> list[str] | None:
     """FastAPI dependency for the `classes` query parameter (raw names, parsed later against
-    the loaded model's class list)."""
+    the loaded model's class list). `async`: FastAPI runs a plain `def` dependency on its
+    thread pool, one thread hand-off per request for nothing."""
     return classes
 
 

@@ -29,7 +29,7 @@ from export.model_check import ModelCheck, ModelRefusedError, rss_bytes, warmup_
 from export.postprocess import PostprocessConfig, candidate_config
 from export.repository import ModelSource, parse_pins, scan_folder, single_source
 from export.runtime import DetectionResult
-from export.runtime_choice import LoadOptions, RuntimeChoice, choose_runtime
+from export.runtime_choice import LoadOptions, RuntimeChoice, choose_runtime, warm_up
 from service.errors import NotFoundError, NotReadyError
 from service.metrics import Metrics
 from service.settings import Settings, model_display_path
@@ -203,8 +203,8 @@ class Engine:
         before = rss_bytes(os.getpid())
         detector = self.loader(path, self.settings.threads)
         if self.settings.warmup:  # square, 4:3 and 3:4 photos: the common letterbox shapes
-            for w, h in warmup_sizes(detector.metadata.input_size):
-                detector.detect_image(Image.new("RGB", (w, h)), PostprocessConfig())
+            sizes = warmup_sizes(detector.metadata.input_size)
+            warm_up(detector, sizes, self.settings.workers)  # type: ignore[arg-type]
         return detector, max(0, rss_bytes(os.getpid()) - before)
 
     def install(self, entry: ModelEntry) -> None:

@@ -85,3 +85,20 @@ def test_a_reload_chooses_again_for_the_new_file(
         (folder / "default.onnx").unlink()
         assert c.post("/admin/reload").status_code == 200
         assert runtime_series(c) == []  # removed with the model
+
+
+def test_a_forced_openvino_prepares_concurrent_calls_for_every_warmup_shape(serve: Any) -> None:
+    """Workers share the threads: the engine of concurrent calls (OpenVINO compiles one per
+    shape, ~1 s) is compiled at warm-up for each warm-up shape, not in a first request."""
+    pytest.importorskip("openvino")
+    from export.model_check import warmup_sizes
+    from export.preprocess import letterbox_size
+
+    with serve(backend="openvino", openvino_precision="f32", threads=2, workers=3,
+               warmup=True) as (app, c):  # fmt: skip
+        (entry,) = app.state.engine.models.values()
+        size = entry.detector.metadata.input_size
+        padded = [letterbox_size(w, h, size)[3:] for w, h in warmup_sizes(size)]  # (pw, ph)
+        shapes = sorted({(1, 3, ph, pw) for pw, ph in padded})
+        assert sorted(entry.detector.shared_shapes) == shapes
+        assert c.get("/model").json()["runtime"]["config"] == "openvino-f32"
