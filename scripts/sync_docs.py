@@ -272,14 +272,14 @@ def runtime_block() -> str:
     """The README's sentence on what `BACKEND=auto` chose for the bundled model, and at what
     speed against ONNX Runtime forced, from the `--runtimes` run."""
     data = _load(RUNTIMES_JSON)
-    runs, auto = data["variants"], data["variants"]["auto"]
-    ort = runs["ort"]
+    auto, ort = data["variants"]["auto"], data["variants"]["ort"]
 
     def speed(v: dict[str, Any]) -> tuple[float, float]:
         return v["single"]["latency"]["p50_ms"], v["saturated"]["throughput_rps"]
 
     (a_p50, a_rps), (o_p50, o_rps) = speed(auto), speed(ort)
-    return (f"For the bundled model on a 2-core {data['environment']['cpu']} it serves "
+    env = data["environment"]
+    return (f"For the bundled model on a {env['cores_used']}-core {env['cpu']} it serves "
             f"`{auto['runtime']['config']}`: 1-client p50 {a_p50:.1f} ms and {a_rps:.1f} req/s at "
             f"{data['clients']} clients, against ONNX Runtime's {o_p50:.1f} ms and {o_rps:.1f} "
             f"req/s, ready in {auto['ready_s']:.0f} s instead of {ort['ready_s']:.0f}.")
