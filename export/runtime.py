@@ -97,6 +97,12 @@ class ImageDetector:
         """`infer` while other pipeline calls run at once (default: the same engine)."""
         return self.infer(tensor)
 
+    def pipelines(self, workers: int) -> int:
+        """How many pipeline calls to run at once where `workers` model calls share the
+        cores (default: `workers`; a runtime that queues calls beyond its engines itself may
+        want one more to decode while they compute)."""
+        return workers
+
     def prepare_shared(self, shape: tuple[int, int, int, int]) -> None:
         """Make `infer_shared` ready for (N, 3, H, W) tensors now, not on first use (default:
         nothing to prepare)."""

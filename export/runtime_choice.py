@@ -9,10 +9,11 @@ with the reason. `onnxruntime` / `openvino` force one configuration (no trial).
 The trial: every candidate is loaded with the service's thread layout and warmed up on one
 warm-up shape (the 4:3 photo's letterbox), then timed on it in interleaved rounds (so drift of
 a shared machine hits every candidate alike) within a total budget (`trial_s`): per round and
-candidate, one call alone (a 1-client request) and, with several workers, `workers` calls at once
-(the saturated service). A candidate's figure is the median over rounds
-of ms per image (the mean of the lone and the concurrent figure). The fastest is served unless
-the reference is within `REFERENCE_MARGIN` of it; the others are dropped.
+candidate, one call alone (a 1-client request) and, with several workers, the service's
+pipelines for that candidate (`ImageDetector.pipelines`) running at once (the saturated
+service). A candidate's figure is the median over rounds of ms per image (the mean of the lone
+and the concurrent figure). The fastest is served unless the reference is within
+`REFERENCE_MARGIN` of it; the others are dropped.
 """
 
 from __future__ import annotations
@@ -194,24 +195,27 @@ def warm_up(detector: ImageDetector, sizes: Sequence[tuple[int, int]], workers: 
             prepare(tensor.shape)
 
 
-def _concurrent_pass(detector: ImageDetector, images: list[Image.Image], workers: int) -> float:
-    """Seconds for `workers` threads to run a pass each, started together."""
-    start = threading.Barrier(workers + 1)
+def _concurrent_pass(
+    detector: ImageDetector, images: list[Image.Image], threads: int, passes: int = 1
+) -> float:
+    """Seconds for `threads` threads to run `passes` passes each, started together."""
+    start = threading.Barrier(threads + 1)
     errors: list[BaseException] = []
 
     def run() -> None:
         start.wait()
         try:
-            _pass(detector, images)
+            for _ in range(passes):
+                _pass(detector, images)
         except BaseException as exc:  # re-raised on the calling thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(workers)]
-    for t in threads:
+    threads_ = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for t in threads_:
         t.start()
     start.wait()
     t0 = time.perf_counter()
-    for t in threads:
+    for t in threads_:
         t.join()
     if errors:
         raise errors[0]
@@ -232,7 +236,12 @@ def measure(
             _pass(detector, images)
             alone = (time.perf_counter() - t0) / len(images)
             if workers > 1:
-                loaded = _concurrent_pass(detector, images, workers) / (workers * len(images))
+                # The service's pipelines, `workers` passes each: n x workers calls even out
+                # over `workers` engines, so one more pipeline than engines is not charged for
+                # the last engine's idle tail, only credited with its overlap.
+                n = detector.pipelines(workers)
+                calls = n * workers * len(images)
+                loaded = _concurrent_pass(detector, images, n, workers) / calls
                 rounds[name].append((alone + loaded) / 2)
             else:
                 rounds[name].append(alone)

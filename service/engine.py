@@ -274,7 +274,8 @@ class Engine:
                 then(result)
             return result
 
-        return await self.worker.run(job, deadline, slot, key=model.name)
+        return await self.worker.run(job, deadline, slot, key=model.name,
+                                     limit=self.pipelines(detector))
 
     async def detect_many(
         self,
@@ -311,7 +312,16 @@ class Engine:
                     out.append(exc)
             return out
 
-        return await self.worker.run(job, deadline, slot, key=model.name)
+        return await self.worker.run(job, deadline, slot, key=model.name,
+                                     limit=self.pipelines(detector))
+
+    def pipelines(self, detector: Detector) -> int:
+        """The jobs of `detector`'s model that run at once: its runtime's choice for
+        DETECTOR_WORKERS (export.runtime.ImageDetector.pipelines), at most the worker's threads;
+        `workers` for a detector that does not say."""
+        workers = self.settings.workers
+        choose = getattr(detector, "pipelines", None)
+        return workers if choose is None else min(self.worker.threads, choose(workers))
 
     def _tiling(self, tile: str | int) -> dict[str, str | int]:
         """detect_bytes' tiling arguments (none when off: the untiled call as it always was)."""

@@ -171,7 +171,8 @@ class Reloader:
             "model_version": entry.version, "previous_version": previous, "preset": m.preset,
             "precision": m.precision, "load_ms": load_ms, "memory_bytes": memory,
             "backend": getattr(detector, "backend", "custom"),
-            "threads": engine.settings.threads, "workers": engine.settings.workers, **chosen,
+            "threads": engine.settings.threads, "workers": engine.settings.workers,
+            "pipelines": engine.pipelines(detector), **chosen,
         })  # fmt: skip
         return ModelChange(name=name, action="changed" if serving else "added",
                            version=entry.version, previous_version=previous,

@@ -109,7 +109,8 @@ class Settings(BaseSettings):
         default_factory=default_threads,
         ge=1,
         description="inference jobs run at once, each a whole request (decode, model, NMS); "
-        "they share the `threads` (default: the cores this process may use)",
+        "they share the `threads`; a model on OpenVINO's multi-stream engine runs one more, "
+        "whose model call waits in OpenVINO's queue (default: the cores this process may use)",
     )  # fmt: skip
     spinning: Spinning = Field(
         "auto",

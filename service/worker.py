@@ -2,14 +2,18 @@
 
 `workers` threads each run one request's whole pipeline (decode, resize, model, NMS); the
 runtimes release the GIL, so on a 2-core machine two workers keep both cores busy where one left
-a core idle during every decode and NMS (bench/RESULTS.md). A job goes to the thread that went
-idle last (`service.thread_pool`), so a lone stream of requests stays on one warm thread. The
-event loop only awaits futures and stays responsive. A request that finds every worker busy and
-`max_queue` requests already waiting is refused at once (503 + Retry-After) instead of queueing
-without bound; one whose deadline passes gets 504 (if it was still waiting, it is dropped from
-the queue; if it was already running, its result is discarded). A request is refused at arrival
-when the queue is already full (`check`, costs nothing), but its slot is taken only once its
-body is complete (`admit`), so slow or stalled uploads never hold one.
+a core idle during every decode and NMS (bench/RESULTS.md). With several workers the pool holds
+one thread more, used only by a model whose runtime queues calls beyond its streams itself
+(OpenVINO): one more request then decodes and letterboxes while every stream computes
+(`export.runtime.ImageDetector.pipelines`); a job's `limit` keeps any other model at `workers`.
+A job goes to the thread that went idle last (`service.thread_pool`), so a lone stream of
+requests stays on one warm thread. The event loop only awaits futures and stays responsive. A
+request that finds every worker busy and `max_queue` requests already waiting is refused at once
+(503 + Retry-After) instead of queueing without bound; one whose deadline passes gets 504 (if it
+was still waiting, it is dropped from the queue; if it was already running, its result is
+discarded). A request is refused at arrival when the queue is already full (`check`, costs
+nothing), but its slot is taken only once its body is complete (`admit`), so slow or stalled
+uploads never hold one.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class InferenceWorker:
         self.workers = workers
         self.retry_after_s = retry_after_s
         self._on_depth = on_depth or (lambda _depth: None)
-        self._executor = LifoThreadPool(workers, thread_name_prefix="inference")
+        self.threads = workers + 1 if workers > 1 else 1  # the spare: see the module doc
+        self._executor = LifoThreadPool(self.threads, thread_name_prefix="inference")
         self._lock = threading.Lock()
         self._waiting = 0
         self._running = 0
@@ -82,13 +87,14 @@ class InferenceWorker:
         deadline: float | None = None,
         slot: Reservation | None = None,
         key: str = "",
+        limit: int | None = None,
     ) -> tuple[T, float]:
         """Run `fn` on the worker; returns (result, seconds spent waiting for the worker).
 
         `slot` is a reservation from `admit()` (taken here if not given). `deadline` is a
         `time.monotonic()` instant. Raises OverloadedError when the queue is full and
         DeadlineExceededError when the deadline passes first. Waiting jobs of different `key`s
-        (models) take turns.
+        (models) take turns; at most `limit` jobs of a key run at once (default: `workers`).
         """
         slot = slot if slot is not None else self.admit()
         submitted = time.perf_counter()
@@ -104,7 +110,7 @@ class InferenceWorker:
             finally:
                 self._change(running=-1)
 
-        cfut: Future[T] = self._executor.submit_as(key, job)
+        cfut: Future[T] = self._executor.submit_as(key, job, limit or self.workers)
         afut = asyncio.wrap_future(cfut)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:

@@ -204,6 +204,7 @@ def test_concurrent_calls_run_on_a_multi_stream_model(perturbed_onnx: Path) -> N
 def _multi_stream_checks(perturbed_onnx: str) -> None:
     det = OpenVinoDetector(perturbed_onnx, threads=2, precision="f32", shared_threads=1)
     assert det.streams == 2 and det.shared_config is not None
+    assert det.pipelines(2) == 3  # a call beyond the streams waits in OpenVINO's queue
     assert det.shared_config["NUM_STREAMS"] == 2 and det.shared_config["INFERENCE_NUM_THREADS"] == 2
     ort_det = OnnxDetector(perturbed_onnx, threads=1)
     x = np.random.default_rng(3).standard_normal((1, 3, 96, 128)).astype(np.float32)
@@ -219,7 +220,7 @@ def _multi_stream_checks(perturbed_onnx: str) -> None:
     ready.prepare_shared((1, 3, 96, 128))  # compiled now, e.g. before a timing
     assert ready.shared_shapes == [(1, 3, 96, 128)] and ready.compiled_shapes == []
     alone = OpenVinoDetector(perturbed_onnx, threads=2, precision="f32")
-    assert alone.streams == 1 and alone.shared_config is None
+    assert alone.streams == 1 and alone.shared_config is None and alone.pipelines(1) == 1
     alone.infer_shared(x)
     assert alone.shared_shapes == [] and alone.compiled_shapes == [(1, 3, 96, 128)]
 

@@ -77,6 +77,7 @@ def test_onnx_shared_session_gives_the_same_outputs(tiny_onnx_path: Path) -> Non
     for a, b in zip(det.infer(x), det.infer_shared(x), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert det.session.get_inputs()[0].name == INPUT_NAME
+    assert det.pipelines(2) == 2  # a call runs on its caller's thread: no more than `workers`
     # Without a narrower thread count there is one session.
     same = OnnxDetector(tiny_onnx_path, threads=1, shared_threads=1)
     assert same.shared_session is same.session

@@ -5,6 +5,7 @@ between ONNX Runtime and OpenVINO on a small exported file."""
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,34 @@ def test_a_real_choice_between_two_installed_runtimes(
     assert choice.validation is not None and choice.validation["valid"] == [
         "onnxruntime", "openvino-f32"]  # fmt: skip
     assert choice.trial_ms > 0
+
+
+def test_the_trial_runs_as_many_calls_at_once_as_the_service_would() -> None:
+    """With workers=2, a candidate that asks for 3 pipelines is timed with 3 threads at once,
+    `workers` passes each (6 calls: they even out over its 2 engines); one that does not ask,
+    with 2 threads. Each round also times one call alone."""
+
+    class Counting(FakeDetector):
+        def __init__(self, config: str, extra: int) -> None:
+            super().__init__(config)
+            self.extra, self.calls, self.active, self.peak = extra, 0, 0, 0
+            self.lock = threading.Lock()
+
+        def pipelines(self, workers: int) -> int:
+            return workers + self.extra
+
+        def detect_image(self, image: Any, cfg: Any) -> None:
+            with self.lock:
+                self.calls += 1
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            threading.Event().wait(0.01)  # long enough for the threads to overlap
+            with self.lock:
+                self.active -= 1
+
+    queued, plain = Counting("openvino-bf16", 1), Counting("onnxruntime", 0)
+    timings = rc.measure({"q": queued, "p": plain}, 0.0, 2, [(64, 48)])  # type: ignore[dict-item]
+    assert set(timings) == {"q", "p"} and all(ms > 0 for ms in timings.values())
+    rounds = rc.MIN_ROUNDS
+    assert queued.calls == rounds * (1 + 3 * 2) and queued.peak == 3
+    assert plain.calls == rounds * (1 + 2 * 2) and plain.peak == 2

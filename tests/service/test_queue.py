@@ -112,3 +112,23 @@ def test_two_workers_run_two_requests_at_once(gated_serve: Any) -> None:
         det.gate.set()
         assert [f.result().status_code for f in held] == [200, 200, 200]
         assert det.calls == 3
+
+
+def test_a_model_whose_runtime_queues_calls_runs_one_pipeline_more(gated_serve: Any) -> None:
+    """A detector that asks for `workers` + 1 pipelines (OpenVINO's multi-stream model) gets
+    the worker's spare thread: three requests in the pipeline at once with DETECTOR_WORKERS=2,
+    within the same room (max_queue + workers) as before."""
+    with gated_serve(workers=2, max_queue=2) as (app, c, det), ThreadPoolExecutor(4) as pool:
+        det.pipelines = lambda workers: workers + 1  # type: ignore[attr-defined]
+        det.gate.clear()
+        image = jpeg(64, 64)
+        held = [pool.submit(c.post, "/detect", content=image) for _ in range(4)]
+        for _ in range(3):
+            assert det.started.acquire(timeout=10)
+        wait_until(lambda: depth(app) == 1, interval_s=0.002)  # the fourth waits
+        assert not det.started.acquire(timeout=0.2)
+        r = c.post("/detect", content=image)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+        det.gate.set()
+        assert [f.result().status_code for f in held] == [200] * 4
+        assert det.calls == 4

@@ -114,3 +114,41 @@ def test_waiting_jobs_of_different_keys_take_turns() -> None:
     finally:
         pool.shutdown()
     assert order == ["b", "a"]
+
+
+def test_a_key_limit_caps_its_running_jobs_and_leaves_the_spare_threads_to_others() -> None:
+    pool = LifoThreadPool(3)
+    running: dict[str, int] = {"a": 0, "b": 0}
+    peak: dict[str, int] = {"a": 0, "b": 0}
+    lock, gate = threading.Lock(), threading.Event()
+
+    def job(key: str) -> str:
+        with lock:
+            running[key] += 1
+            peak[key] = max(peak[key], running[key])
+        gate.wait(10)
+        with lock:
+            running[key] -= 1
+        return key
+
+    try:
+        a = [pool.submit_as("a", lambda: job("a"), limit=2) for _ in range(4)]
+        wait_until(lambda: running["a"] == 2, interval_s=0.001, what="a did not start")
+        b = pool.submit_as("b", lambda: job("b"))  # the third thread is free for another key
+        wait_until(lambda: running["b"] == 1, interval_s=0.001, what="b did not start")
+        assert running["a"] == 2 and not any(f.done() for f in a)
+        gate.set()
+        assert [f.result(10) for f in a] == ["a"] * 4 and b.result(10) == "b"
+        assert peak == {"a": 2, "b": 1}
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_waits_for_jobs_held_back_by_their_limit() -> None:
+    pool = LifoThreadPool(3)
+    gate = threading.Event()
+    futures = [pool.submit_as("k", lambda: gate.wait(10), limit=1) for _ in range(3)]
+    threading.Timer(0.05, gate.set).start()
+    pool.shutdown(wait=True)  # returns once the three ran one after the other
+    assert all(f.result(0) is True for f in futures)
+    assert not any(t.is_alive() for t in pool._threads)
