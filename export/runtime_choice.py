@@ -210,12 +210,12 @@ def _concurrent_pass(
         except BaseException as exc:  # re-raised on the calling thread
             errors.append(exc)
 
-    threads_ = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
-    for t in threads_:
+    runners = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for t in runners:
         t.start()
     start.wait()
     t0 = time.perf_counter()
-    for t in threads_:
+    for t in runners:
         t.join()
     if errors:
         raise errors[0]
